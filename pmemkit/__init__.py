@@ -1,0 +1,34 @@
+"""pmemkit: persistent memory for Python developers.
+
+* :func:`map_file` maps a file with libpmem's flush/drain/persist semantics.
+* :func:`discover` tells what this machine has (regions, namespaces, DAX mounts, CPU).
+* :mod:`pmemkit.crash` explores every crash state of a workload.
+* :mod:`pmemkit.btt` implements the Block Translation Table.
+* :mod:`pmemkit.vm` boots emulated pmem in a QEMU guest.
+
+``import pmemkit`` stays light: numpy is imported only when an array is asked for.
+"""
+
+from .errors import (  # noqa: F401
+    ClosedMappingError,
+    InvalidArgumentError,
+    MappingError,
+    NotPmemError,
+    OutOfRangeError,
+    PmemError,
+    UnsupportedFlushError,
+)
+from .region import BufferRegion, Region  # noqa: F401
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy so that ``import pmemkit`` does not pull in pyudev/psutil/numpy.
+    if name in ("map_file", "PmemMap"):
+        from . import mapping
+        return getattr(mapping, name)
+    if name in ("discover", "is_dax"):  # functions of pmemkit.discovery
+        from . import discovery
+        return getattr(discovery, name)
+    raise AttributeError(f"module 'pmemkit' has no attribute {name!r}")

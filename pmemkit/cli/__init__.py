@@ -1,0 +1,47 @@
+"""``pmemkit`` - the command line, a thin layer over the library.
+
+Each sub-command family lives in its own module here and exposes
+``register(subparsers)``, which adds its parsers and sets ``func`` (called with
+the parsed arguments, returning the exit status). Nothing below this package
+prints to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import PmemError
+
+#: Sub-command modules, in the order ``pmemkit --help`` lists them.
+COMMAND_MODULES = ("core",)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="pmemkit",
+        description="Persistent-memory emulation, mappings, crash simulation and BTT.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.func(args)
+    except PmemError as exc:
+        print(f"pmemkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pmemkit: interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

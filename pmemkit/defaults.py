@@ -1,0 +1,31 @@
+"""The one source of truth for pmemkit's defaults.
+
+The VM harness, the CLI, ``pmemkit doctor``, the Ansible role
+(``ansible/roles/pmem/defaults/main.yml``, checked against this module by the
+test suite) and the docs all take their defaults from here.
+"""
+
+#: The emulated-pmem kernel argument: ``memmap=SIZE!OFFSET`` reserves SIZE bytes
+#: of RAM starting at physical address OFFSET as persistent memory (e820 type 12).
+MEMMAP = "4G!12G"
+
+#: The small configuration the test suite boots under TCG.
+MEMMAP_SMALL = "512M!1G"
+
+#: Namespace mode the harness and the sandbox put /dev/pmem0 in.
+NAMESPACE_MODE = "fsdax"
+
+#: Filesystems made on emulated pmem, in order, with the mount point of each.
+FILESYSTEMS = ("ext4", "xfs")
+MOUNT_POINTS = {"ext4": "/mnt/pmem-ext4", "xfs": "/mnt/pmem-xfs"}
+MOUNT_OPTIONS = "dax"
+
+#: Extra mkfs arguments: xfs reflink and DAX are refused together before Linux 6.x.
+MKFS_OPTIONS = {"ext4": ("-F", "-q", "-b", "4096"), "xfs": ("-f", "-q", "-m", "reflink=0")}
+
+#: Environment variable the guest (or a user) sets to tell tests where DAX mounts are
+#: (``os.pathsep``-separated directories).
+DAX_DIRS_ENV = "PMEMKIT_DAX_DIRS"
+
+#: Environment variable that turns "skip: no DAX here" into a test failure.
+REQUIRE_DAX_ENV = "PMEMKIT_REQUIRE_DAX"

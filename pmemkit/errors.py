@@ -1,0 +1,96 @@
+"""One exception hierarchy for pmemkit.
+
+Every module raises from here, so a caller can catch :class:`PmemError` for
+"anything pmemkit refused", or a precise child for one kind of user error.
+Each class also derives from the built-in exception a Python programmer would
+expect (``ValueError`` for bad arguments, ``OSError`` for the environment), so
+code written against the standard library keeps working.
+
+Messages say what is wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class PmemError(Exception):
+    """Base class of every error pmemkit raises on purpose."""
+
+
+# --- arguments ---------------------------------------------------------------
+
+class InvalidArgumentError(PmemError, ValueError):
+    """An argument has the wrong type, size or value (e.g. a size that does not parse)."""
+
+
+class OutOfRangeError(InvalidArgumentError, IndexError):
+    """An offset/length (or LBA) falls outside the object it addresses, or is negative."""
+
+
+# --- mappings ----------------------------------------------------------------
+
+class MappingError(PmemError, OSError):
+    """A file could not be mapped as asked (missing, directory, read-only, too small...)."""
+
+
+class ClosedMappingError(PmemError, ValueError):
+    """A mapping (or BTT, or traced region) was used after ``close()``."""
+
+
+class NotPmemError(MappingError):
+    """Persistent-memory semantics (MAP_SYNC / DAX) were required but are not available."""
+
+
+class UnsupportedFlushError(PmemError, RuntimeError):
+    """A flush method was requested that this CPU or this build cannot perform."""
+
+
+# --- discovery ---------------------------------------------------------------
+
+class DiscoveryError(PmemError, OSError):
+    """The machine's sysfs/procfs could not be read or parsed."""
+
+
+# --- VM harness --------------------------------------------------------------
+
+class VmError(PmemError, RuntimeError):
+    """Base class of VM-harness errors."""
+
+
+class VmConfigError(VmError, InvalidArgumentError):
+    """A VM option is invalid (memmap range that does not fit, unknown filesystem, ...)."""
+
+
+class MissingToolError(VmError):
+    """A host tool or package the harness needs (qemu-system, a kernel, debootstrap...) is missing."""
+
+
+class GuestError(VmError):
+    """The guest failed to boot, timed out, or could not set up emulated pmem."""
+
+
+# --- crash simulator ---------------------------------------------------------
+
+class CrashError(PmemError):
+    """Base class of crash-simulator errors (bad trace, bad log, bad checker)."""
+
+
+class TraceFormatError(CrashError, InvalidArgumentError):
+    """A pmemcheck/pmreorder store log (or a pmemkit trace) could not be parsed."""
+
+
+# --- BTT ---------------------------------------------------------------------
+
+class BttError(PmemError):
+    """Base class of BTT errors."""
+
+
+class BttCorruptError(BttError, OSError):
+    """The on-media BTT is damaged (bad signature, checksum, offsets, map or flog)."""
+
+
+class BttIOError(BttError, OSError):
+    """A block read failed the way the kernel returns EIO (e.g. an error-flagged block)."""
+
+
+class BttReadOnlyError(BttError, OSError):
+    """A write was attempted on a BTT (or arena) that was opened read-only."""

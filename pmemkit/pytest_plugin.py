@@ -1,0 +1,80 @@
+"""pmemkit's pytest plugin (entry point ``pytest11``): thin over the library.
+
+* Marker ``dax``: the test needs a real DAX filesystem (MAP_SYNC). Such tests get
+  a ``dax_dir`` fixture: a fresh directory on a DAX mount. Where there is none they
+  are skipped - or fail, with ``--require-dax`` or ``PMEMKIT_REQUIRE_DAX=1``
+  (``pmemkit vm test`` sets it inside the guest, so nothing is skipped there).
+* DAX mounts come from ``PMEMKIT_DAX_DIRS`` (``os.pathsep``-separated) when set,
+  else from :func:`pmemkit.discovery.dax_mount_points`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from . import defaults
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("pmemkit")
+    group.addoption(
+        "--require-dax", action="store_true", default=False,
+        help=f"fail (instead of skip) tests marked 'dax' when no DAX mount is found "
+             f"(also: {defaults.REQUIRE_DAX_ENV}=1)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "dax: needs a real DAX filesystem (MAP_SYNC works); skipped off DAX unless "
+        "--require-dax or PMEMKIT_REQUIRE_DAX=1")
+
+
+def _require_dax(config):
+    return config.getoption("--require-dax") or os.environ.get(defaults.REQUIRE_DAX_ENV) == "1"
+
+
+def dax_mount_points():
+    """Directories on DAX mounts, from the environment or from discovery."""
+    env = os.environ.get(defaults.DAX_DIRS_ENV)
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    from .discovery import dax_mount_points as discovered
+    return [Path(p) for p in discovered()]
+
+
+def _no_dax_outcome(config, why):
+    if _require_dax(config):
+        pytest.fail(f"real DAX required but {why}", pytrace=False)
+    pytest.skip(f"needs real DAX: {why} (run it inside `pmemkit vm test`)")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("dax") is None:
+        return
+    if not dax_mount_points():
+        _no_dax_outcome(item.config, "no DAX mount was found "
+                                     f"(set {defaults.DAX_DIRS_ENV} or mount a filesystem with -o dax)")
+
+
+@pytest.fixture
+def dax_dirs(request):
+    """Every DAX mount point this machine offers (list of Paths); skips/fails when none."""
+    mounts = dax_mount_points()
+    if not mounts:
+        _no_dax_outcome(request.config, "no DAX mount was found")
+    return mounts
+
+
+@pytest.fixture
+def dax_dir(dax_dirs):
+    """A fresh, empty directory on the first DAX mount, removed afterwards."""
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix="pmemkit-test-", dir=dax_dirs[0]))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
