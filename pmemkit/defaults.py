@@ -29,3 +29,9 @@ DAX_DIRS_ENV = "PMEMKIT_DAX_DIRS"
 
 #: Environment variable that turns "skip: no DAX here" into a test failure.
 REQUIRE_DAX_ENV = "PMEMKIT_REQUIRE_DAX"
+
+#: Environment variable: ``1`` treats every mapping as pmem (CPU flush path), ``0`` never.
+FORCE_PMEM_ENV = "PMEMKIT_FORCE_PMEM"
+
+#: Environment variable forcing a mapping's flush method (clwb, clflushopt, clflush, none, msync).
+FLUSH_ENV = "PMEMKIT_FLUSH"

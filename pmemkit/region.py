@@ -89,7 +89,10 @@ class Region:
         """Release the region. Idempotent; any later use raises ClosedMappingError."""
         view, self._view = self._view, None
         if view is not None:
-            view.release()
+            try:
+                view.release()
+            except BufferError:
+                pass  # a numpy array still views it: the memory lives until that array goes
 
     def __enter__(self):
         self._live_view()
@@ -150,7 +153,8 @@ class Region:
         for s in shape:
             count *= s
         check_range(offset, count * dtype.itemsize, self.size)
-        return np.ndarray(shape, dtype=dtype, buffer=view, offset=offset)
+        # A view of its own keeps the memory alive (and mapped) as long as the array lives.
+        return np.ndarray(shape, dtype=dtype, buffer=memoryview(view), offset=offset)
 
     # --- persistence ---------------------------------------------------------------
 

@@ -1,0 +1,530 @@
+"""Map a file with libpmem's flush/drain/persist semantics: :func:`map_file` and :class:`PmemMap`.
+
+The persistence path is chosen once, when the file is mapped (as libpmem2 does):
+
+* on pmem (a ``MAP_SYNC`` mapping or device DAX) ``flush`` is the best cache-line
+  write-back the CPU has (CLWB > CLFLUSHOPT > CLFLUSH), ``drain`` is SFENCE; under
+  eADR the flush is skipped and the fence kept; copies of 256 bytes or more use
+  non-temporal stores;
+* elsewhere ``flush`` remembers the page-aligned ranges and ``drain`` msyncs
+  exactly those, so "flush, then drain" is durable on any file.
+
+The hot methods are implemented in C (``pmemkit._flush``) and bound to the
+mapping as instance attributes, so a call from Python costs one C call. Without
+the extension the same semantics are provided in Python over ``mmap.flush``
+(msync only).
+
+Environment overrides (documented in docs/mapping.md):
+``PMEMKIT_FORCE_PMEM=1|0`` treats every mapping as pmem / as not pmem;
+``PMEMKIT_FLUSH=clwb|clflushopt|clflush|none|msync`` forces the flush method.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import operator
+import os
+import re
+import stat
+
+from . import cpu, defaults
+from .errors import (
+    ClosedMappingError,
+    InvalidArgumentError,
+    MappingError,
+    NotPmemError,
+    UnsupportedFlushError,
+)
+from .region import NT_THRESHOLD, Region, check_range
+from .units import parse_size
+
+__all__ = ["map_file", "PmemMap", "MAP_SHARED_VALIDATE", "MAP_SYNC", "SYNC_MODES"]
+
+#: Linux mmap flags: MAP_SHARED_VALIDATE makes the kernel refuse flags it does not
+#: honour (instead of ignoring them), MAP_SYNC asks for synchronous page faults (DAX).
+MAP_SHARED_VALIDATE = 0x03
+MAP_SYNC = 0x80000
+#: errno values meaning "MAP_SYNC is not supported here" (the file is not on DAX).
+NOT_DAX_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+
+SYNC_MODES = ("auto", "require", "never")
+PAGE_SIZE = mmap.PAGESIZE
+
+_native = cpu.native()
+if _native is not None:
+    _native.configure(ClosedMappingError, InvalidArgumentError, check_range)
+
+
+# --- environment overrides --------------------------------------------------------
+
+def _force_pmem_from_env():
+    """``True``/``False`` from PMEMKIT_FORCE_PMEM, ``None`` when unset."""
+    value = os.environ.get(defaults.FORCE_PMEM_ENV, "").strip()
+    if value == "":
+        return None
+    if value in ("1", "0"):
+        return value == "1"
+    raise InvalidArgumentError(
+        f"{defaults.FORCE_PMEM_ENV}={value!r} is not understood: set it to 1 (treat every "
+        f"mapping as pmem), 0 (never) or unset it")
+
+
+def _flush_from_env():
+    """The flush method forced by PMEMKIT_FLUSH (validated), or ``None``."""
+    value = os.environ.get(defaults.FLUSH_ENV, "").strip().lower()
+    if value == "":
+        return None
+    if value not in cpu.FLUSH_METHODS:
+        raise InvalidArgumentError(
+            f"{defaults.FLUSH_ENV}={value!r} is not a flush method: use one of "
+            f"{', '.join(cpu.FLUSH_METHODS)} or unset it")
+    _check_method_available(value, f"{defaults.FLUSH_ENV}={value}")
+    return value
+
+
+def _check_method_available(method, why):
+    if method == "msync":
+        return
+    if cpu.native() is None:
+        raise UnsupportedFlushError(
+            f"{why} needs pmemkit's native extension (pmemkit._flush), which was not built: "
+            f"only msync is possible. Install a C compiler (apt-get install gcc python3-dev) "
+            f"and reinstall pmemkit, or use {defaults.FLUSH_ENV}=msync")
+    if method not in cpu.available_methods():
+        have = ", ".join(cpu.flush_instructions()) or "none of clwb/clflushopt/clflush"
+        raise UnsupportedFlushError(
+            f"{why}: this CPU has no {method.upper()} instruction (it has {have}); "
+            f"choose one it has, or unset {defaults.FLUSH_ENV}")
+
+
+def _has_eadr():
+    """Whether every nd region's persistence domain is the CPU cache (eADR)."""
+    try:
+        from .discovery import has_eadr
+    except ImportError:  # discovery not present: read sysfs directly
+        import glob
+
+        files = glob.glob("/sys/bus/nd/devices/region*/persistence_domain")
+        try:
+            return bool(files) and all(open(f).read().strip() == "cpu_cache" for f in files)
+        except OSError:
+            return False
+    return has_eadr()
+
+
+# --- filesystem facts for error messages ----------------------------------------------
+
+def mount_of(path):
+    """``(mountpoint, fstype, options)`` of the mount holding ``path`` (longest match)."""
+    import psutil
+
+    real = os.path.realpath(path)
+    best = None
+    for part in psutil.disk_partitions(all=True):
+        mp = part.mountpoint
+        if real == mp or real.startswith(mp.rstrip("/") + "/"):
+            if best is None or len(mp) > len(best.mountpoint):
+                best = part
+    if best is None:
+        return ("/", "unknown", "")
+    return (best.mountpoint, best.fstype, best.opts)
+
+
+def _not_dax_message(path, err):
+    try:
+        mountpoint, fstype, opts = mount_of(path)
+    except Exception:  # noqa: BLE001 - the message must not fail
+        mountpoint, fstype, opts = "?", "unknown", ""
+    code = errno.errorcode.get(err.errno, str(err.errno))
+    return (
+        f"{path} is not on persistent memory: the kernel refused MAP_SYNC ({code}: "
+        f"{err.strerror}). It lives on {fstype} mounted at {mountpoint} with options "
+        f"'{opts or '(none)'}', which is not a DAX mount. Put the file on a filesystem on a pmem "
+        f"device mounted with -o dax (e.g. mkfs.ext4 /dev/pmem0 && mount -o dax /dev/pmem0 "
+        f"/mnt/pmem), or run inside `pmemkit vm run`; use sync='auto' to accept a plain mapping")
+
+
+# --- device DAX ----------------------------------------------------------------------
+
+def _devdax_sysfs(st):
+    return f"/sys/dev/char/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+
+
+def _devdax_size(path, st):
+    try:
+        with open(os.path.join(_devdax_sysfs(st), "size")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        raise MappingError(
+            errno.ENODEV,
+            f"{path} is a character device but not a device-DAX device (no size in "
+            f"{_devdax_sysfs(st)}); map a regular file or a /dev/daxX.Y device") from None
+
+
+def _devdax_deep_flush_file(st):
+    """``/sys/.../regionN/deep_flush`` of the region holding a device-DAX device, or None."""
+    real = os.path.realpath(_devdax_sysfs(st))
+    while real not in ("/", ""):
+        if re.fullmatch(r"region\d+", os.path.basename(real)):
+            candidate = os.path.join(real, "deep_flush")
+            return candidate if os.path.exists(candidate) else None
+        real = os.path.dirname(real)
+    return None
+
+
+# --- the pure-Python msync path (no native extension) --------------------------------
+
+class _PyMsyncFlusher:
+    """flush/drain/persist over ``mmap.flush`` with the same semantics as the C msync path."""
+
+    method = "msync"
+
+    def __init__(self, mm, name):
+        self._mm = mm
+        self._view = memoryview(mm)
+        self._size = len(mm)
+        self._name = name
+        self._ranges = []
+        self.msync_calls = 0
+        self.msync_bytes = 0
+
+    @property
+    def closed(self):
+        return self._view is None
+
+    def _live(self):
+        view = self._view
+        if view is None:
+            raise ClosedMappingError(f"PmemMap for {self._name} is closed; map it again to use it")
+        return view
+
+    def flush(self, offset, length):
+        self._live()
+        offset, length = check_range(offset, length, self._size)
+        if length:
+            start = offset - offset % PAGE_SIZE
+            end = -(-(offset + length) // PAGE_SIZE) * PAGE_SIZE
+            self._ranges.append((start, end))
+
+    def pending(self):
+        merged = []
+        for start, end in sorted(self._ranges):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return [(s, e - s) for s, e in merged]
+
+    def drain(self):
+        self._live()
+        ranges, self._ranges = self.pending(), []
+        for start, length in ranges:
+            length = min(length, self._size - start)  # mmap.flush refuses past the end
+            self._mm.flush(start, length)
+            self.msync_calls += 1
+            self.msync_bytes += length
+
+    def persist(self, offset, length):
+        self.flush(offset, length)
+        self.drain()
+
+    def write(self, offset, data):
+        view = self._live()
+        data = memoryview(data).cast("B")
+        offset, length = check_range(offset, data.nbytes, self._size)
+        view[offset:offset + length] = data
+
+    def read(self, offset, length):
+        view = self._live()
+        offset, length = check_range(offset, length, self._size)
+        return bytes(view[offset:offset + length])
+
+    def memcpy_persist(self, offset, data):
+        self.write(offset, data)
+        self.persist(offset, memoryview(data).nbytes)
+
+    def memset_persist(self, offset, value, length):
+        view = self._live()
+        offset, length = check_range(offset, length, self._size)
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value!r}") from None
+        if not 0 <= value <= 255:
+            raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value}")
+        view[offset:offset + length] = bytes([value]) * length
+        self.persist(offset, length)
+
+    def close(self):
+        view, self._view = self._view, None
+        self._ranges = []
+        if view is not None:
+            view.release()
+
+
+# --- the mapping ----------------------------------------------------------------------
+
+_HOT = ("flush", "drain", "persist", "memcpy_persist", "memset_persist", "write", "read")
+
+
+class PmemMap(Region):
+    """A file (or device-DAX) mapping with libpmem's persistence semantics.
+
+    Made by :func:`map_file`. Besides the :class:`~pmemkit.region.Region` interface it has
+    ``map_sync`` (the kernel accepted MAP_SYNC), ``device_dax``, ``eadr`` and ``native``
+    (the C primitives are in use). The methods flush, drain, persist, memcpy_persist,
+    memset_persist, write and read are bound at map time to the chosen implementation.
+    """
+
+    def __init__(self, mm, *, path, is_pmem, granularity, flush_method, map_sync=False,
+                 device_dax=False, eadr=False, deep_flush_file=None, native=None):
+        super().__init__(mm, path=path)
+        self._mmap = mm
+        self.is_pmem = is_pmem
+        self.granularity = granularity
+        self.flush_method = flush_method
+        self.map_sync = map_sync
+        self.device_dax = device_dax
+        self.eadr = eadr
+        self._deep_flush_file = deep_flush_file
+        native = _native if native is None else native
+        if native:
+            impl = native.Flusher(mm, flush_method, path)
+        elif flush_method == "msync":
+            impl = _PyMsyncFlusher(mm, path)
+        else:
+            raise UnsupportedFlushError(
+                f"flush method {flush_method!r} needs the native extension pmemkit._flush")
+        self._impl = impl
+        self.native = bool(native)
+        for name in _HOT:
+            setattr(self, name, getattr(impl, name))
+
+    # Class-level versions of the bound methods, for documentation and introspection;
+    # each instance shadows them with the implementation chosen at map time.
+    def flush(self, offset, length):  # noqa: D102 - replaced per instance
+        return self._impl.flush(offset, length)
+
+    def drain(self):
+        return self._impl.drain()
+
+    def pending_msync(self):
+        """msync method: the ``(offset, length)`` page ranges the next :meth:`drain` will sync."""
+        self._live_view()
+        return list(self._impl.pending()) if self.flush_method == "msync" else []
+
+    @property
+    def msync_stats(self):
+        """``(calls, bytes)``: msync(2) calls made by drain so far and the bytes they covered."""
+        return (self._impl.msync_calls, self._impl.msync_bytes)
+
+    def deep_flush(self, offset, length):
+        """Persist the range, then push it through the memory controller's queues.
+
+        libpmem2 semantics: for a file (fsdax or not) msync the page-aligned range;
+        for device DAX write ``1`` to the region's ``deep_flush`` sysfs file.
+        """
+        self._live_view()
+        offset, length = check_range(offset, length, self.size)
+        self.persist(offset, length)
+        if self.device_dax:
+            if self._deep_flush_file:
+                try:
+                    with open(self._deep_flush_file, "w") as f:
+                        f.write("1")
+                except OSError as exc:
+                    raise MappingError(exc.errno, f"deep flush via {self._deep_flush_file} failed: "
+                                                  f"{exc.strerror}") from None
+            return
+        if length:
+            start = offset - offset % PAGE_SIZE
+            self._mmap.flush(start, min(offset + length, self.size) - start)
+
+    def close(self):
+        """Unmap. Idempotent; any later use raises :class:`ClosedMappingError`.
+
+        numpy arrays or memoryviews taken from :attr:`buffer` / :meth:`array` keep the
+        memory mapped until they are released (so they never dangle).
+        """
+        impl = getattr(self, "_impl", None)
+        if impl is not None:
+            impl.close()
+        super().close()
+        mm = getattr(self, "_mmap", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # exported views still alive: unmapped when the last one goes
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+
+# --- map_file ----------------------------------------------------------------------------
+
+def _parse_map_size(size):
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        try:
+            size = operator.index(size)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"size must be an integer number of bytes or a string like '64M', "
+                f"got {type(size).__name__}") from None
+    size = parse_size(size, "mapping size")
+    if size == 0:
+        raise InvalidArgumentError("cannot map 0 bytes: give a size > 0 (e.g. size='64M')")
+    return size
+
+
+def map_file(path, size=None, *, create=False, sync="auto", mode=0o644):
+    """Map ``path`` and return a :class:`PmemMap`.
+
+    ``size=None`` maps the whole existing file; ``create=True`` creates the file or
+    extends it to ``size`` (never shrinks it). ``sync``: ``"auto"`` asks for
+    MAP_SYNC and accepts a plain shared mapping when the kernel refuses it,
+    ``"require"`` raises :class:`NotPmemError` instead, ``"never"`` does not ask.
+    On any error the file is left as it was (a file created here is removed again).
+    """
+    if not isinstance(sync, str) or sync not in SYNC_MODES:
+        raise InvalidArgumentError(f"sync={sync!r} is not valid: use 'auto', 'require' or 'never'")
+    try:
+        mode = operator.index(mode)
+    except TypeError:
+        raise InvalidArgumentError(f"mode must be an integer like 0o644, got {mode!r}") from None
+    size = _parse_map_size(size)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise InvalidArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path:
+        raise InvalidArgumentError("path is empty")
+    force_pmem = _force_pmem_from_env()
+    forced_method = _flush_from_env()
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise MappingError(exc.errno, f"cannot stat {path}: {exc.strerror}") from None
+
+    device_dax = False
+    if st is None:
+        if not create:
+            raise MappingError(errno.ENOENT, f"{path} does not exist; pass create=True and a size to create it")
+        if size is None:
+            raise InvalidArgumentError(f"{path} does not exist: give a size to create it (e.g. size='64M')")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise MappingError(errno.ENOENT, f"cannot create {path}: directory {parent} does not exist")
+    elif stat.S_ISDIR(st.st_mode):
+        raise MappingError(errno.EISDIR, f"{path} is a directory; map a file inside it (e.g. {os.path.join(path, 'pool')})")
+    elif stat.S_ISCHR(st.st_mode):
+        device_dax = True
+        dev_size = _devdax_size(path, st)
+        if size is None:
+            size = dev_size
+        elif size > dev_size:
+            raise MappingError(errno.EINVAL, f"{path} has {dev_size} bytes; cannot map {size}")
+    elif not stat.S_ISREG(st.st_mode):
+        raise MappingError(errno.EINVAL, f"{path} is not a regular file or a device-DAX device")
+    else:
+        if not st.st_mode & 0o222:
+            raise MappingError(
+                errno.EACCES,
+                f"{path} is read-only (mode {stat.filemode(st.st_mode)}); a pmem mapping must be "
+                f"writable: chmod u+w {path}")
+        if size is None:
+            if st.st_size == 0:
+                raise MappingError(errno.EINVAL, f"{path} is empty; pass size= and create=True to extend it")
+            size = st.st_size
+        elif size > st.st_size and not create:
+            raise MappingError(
+                errno.EINVAL,
+                f"{path} has {st.st_size} bytes, fewer than the {size} asked for; "
+                f"pass create=True to extend it, or a smaller size")
+
+    created = False
+    try:
+        if st is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            created = True
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise MappingError(exc.errno, f"cannot open {path} for writing: {exc.strerror}") from None
+
+    old_size = None if st is None else st.st_size
+    extended = False
+
+    def undo():
+        if created:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        elif extended:
+            try:
+                os.ftruncate(fd, old_size)
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except OSError:
+                pass
+
+    try:
+        if not device_dax and (old_size or 0) < size:
+            extended = not created
+            try:
+                os.posix_fallocate(fd, 0, size)  # allocate blocks: no SIGBUS on a full fs later
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise MappingError(errno.ENOSPC, f"no space to extend {path} to {size} bytes") from None
+                os.ftruncate(fd, size)  # filesystems without fallocate (tmpfs before 2.6, 9p)
+        mm, map_sync = _mmap(fd, size, sync, path)
+    except BaseException:
+        undo()
+        os.close(fd)
+        raise
+    os.close(fd)
+
+    is_pmem = map_sync or device_dax
+    if force_pmem is not None:
+        is_pmem = force_pmem
+    eadr = bool(is_pmem and _has_eadr())
+    granularity = ("byte" if eadr else "cache_line") if is_pmem else "page"
+    if forced_method is not None:
+        method = forced_method
+    elif not is_pmem:
+        method = "msync"
+    elif eadr and _native is not None:
+        method = "none"
+    else:
+        method = cpu.best_flush_method()
+    return PmemMap(mm, path=path, is_pmem=is_pmem, granularity=granularity, flush_method=method,
+                   map_sync=map_sync, device_dax=device_dax, eadr=eadr,
+                   deep_flush_file=_devdax_deep_flush_file(st) if device_dax else None)
+
+
+def _mmap(fd, size, sync, path):
+    """Map ``size`` bytes of ``fd``; returns ``(mmap, map_sync_accepted)``."""
+    prot = mmap.PROT_READ | mmap.PROT_WRITE
+    if sync != "never":
+        try:
+            return mmap.mmap(fd, size, flags=MAP_SHARED_VALIDATE | MAP_SYNC, prot=prot), True
+        except OSError as exc:
+            if exc.errno not in NOT_DAX_ERRNOS:
+                raise MappingError(exc.errno, f"cannot map {path}: {exc.strerror}") from None
+            if sync == "require":
+                raise NotPmemError(exc.errno, _not_dax_message(path, exc)) from None
+    try:
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot), False
+    except (OSError, ValueError) as exc:
+        raise MappingError(getattr(exc, "errno", None) or errno.EINVAL, f"cannot map {path}: {exc}") from None
