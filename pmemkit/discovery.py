@@ -347,13 +347,13 @@ def is_dax(path):
 
 def native_flush_available():
     """True when pmemkit's C flush extension is importable (else mappings fall back to msync)."""
-    import importlib.util
+    import importlib
     for name in _NATIVE_MODULES:
         try:
-            if importlib.util.find_spec(name) is not None:
-                return True
-        except (ImportError, ValueError):
+            importlib.import_module(name)
+        except ImportError:
             continue
+        return True
     return False
 
 
@@ -425,7 +425,7 @@ class _FileBackend:
             return []
         out = []
         for name in names:
-            if not name.startswith(prefix):
+            if name.startswith(".") or not name.startswith(prefix):
                 continue
             sys_path = os.path.realpath(os.path.join(directory, name))
             node = None
@@ -724,10 +724,7 @@ def _build(backend, root, problems):
             mounts.append(Mount(device, mp, fstype, options, dax))
 
     cmdline = _read_text(_join(root, "/proc/cmdline"), problems)
-    memmaps = parse_cmdline_memmaps(cmdline or "")
-    for m in memmaps:
-        if m.error:
-            problems.append(Problem("/proc/cmdline", m.error))
+    memmaps = parse_cmdline_memmaps(cmdline or "")   # invalid items carry their error
 
     kernel = _read_text(_join(root, "/proc/sys/kernel/osrelease"), problems)
     return dict(
@@ -779,6 +776,17 @@ def discover(root="/", *, backend="auto"):
 
 
 # --- doctor ---------------------------------------------------------------------
+
+def approx_size(n):
+    """``24684084 kB`` -> ``"23.5 GiB"``: sizes for people (exact ones use format_size)."""
+    if n is None:
+        return "?"
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
 
 @dataclass(frozen=True)
 class Advice:
@@ -862,7 +870,7 @@ def diagnose(info=None, *, root="/"):
                 out.append(Advice(
                     "warning", f"memmap={mm} ends beyond this machine's RAM",
                     f"The range ends at {format_size(mm.end)} but the machine has "
-                    f"{format_size(info.ram_bytes)} of RAM; the kernel cannot reserve memory "
+                    f"{approx_size(info.ram_bytes)} of RAM; the kernel cannot reserve memory "
                     f"that is not there. Choose a range that ends inside RAM, e.g. "
                     f"memmap={suggest_memmap(info.ram_bytes) or defaults.MEMMAP_SMALL}.",
                     key="memmap.beyond_ram"))
@@ -882,13 +890,13 @@ def diagnose(info=None, *, root="/"):
             if mm is None:
                 out.append(Advice(
                     "warning", "Too little RAM to reserve emulated pmem",
-                    f"This machine has {format_size(info.ram_bytes or 0)} of RAM; even "
+                    f"This machine has {approx_size(info.ram_bytes)} of RAM; even "
                     f"memmap={defaults.MEMMAP_SMALL} would leave too little.",
                     key="memmap.too_small"))
                 out.append(_vm_advice())
             else:
                 small = str(mm) != defaults.MEMMAP
-                why = (f" (RAM is {format_size(info.ram_bytes)}, so the smaller range instead "
+                why = (f" (RAM is {approx_size(info.ram_bytes)}, so the smaller range instead "
                        f"of the default memmap={defaults.MEMMAP})" if small else "")
                 out.append(Advice(
                     "action", "Reserve emulated pmem on the kernel command line",
@@ -993,7 +1001,8 @@ def diagnose(info=None, *, root="/"):
             "warning", "The CPU reports no CLFLUSH", "Mappings will use msync.",
             key="cpu.noflush"))
     for p in info.problems:
-        out.append(Advice("warning", f"Could not read {p.where}", p.message, key="problem"))
+        out.append(Advice("warning", f"Unexpected sysfs/procfs entry {p.where}", p.message,
+                          key="problem"))
 
     order = {"warning": 0, "action": 1, "ok": 2, "info": 3}
     return sorted(out, key=lambda a: order.get(a.level, 9))
