@@ -35,3 +35,16 @@ FORCE_PMEM_ENV = "PMEMKIT_FORCE_PMEM"
 
 #: Environment variable forcing a mapping's flush method (clwb, clflushopt, clflush, none, msync).
 FLUSH_ENV = "PMEMKIT_FLUSH"
+
+# --- crash simulator -----------------------------------------------------------
+#: Engine "auto": explore a crash point exhaustively while it has at most this many states...
+CRASH_AUTO_EXHAUSTIVE_STATES = 1 << 16
+#: ...else bounded with the largest k (<= CRASH_BOUNDED_K) giving at most this many states, plus random samples.
+CRASH_AUTO_BOUNDED_STATES = 4096
+#: Default k of the bounded engine (Chipmunk's choice) and sample count of the random engine.
+CRASH_BOUNDED_K = 2
+CRASH_RANDOM_SAMPLES = 256
+#: Images sent to a worker process at a time (explore(workers=N)).
+CRASH_BATCH = 256
+#: Size of the traced region when explore() gets neither size nor initial contents.
+CRASH_DEFAULT_SIZE = 4096

@@ -1,0 +1,17 @@
+"""Crash-consistency simulation: trace stores, flushes and fences; explore every crash state; check each.
+
+>>> from pmemkit import crash
+>>> report = crash.explore(workload, check, size=4096)      # doctest: +SKIP
+>>> print(report)                                           # doctest: +SKIP
+
+See docs/crash.md.
+"""
+
+from .checkers import ExternalChecker, PersistentChecker
+from .explore import explore
+from .replay import replay
+from .report import CrashPoint, Report, Violation
+from .trace import MODELS, TracedRegion
+
+__all__ = ["explore", "replay", "Report", "Violation", "CrashPoint", "TracedRegion",
+           "ExternalChecker", "PersistentChecker", "MODELS"]

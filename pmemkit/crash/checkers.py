@@ -1,0 +1,206 @@
+"""Checkers: in-process callables, external programs, and persistent checker processes.
+
+Persistent checker line protocol (one process checks many images)
+------------------------------------------------------------------
+pmemkit starts the program once, with ``PMEMKIT_CHECK_PROTOCOL=1`` in its
+environment, and for every crash image:
+
+1. writes the image to a file (the same path is reused; the file is rewritten
+   for each image - read it before replying);
+2. sends one line on the program's stdin: the file's path, followed - only when
+   the checker was created with ``info=True`` - by a TAB and a JSON object
+   ``{"point": 3, "kind": "fence", "marker": "commit", "records": [[key, value], ...]}``;
+3. reads one line from the program's stdout: ``0`` (optionally followed by a
+   space and any text) means consistent; anything else (say ``1 torn record``)
+   means inconsistent, and the line is the message.
+
+When exploration ends pmemkit closes stdin; the program should then exit.
+Flush stdout after every reply.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+from ..errors import CrashError, InvalidArgumentError
+
+#: Seconds an external checker may take on one image before it is considered hung.
+CHECK_TIMEOUT = 60
+
+
+class CheckFailed(Exception):
+    """Raised by pmemkit's own checker adapters; its text is the whole message."""
+
+
+def _argv(argv):
+    if isinstance(argv, (str, bytes)):
+        raise InvalidArgumentError(
+            f"an external checker is an argv list such as ['./check', '--strict'], not a string "
+            f"({argv!r}); pmemkit never runs a shell")
+    argv = [os.fspath(a) for a in argv]
+    if not argv:
+        raise InvalidArgumentError("the checker's argv list is empty; give the program to run")
+    if shutil.which(argv[0]) is None:
+        raise CrashError(f"checker program {argv[0]!r} was not found or is not executable; "
+                         f"give a path or a command on PATH")
+    return argv
+
+
+class _ImageFile:
+    def __init__(self):
+        self.dir = None
+        self.path = None
+
+    def write(self, image):
+        if self.path is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+            self.dir = tempfile.mkdtemp(prefix="pmemkit-crash-", dir=base)
+            self.path = os.path.join(self.dir, "image")
+        with open(self.path, "wb") as f:
+            f.write(image)
+        return self.path
+
+    def cleanup(self):
+        if self.dir is not None and self._pid == os.getpid():
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = self.path = None
+
+
+class ExternalChecker:
+    """Run ``argv + [image_path]`` per image; exit status 0 means consistent (pmreorder's convention)."""
+
+    wants_info = False
+
+    def __init__(self, argv, timeout=CHECK_TIMEOUT):
+        self.argv = _argv(argv)
+        self.timeout = timeout
+        self._file = _ImageFile()
+
+    def __call__(self, image):
+        path = self._file.write(image)
+        try:
+            proc = subprocess.run(self.argv + [path], stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise CrashError(f"checker {self.argv[0]!r} took more than {self.timeout} s on one image") from None
+        except OSError as exc:
+            raise CrashError(f"cannot run checker {self.argv[0]!r}: {exc}") from None
+        if proc.returncode != 0:
+            out = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+            tail = f": {out[-1]}" if out else ""
+            raise CheckFailed(f"checker exited with status {proc.returncode}{tail}")
+        return True
+
+    def close(self):
+        self._file.cleanup()
+
+    def __getstate__(self):
+        return {"argv": self.argv, "timeout": self.timeout}
+
+    def __setstate__(self, state):
+        self.__init__(state["argv"], state["timeout"])
+
+
+class PersistentChecker:
+    """A checker process that stays running and checks images over the line protocol above."""
+
+    def __init__(self, argv, info=False, timeout=CHECK_TIMEOUT):
+        self.argv = _argv(argv)
+        self.wants_info = bool(info)
+        self.timeout = timeout
+        self._proc = None
+        self._pid = None
+        self._file = _ImageFile()
+
+    def _start(self):
+        env = dict(os.environ, PMEMKIT_CHECK_PROTOCOL="1")
+        try:
+            self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
+        except OSError as exc:
+            raise CrashError(f"cannot start checker {self.argv[0]!r}: {exc}") from None
+        self._pid = os.getpid()
+
+    def __call__(self, image, info=None):
+        if self._proc is None or self._pid != os.getpid():
+            self._start()
+        path = self._file.write(image)
+        line = path
+        if self.wants_info and info is not None:
+            line += "\t" + json.dumps({"point": info.index, "kind": info.kind, "marker": info.marker,
+                                       "records": [list(r) for r in info.records]}, default=repr)
+        proc = self._proc
+        try:
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            reply = proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            reply = ""
+        if not reply:
+            err = ""
+            try:
+                proc.kill()
+                err = proc.stderr.read().strip().splitlines()
+                err = f": {err[-1]}" if err else ""
+            except Exception:  # noqa: BLE001 - best effort diagnostics
+                pass
+            self._proc = None
+            raise CrashError(f"persistent checker {self.argv[0]!r} exited or closed stdout "
+                             f"instead of answering{err}; see the protocol in docs/crash.md")
+        reply = reply.rstrip("\n")
+        if reply == "0" or reply.startswith("0 "):
+            return True
+        raise CheckFailed(f"checker said: {reply}")
+
+    def close(self):
+        proc, self._proc = self._proc, None
+        if proc is not None and self._pid == os.getpid():
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001
+                proc.kill()
+                proc.wait()
+            for f in (proc.stdout, proc.stderr):
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._file.cleanup()
+
+    def __getstate__(self):
+        return {"argv": self.argv, "info": self.wants_info, "timeout": self.timeout}
+
+    def __setstate__(self, state):
+        self.__init__(state["argv"], state["info"], state["timeout"])
+
+
+def as_checker(check):
+    if isinstance(check, (list, tuple)):
+        return ExternalChecker(check)
+    if callable(check):
+        return check
+    raise InvalidArgumentError(
+        f"check must be a callable (image[, point]) or an argv list, got {type(check).__name__}")
+
+
+def wants_info(check):
+    """True when the checker takes a second argument (the crash point)."""
+    flag = getattr(check, "wants_info", None)
+    if flag is not None:
+        return bool(flag)
+    try:
+        sig = inspect.signature(check)
+    except (TypeError, ValueError):
+        return False
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        return False
+    return True

@@ -1,0 +1,143 @@
+"""Engines: which combinations of alternatives (see :mod:`.model`) to visit.
+
+Every engine yields *choice vectors* as sparse dicts ``{dimension: alternative}``
+(alternative numbers start at 1; an absent dimension means "nothing more became
+durable there"). The exhaustive engine walks a reflected mixed-radix Gray code,
+so consecutive images differ in one dimension and are built by one patch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+
+from .. import defaults
+from ..errors import InvalidArgumentError
+
+ENGINES = ("exhaustive", "bounded", "random", "prefix", "auto")
+
+
+class EngineSpec:
+    """A parsed engine name: ``exhaustive``, ``bounded[:k]``, ``random[:n]``, ``prefix``, ``auto``."""
+
+    def __init__(self, name, k=None, samples=None):
+        self.name = name
+        self.k = defaults.CRASH_BOUNDED_K if k is None else k
+        self.samples = defaults.CRASH_RANDOM_SAMPLES if samples is None else samples
+
+    @classmethod
+    def parse(cls, engine, k=None, samples=None):
+        if isinstance(engine, EngineSpec):
+            return engine
+        if not isinstance(engine, str):
+            raise InvalidArgumentError(f"engine must be a string such as 'auto', got {engine!r}")
+        m = re.fullmatch(r"\s*([a-z]+)\s*(?:[:(]\s*(\d+)\s*\)?)?\s*", engine)
+        if not m or m.group(1) not in ENGINES:
+            raise InvalidArgumentError(
+                f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)} "
+                f"(bounded and random take a number: 'bounded:2', 'random:500')")
+        name, num = m.group(1), m.group(2)
+        if num is not None:
+            if name == "bounded":
+                k = int(num)
+            elif name == "random":
+                samples = int(num)
+            else:
+                raise InvalidArgumentError(f"engine {name!r} takes no number (got {engine!r})")
+        for what, val in (("k", k), ("samples", samples)):
+            if val is not None and (not isinstance(val, int) or val < 0):
+                raise InvalidArgumentError(f"engine {what} must be a non-negative integer, got {val!r}")
+        return cls(name, k, samples)
+
+    def __str__(self):
+        if self.name == "bounded":
+            return f"bounded(k={self.k})"
+        if self.name == "random":
+            return f"random(n={self.samples})"
+        return self.name
+
+
+def gray(radices):
+    """Yield (dimension, new value) steps visiting every mixed-radix vector once.
+
+    Knuth's loopless reflected mixed-radix Gray code (TAOCP 7.2.1.1, Algorithm H).
+    The all-zero vector comes first and is not yielded as a step.
+    """
+    n = len(radices)
+    a = [0] * n
+    f = list(range(n + 1))
+    o = [1] * n
+    while True:
+        j = f[0]
+        f[0] = 0
+        if j == n:
+            return
+        a[j] += o[j]
+        if a[j] == 0 or a[j] == radices[j] - 1:
+            o[j] = -o[j]
+            f[j] = f[j + 1]
+            f[j + 1] = j + 1
+        yield j, a[j]
+
+
+def exhaustive_vectors(dims):
+    """All vectors (dicts) - slow path, used by replay and tests."""
+    ranges = [range(len(d) + 1) for d in dims]
+    for combo in itertools.product(*ranges):
+        yield {i: a for i, a in enumerate(combo) if a}
+
+
+def bounded_count(dims, k):
+    sizes = [len(d) for d in dims]
+    # elementary symmetric sums e_0..e_k of the alternative counts
+    e = [1] + [0] * k
+    for s in sizes:
+        for j in range(k, 0, -1):
+            e[j] += e[j - 1] * s
+    return sum(e)
+
+
+def bounded_vectors(dims, k, start=0):
+    """Vectors with at most ``k`` dimensions off alternative 0, smallest first."""
+    n = len(dims)
+    for size in range(start, min(k, n) + 1):
+        for combo in itertools.combinations(range(n), size):
+            for alts in itertools.product(*(range(1, len(dims[d]) + 1) for d in combo)):
+                yield dict(zip(combo, alts))
+
+
+def point_rng(seed, point):
+    return random.Random((int(seed) & 0xFFFFFFFF) * 1_000_003 + point)
+
+
+def random_vectors(dims, samples, rng):
+    """``samples`` vectors, each dimension uniform over its alternatives and 0."""
+    radices = [len(d) + 1 for d in dims]
+    rand = rng.randrange
+    for _ in range(samples):
+        vec = {}
+        for i, m in enumerate(radices):
+            a = rand(m)
+            if a:
+                vec[i] = a
+        yield vec
+
+
+def plan(spec, dims, count):
+    """Decide how to explore a point: returns (label, kind) with kind in exhaustive/bounded/random/mixed."""
+    name = spec.name
+    if name == "auto":
+        if count <= defaults.CRASH_AUTO_EXHAUSTIVE_STATES:
+            return "exhaustive", ("exhaustive",)
+        k = spec.k
+        while k > 1 and bounded_count(dims, k) > defaults.CRASH_AUTO_BOUNDED_STATES:
+            k -= 1
+        return f"bounded(k={k})+random(n={spec.samples})", ("bounded", k, spec.samples)
+    if name == "exhaustive" or name == "prefix":
+        return name, ("exhaustive",)
+    if name == "bounded":
+        return str(spec), ("bounded", spec.k, 0)
+    if name == "random":
+        return str(spec), ("random", spec.samples)
+    raise InvalidArgumentError(name)  # pragma: no cover

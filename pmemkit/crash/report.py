@@ -1,0 +1,173 @@
+"""Results of a crash exploration: :class:`Report`, :class:`Violation`, :class:`CrashPoint`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: How many violations ``str(report)`` spells out in full.
+SHOWN_VIOLATIONS = 3
+#: How many differing byte ranges a violation shows.
+SHOWN_DIFF_RANGES = 8
+
+
+@dataclass(frozen=True)
+class CrashPoint:
+    """Where a crash happens: the checker's optional second argument.
+
+    ``index`` counts crash points from 0; ``kind`` is ``"fence"`` (just before the
+    fence that would have made flushed stores durable), ``"store"`` (just after a
+    store, with ``store_points=True``) or ``"end"`` (the workload returned).
+    ``records`` is everything the workload passed to ``pm.record(key, value)``
+    before this point, in order; ``state`` maps each key to its latest value.
+    """
+
+    index: int
+    kind: str
+    marker: str | None
+    records: tuple = ()
+    fences: int = 0
+    stores: int = 0
+
+    @property
+    def state(self):
+        return dict(self.records)
+
+    def describe(self):
+        where = {"fence": f"before fence #{self.fences + 1}",
+                 "store": f"after store #{self.stores - 1}",
+                 "end": "at the end of the workload"}.get(self.kind, self.kind)
+        marker = f", last marker {self.marker!r}" if self.marker is not None else ", no marker yet"
+        return f"crash point #{self.index} ({where}{marker}, {len(self.records)} record(s) so far)"
+
+
+@dataclass
+class StoreInfo:
+    index: int
+    offset: int
+    size: int
+    via: str
+    marker: str | None
+
+    def __str__(self):
+        m = f", marker {self.marker!r}" if self.marker is not None else ""
+        return f"store #{self.index} [{self.offset:#x}, {self.offset + self.size:#x}) via {self.via}{m}"
+
+
+@dataclass
+class Violation:
+    """A crash image the checker rejected, with everything needed to understand and replay it."""
+
+    point: CrashPoint
+    message: str
+    choice: dict                 # {dimension: alternative}: replays exactly this image
+    view: str                    # "x86", "x86-line", "eadr" or "prefix": how dimensions were built
+    engine: str                  # the engine that visited it at this point
+    seed: int
+    durable_stores: list = field(default_factory=list)   # pending stores (partly) durable in the image
+    lost_stores: list = field(default_factory=list)      # pending stores not durable at all
+    image: bytes = b""
+    persisted: bytes = b""       # the image had every pending store become durable
+    model: str = "x86"
+
+    def diff_ranges(self):
+        """Byte ranges ``(start, end)`` where the image differs from the fully persisted image."""
+        import numpy as np
+
+        a = np.frombuffer(self.image, dtype=np.uint8)
+        b = np.frombuffer(self.persisted, dtype=np.uint8)
+        changed = np.flatnonzero(a != b)
+        if changed.size == 0:
+            return []
+        breaks = np.flatnonzero(np.diff(changed) > 8)
+        starts = np.concatenate(([changed[0]], changed[breaks + 1]))
+        ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
+        return list(zip(starts.tolist(), ends.tolist()))
+
+    def replay_hint(self):
+        view = f", view={self.view!r}" if self.view != self.model else ""
+        return (f"crash.replay(workload, point={self.point.index}, choice={self.choice!r}, "
+                f"model={self.model!r}{view}, size={len(self.image)})  # seed={self.seed}, engine {self.engine}")
+
+    def __str__(self):
+        lines = [f"{self.point.describe()}",
+                 f"  checker: {self.message}"]
+        if self.durable_stores:
+            lines.append("  pending stores that WERE durable:")
+            lines += [f"    {s}" for s in self.durable_stores[:8]]
+            if len(self.durable_stores) > 8:
+                lines.append(f"    ... and {len(self.durable_stores) - 8} more")
+        if self.lost_stores:
+            lines.append("  pending stores that were NOT durable:")
+            lines += [f"    {s}" for s in self.lost_stores[:8]]
+            if len(self.lost_stores) > 8:
+                lines.append(f"    ... and {len(self.lost_stores) - 8} more")
+        if not self.durable_stores and not self.lost_stores:
+            lines.append("  no store was pending: this is the durable image itself")
+        ranges = self.diff_ranges()
+        if ranges:
+            lines.append(f"  diff against the fully persisted image ({len(ranges)} range(s)):")
+            for s, e in ranges[:SHOWN_DIFF_RANGES]:
+                e2 = min(e, s + 32)
+                more = " ..." if e2 < e else ""
+                lines.append(f"    [{s:#06x}, {e:#06x})  crash: {self.image[s:e2].hex(' ')}{more}")
+                lines.append(f"    {'':16}  full:  {self.persisted[s:e2].hex(' ')}{more}")
+            if len(ranges) > SHOWN_DIFF_RANGES:
+                lines.append(f"    ... and {len(ranges) - SHOWN_DIFF_RANGES} more range(s)")
+        else:
+            lines.append("  the image equals the fully persisted image")
+        lines.append(f"  replay: {self.replay_hint()}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """The verdict of :func:`pmemkit.crash.explore`.
+
+    ``ok`` is true when no crash image was rejected. ``states_checked`` counts the
+    crash states visited (duplicates included), ``unique_images`` the images the
+    checker actually ran on. ``complete`` is false when ``max_states`` stopped the
+    exploration early. ``engines`` maps the engine used to the number of crash
+    points it explored.
+    """
+
+    violations: list
+    states_checked: int
+    unique_images: int
+    crash_points: int
+    warnings: list
+    model: str
+    engine: str
+    engines: dict
+    seed: int
+    complete: bool
+    violation_count: int
+    elapsed: float
+    states_possible: int = 0
+
+    @property
+    def ok(self):
+        return self.violation_count == 0
+
+    def __bool__(self):
+        return self.ok
+
+    def summary(self):
+        verdict = "OK" if self.ok else f"FAILED - {self.violation_count} violation(s)"
+        used = ", ".join(f"{name} at {n} point(s)" for name, n in self.engines.items()) or "none"
+        rate = self.states_checked / self.elapsed if self.elapsed > 0 else 0.0
+        return (f"crash exploration {verdict}: {self.states_checked} crash state(s), "
+                f"{self.unique_images} unique image(s) checked, {self.crash_points} crash point(s); "
+                f"model {self.model}, engine {self.engine} ({used}), seed {self.seed}; "
+                f"{self.elapsed:.2f} s ({rate:,.0f} states/s)"
+                + ("" if self.complete else "; INCOMPLETE (max_states reached)"))
+
+    def __str__(self):
+        lines = [self.summary()]
+        if self.warnings:
+            lines.append(f"warnings ({len(self.warnings)}):")
+            lines += [f"  - {w}" for w in self.warnings]
+        for i, v in enumerate(self.violations[:SHOWN_VIOLATIONS]):
+            lines.append(f"violation {i + 1} of {self.violation_count}: {v}")
+        if self.violation_count > SHOWN_VIOLATIONS:
+            lines.append(f"... {self.violation_count - SHOWN_VIOLATIONS} more violation(s) in report.violations")
+        return "\n".join(lines)

@@ -1,0 +1,358 @@
+"""The traced region: a :class:`~pmemkit.region.Region` that records persistence.
+
+:class:`TracedRegion` keeps three copies of the region:
+
+* the *working* copy - what loads see, what ``buffer``/``array()`` views alias;
+* a *shadow* copy - the working copy as of the last recorded store, used to
+  discover stores made through views (a numpy diff at every flush and fence);
+* the *durable* image - what is guaranteed to survive a crash.
+
+Every store becomes one *event* per aligned 8-byte unit it touches, filed under
+its 64-byte cache line. A flush marks the events of its lines as flushed; a
+fence makes flushed events durable (model ``x86``/``x86-line``) or every event
+durable (``eadr``). Before each fence, and at the end, the region hands the
+pending events to a crash-point callback, which enumerates the crash images.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from ..errors import CrashError, InvalidArgumentError
+from ..region import CACHE_LINE, Region, check_range
+
+UNIT = 8
+UNITS_PER_LINE = CACHE_LINE // UNIT
+
+MODELS = ("x86", "x86-line", "eadr")
+
+# Fingerprint of an image: XOR over its 8-byte units of a 64-bit mix of (unit
+# index, unit value), twice with different keys (128 bits). Linear in the units,
+# so a crash image's fingerprint is the durable image's plus per-unit deltas.
+_M64 = (1 << 64) - 1
+_KEYS = (0x9E3779B97F4A7C15, 0xD1B54A32D192ED03)
+
+
+def _mix_py(x):
+    x &= _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def unit_hash(u, value):
+    """128-bit fingerprint contribution of unit ``u`` holding ``value`` (8 bytes)."""
+    v = int.from_bytes(value, "little")
+    a = _mix_py(v ^ _mix_py(u * 2 + 1 + _KEYS[0]))
+    b = _mix_py(v ^ _mix_py(u * 2 + 1 + _KEYS[1]))
+    return (a << 64) | b
+
+
+def _mix_np(x):
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def image_hash(image):
+    """Fingerprint of a whole image (length a multiple of 8), equal to XOR of unit_hash."""
+    vals = np.frombuffer(image, dtype="<u8")
+    idx = np.arange(len(vals), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    out = 0
+    with np.errstate(over="ignore"):
+        for key in _KEYS:
+            h = _mix_np(vals ^ _mix_np(idx + np.uint64(key)))
+            out = (out << 64) | int(np.bitwise_xor.reduce(h)) if len(h) else (out << 64)
+    return out
+
+
+class Event:
+    """One store's effect on one 8-byte unit: the unit's value right after the store."""
+
+    __slots__ = ("seq", "unit", "value", "store")
+
+    def __init__(self, seq, unit, value, store):
+        self.seq = seq          # global program order of the event
+        self.unit = unit        # unit index (offset // 8)
+        self.value = value      # 8 bytes: the whole unit after the store
+        self.store = store      # index of the store operation in the trace
+
+    def __repr__(self):
+        return f"Event(seq={self.seq}, unit={self.unit}, value={self.value.hex()}, store={self.store})"
+
+
+class _Line:
+    __slots__ = ("events", "flushed")
+
+    def __init__(self):
+        self.events = []    # pending events of this cache line, in program order
+        self.flushed = 0    # events[:flushed] become durable at the next fence
+
+
+class Store:
+    """A recorded store operation (``via`` is ``"write"`` or ``"view"``)."""
+
+    __slots__ = ("index", "offset", "data", "via", "marker")
+
+    def __init__(self, index, offset, data, via, marker):
+        self.index, self.offset, self.data, self.via, self.marker = index, offset, data, via, marker
+
+    def __repr__(self):
+        return f"Store(#{self.index}, offset={self.offset:#x}, size={len(self.data)}, via={self.via})"
+
+
+class TracedRegion(Region):
+    """A region whose stores, flushes and fences are recorded for crash exploration.
+
+    ``size`` bytes (or the length of ``initial``), initially holding ``initial``
+    (durable from the start). ``on_crash_point(region, kind)`` is called before
+    every fence (``kind="fence"``), after every store when ``store_points`` is
+    true (``"store"``), and by :meth:`finish` (``"end"``).
+
+    Besides the Region interface it offers :meth:`record` (a log the checker
+    sees), :attr:`trace` (the operations, for export) and the pending state.
+    """
+
+    is_pmem = True
+    granularity = "cache_line"
+    flush_method = "traced"
+
+    def __init__(self, size=None, initial=None, *, model="x86", on_crash_point=None,
+                 store_points=False, keep_trace=True):
+        if model not in MODELS:
+            raise InvalidArgumentError(f"unknown crash model {model!r}; choose one of {', '.join(MODELS)}")
+        if initial is not None:
+            initial = bytes(memoryview(initial).cast("B"))
+            if size is None:
+                size = len(initial)
+            elif len(initial) > size:
+                raise InvalidArgumentError(
+                    f"initial contents are {len(initial)} bytes but the region is {size}; "
+                    f"pass size >= len(initial) or omit size")
+        if size is None:
+            raise InvalidArgumentError("give the region's size (bytes) or its initial contents")
+        try:
+            size = operator.index(size)
+        except TypeError:
+            raise InvalidArgumentError(f"size must be an integer, got {size!r}") from None
+        if size <= 0:
+            raise InvalidArgumentError(f"region size must be positive, got {size}")
+        padded = -(-size // UNIT) * UNIT
+        work = bytearray(padded)
+        if initial:
+            work[:len(initial)] = initial
+        self._work = work
+        self._shadow = bytearray(work)
+        self.durable = bytearray(work)
+        super().__init__(memoryview(work)[:size])
+        self.model = model
+        self.on_crash_point = on_crash_point
+        self.store_points = store_points
+        self.keep_trace = keep_trace
+        self.lines = {}             # line index -> _Line (only lines with pending events)
+        self._flushed_lines = set()
+        self._seq = 0
+        self._views_out = False
+        self.durable_hash = image_hash(self.durable)
+        self.trace = []             # ("store", Store) / ("flush", off, len) / ("fence",) / ("mark", name)
+        self.stores = []            # Store objects by index
+        self.records = []           # (key, value) appended by record()
+        self.marker = None
+        self.markers = []
+        self.fences = 0
+        self.flushes = 0
+        self.crash_points = 0
+        # pmemcheck-style diagnostics
+        self.clean_flushes = []     # (offset, length, marker)
+        self.finished = False
+
+    # --- data ------------------------------------------------------------------
+
+    @property
+    def buffer(self):
+        view = self._live_view()
+        self._views_out = True
+        return view
+
+    def array(self, dtype, shape=None, offset=0):
+        self._views_out = True
+        return super().array(dtype, shape, offset)
+
+    def write(self, offset, data):
+        view = self._live_view()
+        data = memoryview(data).cast("B")
+        offset, length = check_range(offset, data.nbytes, self.size)
+        if length == 0:
+            return
+        if self._views_out:
+            self._collect_view_stores()
+        view[offset:offset + length] = data
+        self._shadow[offset:offset + length] = data
+        self._record_store(offset, length, "write")
+
+    def memset_persist(self, offset, value, length):
+        self._live_view()
+        offset, length = check_range(offset, length, self.size)
+        value = operator.index(value)
+        if not 0 <= value <= 255:
+            raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value}")
+        self.write(offset, bytes([value]) * length)
+        self.persist(offset, length)
+
+    def record(self, key, value=None):
+        """Append ``(key, value)`` to the log the checker receives with each crash point.
+
+        Call it after an operation has *returned* (e.g. ``pm.record(lba, data)``
+        once a write is durable), so a checker knows what must survive a crash.
+        """
+        self.records.append((key, value))
+
+    def mark(self, name):
+        self._live_view()
+        name = str(name)
+        self.marker = name
+        self.markers.append(name)
+        if self.keep_trace:
+            self.trace.append(("mark", name))
+
+    # --- persistence -------------------------------------------------------------
+
+    def flush(self, offset, length):
+        self._live_view()
+        offset, length = check_range(offset, length, self.size)
+        if self._views_out:
+            self._collect_view_stores()
+        self.flushes += 1
+        if self.keep_trace:
+            self.trace.append(("flush", offset, length))
+        if length == 0:
+            return
+        first = offset // CACHE_LINE
+        last = (offset + length - 1) // CACHE_LINE
+        lines = self.lines
+        dirty = False
+        if last - first + 1 <= len(lines):
+            for li in range(first, last + 1):
+                st = lines.get(li)
+                if st is not None and st.flushed < len(st.events):
+                    st.flushed = len(st.events)
+                    self._flushed_lines.add(li)
+                    dirty = True
+        else:
+            for li, st in lines.items():
+                if first <= li <= last and st.flushed < len(st.events):
+                    st.flushed = len(st.events)
+                    self._flushed_lines.add(li)
+                    dirty = True
+        if not dirty:
+            self.clean_flushes.append((offset, length, self.marker))
+
+    def drain(self):
+        self._live_view()
+        if self._views_out:
+            self._collect_view_stores()
+        self._crash_point("fence")
+        self.fences += 1
+        if self.keep_trace:
+            self.trace.append(("fence",))
+        if self.model == "eadr":
+            for st in self.lines.values():
+                st.flushed = len(st.events)
+            self._flushed_lines = set(self.lines)
+        durable = self.durable
+        h = self.durable_hash
+        lines = self.lines
+        for li in self._flushed_lines:
+            st = lines[li]
+            done = st.events[:st.flushed]
+            for ev in done:
+                u = ev.unit
+                old = bytes(durable[u * UNIT:u * UNIT + UNIT])
+                if old != ev.value:
+                    h ^= unit_hash(u, old) ^ unit_hash(u, ev.value)
+                    durable[u * UNIT:u * UNIT + UNIT] = ev.value
+            del st.events[:st.flushed]
+            st.flushed = 0
+            if not st.events:
+                del lines[li]
+        self.durable_hash = h
+        self._flushed_lines = set()
+
+    def finish(self):
+        """End of the workload: collect view stores and offer the final crash point."""
+        self._live_view()
+        if self._views_out:
+            self._collect_view_stores()
+        self._crash_point("end")
+        self.finished = True
+
+    # --- internals -----------------------------------------------------------------
+
+    def _crash_point(self, kind):
+        if self.on_crash_point is not None:
+            self.on_crash_point(self, kind)
+            self.crash_points += 1
+
+    def _record_store(self, offset, length, via):
+        index = len(self.stores)
+        data = bytes(self._work[offset:offset + length])
+        store = Store(index, offset, data, via, self.marker)
+        self.stores.append(store)
+        if self.keep_trace:
+            self.trace.append(("store", store))
+        work = self._work
+        lines = self.lines
+        seq = self._seq
+        for u in range(offset // UNIT, (offset + length - 1) // UNIT + 1):
+            li = u // UNITS_PER_LINE
+            st = lines.get(li)
+            if st is None:
+                st = lines[li] = _Line()
+            st.events.append(Event(seq, u, bytes(work[u * UNIT:u * UNIT + UNIT]), index))
+            seq += 1
+        self._seq = seq
+        if self.store_points:
+            self._crash_point("store")
+
+    def _collect_view_stores(self):
+        """Record stores made through buffer/array views since the last look (numpy diff)."""
+        work = np.frombuffer(self._work, dtype=np.uint8)
+        shadow = np.frombuffer(self._shadow, dtype=np.uint8)
+        changed = np.flatnonzero(work != shadow)
+        if changed.size == 0:
+            return
+        # coalesce changed bytes into runs
+        breaks = np.flatnonzero(np.diff(changed) > 1)
+        starts = np.concatenate(([changed[0]], changed[breaks + 1]))
+        ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            self._shadow[s:e] = self._work[s:e]
+            self._record_store(s, e - s, "view")
+
+    # --- views of the pending state -----------------------------------------------
+
+    def pending_events(self):
+        """Pending events in program order."""
+        evs = [ev for st in self.lines.values() for ev in st.events]
+        evs.sort(key=lambda ev: ev.seq)
+        return evs
+
+    def persisted_image(self):
+        """The image if every pending store became durable (the working copy)."""
+        return bytes(self._work)
+
+    def unflushed_stores(self):
+        """Stores with an event that no flush has covered yet (pmemcheck's 'not flushed')."""
+        out = set()
+        for st in self.lines.values():
+            for ev in st.events[st.flushed:]:
+                out.add(ev.store)
+        return sorted(out)
+
+    def close(self):
+        super().close()
+
