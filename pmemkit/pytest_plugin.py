@@ -78,3 +78,36 @@ def dax_dir(dax_dirs):
     path = Path(tempfile.mkdtemp(prefix="pmemkit-test-", dir=dax_dirs[0]))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- crash exploration -------------------------------------------------------------
+
+class CrashExplorer:
+    """The ``crash_explore`` fixture: ``crash_explore(workload, check, **explore_kwargs)``.
+
+    Runs :func:`pmemkit.crash.explore` and fails the test with the full report
+    (crash point, marker, durable stores, byte diff, replay hint) when any crash
+    image is inconsistent; returns the report otherwise. ``expect_violations=True``
+    inverts that (for tests that show a bug is caught). ``.reports`` keeps every report.
+    """
+
+    def __init__(self):
+        self.reports = []
+
+    def __call__(self, workload, check, *, expect_violations=False, **kwargs):
+        from . import crash
+
+        kwargs.setdefault("progress", None)
+        report = crash.explore(workload, check, **kwargs)
+        self.reports.append(report)
+        if expect_violations and report.ok:
+            pytest.fail(f"expected crash-consistency violations, found none:\n{report}", pytrace=False)
+        if not expect_violations and not report.ok:
+            pytest.fail(f"crash-consistency violations:\n{report}", pytrace=False)
+        return report
+
+
+@pytest.fixture
+def crash_explore():
+    """Explore a workload's crash states; the test fails with the report on any violation."""
+    return CrashExplorer()

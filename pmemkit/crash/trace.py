@@ -319,17 +319,22 @@ class TracedRegion(Region):
             self._crash_point("store")
 
     def _collect_view_stores(self):
-        """Record stores made through buffer/array views since the last look (numpy diff)."""
-        work = np.frombuffer(self._work, dtype=np.uint8)
-        shadow = np.frombuffer(self._shadow, dtype=np.uint8)
+        """Record stores made through buffer/array views since the last look (numpy diff).
+
+        Changed 8-byte units are compared as uint64 and runs of consecutive
+        changed units become one store each (in address order: the order of
+        stores made through a view is not observable).
+        """
+        work = np.frombuffer(self._work, dtype=np.uint64)
+        shadow = np.frombuffer(self._shadow, dtype=np.uint64)
         changed = np.flatnonzero(work != shadow)
         if changed.size == 0:
             return
-        # coalesce changed bytes into runs
         breaks = np.flatnonzero(np.diff(changed) > 1)
         starts = np.concatenate(([changed[0]], changed[breaks + 1]))
         ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
         for s, e in zip(starts.tolist(), ends.tolist()):
+            s, e = s * UNIT, min(e * UNIT, self.size)
             self._shadow[s:e] = self._work[s:e]
             self._record_store(s, e - s, "view")
 

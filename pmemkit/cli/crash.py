@@ -1,0 +1,70 @@
+"""``pmemkit crash LOG --check CMD ...``: explore a pmemcheck store log with an external checker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "crash", help="explore the crash states of a pmemcheck store log",
+        description="Replay a pmemcheck store log (the input of PMDK's pmreorder), enumerate the crash "
+                    "images the persistency model allows at every fence and at the end, and run a checker "
+                    "on each distinct image. The checker gets the image file's path as its last argument; "
+                    "exit status 0 means consistent (with --persistent: one process, line protocol, see "
+                    "docs/crash.md). Exit status: 0 no violation, 1 violations, 2 error.",
+        epilog="example: pmemkit crash store.log --engine exhaustive --check ./check_pool --strict")
+    p.add_argument("log", metavar="LOG", help="pmemcheck store log (valgrind --tool=pmemcheck --log-stores=yes)")
+    p.add_argument("--model", default="x86", choices=("x86", "x86-line", "eadr"),
+                   help="persistency model (default: x86, independent 8-byte units)")
+    p.add_argument("--engine", default="auto",
+                   help="auto, exhaustive, bounded[:K], random[:N] or prefix (default: auto)")
+    p.add_argument("--max-states", type=int, default=None, metavar="N", help="stop after N crash states")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
+    p.add_argument("--initial", metavar="FILE", help="the file's contents before the logged run (default: zeros)")
+    p.add_argument("--persistent", action="store_true",
+                   help="start the checker once and send it image paths over stdin (line protocol)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
+    p.add_argument("--check", nargs=argparse.REMAINDER, required=True, metavar="CMD",
+                   help="the checker program and its arguments (must come last)")
+    p.set_defaults(func=cmd_crash)
+
+
+def cmd_crash(args, out=None):
+    from .. import crash
+    from ..crash import pmemcheck
+    from ..errors import InvalidArgumentError
+
+    out = out or sys.stdout
+    if not args.check:
+        raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
+    trace = pmemcheck.read_log(args.log)
+    initial = None
+    if args.initial:
+        from pathlib import Path
+        try:
+            initial = Path(args.initial).read_bytes()
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot read --initial {args.initial!r}: {exc.strerror}") from None
+    size = max(trace.size, len(initial) if initial else 0)
+    check = crash.PersistentChecker(args.check) if args.persistent else args.check
+    report = crash.explore(trace, check, size=size, initial=initial, model=args.model, engine=args.engine,
+                           max_states=args.max_states, seed=args.seed, workers=args.workers)
+    if args.json:
+        json.dump({"ok": report.ok, "violations": report.violation_count,
+                   "states_checked": report.states_checked, "unique_images": report.unique_images,
+                   "crash_points": report.crash_points, "complete": report.complete,
+                   "engines": report.engines, "warnings": report.warnings,
+                   "elapsed": report.elapsed}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"{report}\n")
+    return 0 if report.ok else 1
+
+
+
