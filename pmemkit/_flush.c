@@ -120,6 +120,10 @@ __attribute__((target("avx512f"))) static void nt_lines_avx512(char *d, const ch
 __attribute__((target("avx"))) static void nt_lines_avx(char *d, const char *s, size_t n)
 {
     for (; n >= 256; n -= 256, d += 256, s += 256) {
+        _mm_prefetch(s + 1024, _MM_HINT_NTA);
+        _mm_prefetch(s + 1024 + 64, _MM_HINT_NTA);
+        _mm_prefetch(s + 1024 + 128, _MM_HINT_NTA);
+        _mm_prefetch(s + 1024 + 192, _MM_HINT_NTA);
         __m256i r0 = _mm256_loadu_si256((const __m256i *)s);
         __m256i r1 = _mm256_loadu_si256((const __m256i *)(s + 32));
         __m256i r2 = _mm256_loadu_si256((const __m256i *)(s + 64));

@@ -100,16 +100,8 @@ def _check_method_available(method, why):
 
 def _has_eadr():
     """Whether every nd region's persistence domain is the CPU cache (eADR)."""
-    try:
-        from .discovery import has_eadr
-    except ImportError:  # discovery not present: read sysfs directly
-        import glob
+    from .discovery import has_eadr  # lazy: keeps ``import pmemkit`` light
 
-        files = glob.glob("/sys/bus/nd/devices/region*/persistence_domain")
-        try:
-            return bool(files) and all(open(f).read().strip() == "cpu_cache" for f in files)
-        except OSError:
-            return False
     return has_eadr()
 
 
