@@ -345,6 +345,7 @@ class _Explorer:
             finally:
                 self.pool.shutdown(cancel_futures=True)
                 self.pool = None
+        self._tick(force=True)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
