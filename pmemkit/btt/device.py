@@ -37,6 +37,9 @@ _U32 = struct.Struct("<I")
 _NSEQ = L.NSEQ
 _M = L.MAP_LBA_MASK
 _NORMAL = L.MAP_NORMAL
+_NSEQ_NP = np.array(L.NSEQ, dtype=np.uint64)
+# index of the uint64 holding {lba, old_map} of flog slot 0..3 inside a 64-byte pair
+_SLOTS_NP = {(0, 1): np.array([0, 2], dtype=np.intp), (0, 2): np.array([0, 4], dtype=np.intp)}
 
 
 class BttWarning(UserWarning):
@@ -71,6 +74,7 @@ class _Arena:
         self.flogoff = start + info.flogoff
         self.infooff = start + info.infooff
         self.nfree = info.nfree
+        self.inl = info.internal_nlba
         self.ro_reason = None
         self.overlay = {}           # pre-map lba -> entry (read-only recovery)
         self.slots = (0, 1)
@@ -111,6 +115,7 @@ class Btt:
         self._next_lane = 0
         self._mv = region.buffer
         self._zero = bytes(self.lbasize)
+        self._arena1 = arenas[0] if len(arenas) == 1 else None
         for a in arenas:
             self._attach_views(a)
 
@@ -251,6 +256,7 @@ class Btt:
         region, self._region = self._region, None
         if region is None:
             return
+        self._arena1 = None
         for a in self.arenas:
             if a.map_mv is not None:
                 a.map_mv.release()
@@ -333,6 +339,20 @@ class Btt:
 
     def read(self, lba):
         """Return block ``lba`` (``lbasize`` bytes). Raises BttIOError on an error-flagged block."""
+        a = self._arena1
+        if a is not None and type(lba) is int and 0 <= lba < self.nlba and not a.overlay:
+            try:
+                e = a.map_mv[lba]
+            except TypeError:       # closed: map_mv is None
+                e = 0
+            if e >= 0xC0000000:
+                blk = e & 0x3FFFFFFF
+                if blk < a.inl:
+                    off = a.dataoff + blk * a.ilbasize
+                    return self._mv[off:off + self.lbasize].tobytes()
+        return self._read_slow(lba)
+
+    def _read_slow(self, lba):
         self._live()
         a, pre = self._locate(lba)
         e = self._entry(a, pre)
@@ -347,35 +367,41 @@ class Btt:
 
     def write(self, lba, data):
         """Write block ``lba`` atomically (exactly four persistence points)."""
-        r = self._live()
-        a, pre = self._locate(lba)
-        mv = self._check_data(data)
-        self._writable(a)
+        r = self._region
+        a = self._arena1
+        if a is not None and type(lba) is int and 0 <= lba < self.nlba and r is not None:
+            pre = lba
+        else:
+            r = self._live()
+            a, pre = self._locate(lba)
+        if len(data) != self.lbasize or not isinstance(data, (bytes, bytearray)):
+            data = self._check_data(data)
+        if a.ro_reason or self.readonly:
+            self._writable(a)
         lane = self._next_lane
         self._next_lane = (lane + 1) % self.nlane
         free = a.free[lane] & _M
-        if free >= a.info.internal_nlba:
+        if free >= a.inl:
             raise BttCorruptError(f"lane {lane} of arena {a.index} owns block {free}, past the arena")
+        mcp = r.memcpy_persist
         # 1. data into the lane's free block
-        r.memcpy_persist(a.dataoff + free * a.ilbasize, mv)
-        old = self._entry(a, pre)
-        if old & 0xC0000000 == 0:
+        mcp(a.dataoff + free * a.ilbasize, data)
+        old = a.overlay.get(pre) if a.overlay else None
+        if old is None:
+            old = a.map_mv[pre]
+        if old < 0x40000000:
             old = pre | _NORMAL
         new = free | _NORMAL
         seq = _NSEQ[a.seq[lane] & 3]
-        slot = a.slots[a.next[lane]]
-        foff = a.flogoff + lane * L.FLOG_PAIR_SIZE + slot * L.FLOG_ENTRY_SIZE
-        # 2. flog first half {lba, old_map}
-        r.write(foff, _PAIR.pack(pre, old))
-        r.persist(foff, 8)
+        foff = a.flogoff + lane * 64 + a.slots[a.next[lane]] * 16
+        # 2. flog first half {lba, old_map} (one 8-byte store), durable
+        mcp(foff, _PAIR.pack(pre, old))
         # 3. flog second half {new_map, seq}: the commit point
-        r.write(foff + 8, _PAIR.pack(new, seq))
-        r.persist(foff + 8, 8)
-        # 4. the map
-        moff = a.mapoff + 4 * pre
-        r.write(moff, _U32.pack(new))
-        r.persist(moff, 4)
-        a.overlay.pop(pre, None)
+        mcp(foff + 8, _PAIR.pack(new, seq))
+        # 4. the map entry
+        mcp(a.mapoff + 4 * pre, _U32.pack(new))
+        if a.overlay:
+            a.overlay.pop(pre, None)
         a.seq[lane] = seq
         a.next[lane] ^= 1
         a.free[lane] = old
@@ -441,31 +467,48 @@ class Btt:
                 ent[pre == k] = v
         return ent
 
-    def read_many(self, lbas):
-        """Read many blocks at once; returns a numpy uint8 array of shape (n, lbasize)."""
+    def read_many(self, lbas, out=None):
+        """Read many blocks at once; returns a numpy uint8 array of shape (n, lbasize).
+
+        ``out`` (optional) is a C-contiguous uint8 array of that shape to fill and return.
+        """
         self._live()
         lbas = self._lbas(lbas)
-        out = np.empty((lbas.size, self.lbasize), dtype=np.uint8)
+        shape = (lbas.size, self.lbasize)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != shape \
+                or not out.flags.c_contiguous:
+            raise InvalidArgumentError(f"out must be a C-contiguous uint8 array of shape {shape}")
         for a, pos, pre in self._split(lbas):
-            ent = self._entries(a, pre)
-            flags = ent & np.uint32(0xC0000000)
-            err = flags == np.uint32(L.MAP_ERROR)
-            if err.any():
-                i = int(np.argmax(err))
-                raise BttIOError(f"lba {a.lba_start + int(pre[i])} is flagged as an error block "
-                                 f"(EIO); write it to clear the error")
-            normal = flags == np.uint32(_NORMAL)
-            blocks = (ent & np.uint32(_M)).astype(np.int64)
-            if blocks.size and int(np.where(normal, blocks, 0).max()) >= a.info.internal_nlba:
-                i = int(np.argmax(normal & (blocks >= a.info.internal_nlba)))
+            ent = a.map_np[pre]
+            if a.overlay:
+                for key, v in a.overlay.items():
+                    ent[pre == key] = v
+            if int(ent.min(initial=0xFFFFFFFF)) >= _NORMAL:
+                normal = None          # the common case: every entry is a normal one
+                blocks = (ent & np.uint32(_M)).astype(np.intp)
+            else:
+                flags = ent & np.uint32(0xC0000000)
+                err = flags == np.uint32(L.MAP_ERROR)
+                if err.any():
+                    i = int(np.argmax(err))
+                    raise BttIOError(f"lba {a.lba_start + int(pre[i])} is flagged as an error "
+                                     f"block (EIO); write it to clear the error")
+                normal = flags == np.uint32(_NORMAL)
+                blocks = np.where(normal, ent & np.uint32(_M), 0).astype(np.intp)
+            if blocks.size and int(blocks.max()) >= a.info.internal_nlba:
+                i = int(np.argmax(blocks >= a.info.internal_nlba))
                 raise BttCorruptError(
                     f"map entry 0x{int(ent[i]):08x} of lba {a.lba_start + int(pre[i])} points "
                     f"past the {a.info.internal_nlba} blocks of arena {a.index}; run check()")
-            if normal.all():
-                rows = a.data_np[blocks, :self.lbasize] if a.ilbasize != self.lbasize \
-                    else a.data_np[blocks]
-            else:
-                rows = a.data_np[np.where(normal, blocks, 0), :self.lbasize]
+            if pos is None and a.ilbasize == self.lbasize:
+                np.take(a.data_np, blocks, axis=0, out=out, mode="clip")  # bounds checked above
+                if normal is not None:
+                    out[~normal] = 0
+                continue
+            rows = a.data_np[blocks, :self.lbasize]
+            if normal is not None:
                 rows[~normal] = 0
             if pos is None:
                 out[:] = rows
@@ -476,7 +519,10 @@ class Btt:
     def write_many(self, lbas, data):
         """Write many blocks; each block is atomic, and batches of up to ``nlane``
         distinct blocks share the four persistence points (all lanes at once).
-        Later writes to the same lba win, as if written one by one."""
+
+        When an lba appears more than once, its last data wins, as if the blocks
+        were written one by one (the earlier copies are not written at all).
+        """
         r = self._live()
         lbas = self._lbas(lbas)
         n = lbas.size
@@ -496,57 +542,56 @@ class Btt:
         if n == 0:
             return
         nlane = self.nlane
-        if np.unique(lbas).size == n:
-            for a, pos, pre in self._split(lbas):
-                rows = arr if pos is None else arr[pos]
-                for s in range(0, pre.size, nlane):
-                    self._write_batch(r, a, pre[s:s + nlane], rows[s:s + nlane])
-            return
-        # duplicates: cut the sequence into batches of distinct lbas, in order
-        start = 0
-        seen = set()
-        for i in range(n + 1):
-            if i == n or int(lbas[i]) in seen or i - start == nlane:
-                if i > start:
-                    chunk = lbas[start:i]
-                    for a, pos, pre in self._split(chunk):
-                        rows = arr[start:i] if pos is None else arr[start:i][pos]
-                        self._write_batch(r, a, pre, rows)
-                start = i
-                seen = set()
-            if i < n:
-                seen.add(int(lbas[i]))
+        uniq, first_rev = np.unique(lbas[::-1], return_index=True)
+        if uniq.size != n:
+            # a later write of the same lba supersedes an earlier one in the same call:
+            # keep the last, in call order (the result is as if written one by one)
+            keep = np.sort(n - 1 - first_rev)
+            lbas, arr = lbas[keep], arr[keep]
+        for a, pos, pre in self._split(lbas):
+            rows = arr if pos is None else arr[pos]
+            for s in range(0, pre.size, nlane):
+                self._write_batch(r, a, pre[s:s + nlane], rows[s:s + nlane])
 
     def _write_batch(self, r, a, pre, rows):
+        """Write k <= nlane distinct blocks of one arena through lanes lo..lo+k-1."""
         k = pre.size
-        lanes = (self._next_lane + np.arange(k)) % self.nlane
-        self._next_lane = (self._next_lane + k) % self.nlane
-        free_raw = np.array(a.free, dtype=np.uint32)[lanes]
-        blocks = (free_raw & np.uint32(_M)).astype(np.int64)
-        if blocks.size and int(blocks.max()) >= a.info.internal_nlba:
+        lo = self._next_lane if self._next_lane + k <= self.nlane else 0
+        hi = lo + k
+        self._next_lane = hi % self.nlane
+        free_raw = np.array(a.free[lo:hi], dtype=np.uint32)
+        blocks = (free_raw & np.uint32(_M)).astype(np.intp)
+        if int(blocks.max()) >= a.info.internal_nlba:
             raise BttCorruptError(f"a lane of arena {a.index} owns a block past the arena")
-        # 1. data into the free blocks
-        if a.ilbasize == self.lbasize:
+        lbasize = self.lbasize
+        # 1. data into the lanes' free blocks
+        if a.ilbasize == lbasize:
             a.data_np[blocks] = rows
         else:
-            a.data_np[blocks, :self.lbasize] = rows
-        _flush_blocks(r, a.dataoff, blocks, a.ilbasize, self.lbasize)
+            a.data_np[blocks, :lbasize] = rows
+        _flush_blocks(r, a.dataoff, blocks, a.ilbasize, lbasize)
         r.drain()
-        old = self._entries(a, pre)
-        initial = (old & np.uint32(0xC0000000)) == 0
-        old = np.where(initial, pre.astype(np.uint32) | np.uint32(_NORMAL), old).astype(np.uint64)
+        old = a.map_np[pre]
+        if a.overlay:
+            for key, v in a.overlay.items():
+                old[pre == key] = v
+        initial = old < np.uint32(0x40000000)
+        if initial.any():
+            old = np.where(initial, pre.astype(np.uint32) | np.uint32(_NORMAL), old)
+        old = old.astype(np.uint64)
         new = blocks.astype(np.uint64) | np.uint64(_NORMAL)
-        seqs = np.array(_NSEQ, dtype=np.uint64)[np.array(a.seq, dtype=np.int64)[lanes] & 3]
-        nxt = np.array(a.next, dtype=np.int64)[lanes]
-        slots = np.array(a.slots, dtype=np.int64)[nxt]
-        col = slots * 2
-        # 2. flog first halves
-        a.flog64[lanes, col] = pre.astype(np.uint64) | (old << np.uint64(32))
-        _flush_lanes(r, a.flogoff, lanes)
+        seqs = _NSEQ_NP[np.array(a.seq[lo:hi], dtype=np.intp) & 3]
+        slot_of = _SLOTS_NP[a.slots]
+        idx = np.arange(0, 8 * k, 8, dtype=np.intp) + slot_of[np.array(a.next[lo:hi], dtype=np.intp)]
+        flog = a.flog64[lo:hi].reshape(-1)
+        fstart, flen = a.flogoff + lo * L.FLOG_PAIR_SIZE, k * L.FLOG_PAIR_SIZE
+        # 2. flog first halves {lba, old_map}
+        flog[idx] = pre.astype(np.uint64) | (old << np.uint64(32))
+        r.flush(fstart, flen)
         r.drain()
-        # 3. flog second halves (commit points)
-        a.flog64[lanes, col + 1] = new | (seqs << np.uint64(32))
-        _flush_lanes(r, a.flogoff, lanes)
+        # 3. flog second halves {new_map, seq}: the commit points
+        flog[idx + 1] = new | (seqs << np.uint64(32))
+        r.flush(fstart, flen)
         r.drain()
         # 4. the map
         a.map_np[pre] = new.astype(np.uint32)
@@ -555,12 +600,9 @@ class Btt:
         if a.overlay:
             for p in pre.tolist():
                 a.overlay.pop(p, None)
-        old32 = old.astype(np.uint32).tolist()
-        seq_l = seqs.tolist()
-        for i, lane in enumerate(lanes.tolist()):
-            a.free[lane] = old32[i]
-            a.seq[lane] = seq_l[i]
-            a.next[lane] ^= 1
+        a.free[lo:hi] = old.astype(np.uint32).tolist()
+        a.seq[lo:hi] = seqs.tolist()
+        a.next[lo:hi] = [x ^ 1 for x in a.next[lo:hi]]
 
     # --- checking ----------------------------------------------------------------------------
 

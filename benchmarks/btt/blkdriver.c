@@ -1,0 +1,67 @@
+/*
+ * blkdriver.c - the libpmemblk side of benchmarks/btt/bench_btt.py.
+ *
+ * usage: blkdriver POOL BSIZE NOPS SEED
+ * Opens an existing pool, writes every LBA in [0, n) once (n = min(nblock, 4096)),
+ * then times NOPS rewrites and NOPS reads of random LBAs from that set and prints
+ * "write_per_s read_per_s" on one line.
+ */
+#include <libpmemblk.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 5) {
+		fprintf(stderr, "usage: %s POOL BSIZE NOPS SEED\n", argv[0]);
+		return 2;
+	}
+	size_t bsize = strtoull(argv[2], NULL, 10);
+	long nops = strtol(argv[3], NULL, 10);
+	srand((unsigned)strtoul(argv[4], NULL, 10));
+	PMEMblkpool *pbp = pmemblk_open(argv[1], bsize);
+	if (!pbp) {
+		fprintf(stderr, "pmemblk_open: %s\n", pmemblk_errormsg());
+		return 1;
+	}
+	long n = (long)pmemblk_nblock(pbp);
+	if (n > 4096)
+		n = 4096;
+	char *buf = malloc(bsize);
+	memset(buf, 0x5a, bsize);
+	long *lbas = malloc(sizeof(long) * nops);
+	for (long i = 0; i < nops; i++)
+		lbas[i] = rand() % n;
+	for (long i = 0; i < n; i++)
+		if (pmemblk_write(pbp, buf, i)) {
+			perror("pmemblk_write");
+			return 1;
+		}
+	double t0 = now();
+	for (long i = 0; i < nops; i++) {
+		buf[0] = (char)i;
+		if (pmemblk_write(pbp, buf, lbas[i])) {
+			perror("pmemblk_write");
+			return 1;
+		}
+	}
+	double t1 = now();
+	for (long i = 0; i < nops; i++)
+		if (pmemblk_read(pbp, buf, lbas[i])) {
+			perror("pmemblk_read");
+			return 1;
+		}
+	double t2 = now();
+	printf("%.1f %.1f\n", nops / (t1 - t0), nops / (t2 - t1));
+	pmemblk_close(pbp);
+	return 0;
+}
