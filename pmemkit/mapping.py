@@ -362,7 +362,9 @@ class PmemMap(Region):
 def _parse_map_size(size):
     if size is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, (int, str)):
+    if isinstance(size, bool):
+        raise InvalidArgumentError(f"size must be a number of bytes, not {size!r}")
+    if not isinstance(size, (int, str)):
         try:
             size = operator.index(size)
         except TypeError:
