@@ -113,7 +113,7 @@ class Btt:
         self.version = arenas[0].info.version
         self._starts = np.array([a.lba_start for a in arenas], dtype=np.int64)
         self._next_lane = 0
-        self._mv = region.buffer
+        self._mv = memoryview(region.buffer)   # our own view: released by close()
         self._zero = bytes(self.lbasize)
         self._arena1 = arenas[0] if len(arenas) == 1 else None
         for a in arenas:
