@@ -167,6 +167,15 @@ def _devdax_deep_flush_file(st):
 
 # --- the pure-Python msync path (no native extension) --------------------------------
 
+def _bytes_view(data):
+    try:
+        return memoryview(data).cast("B")
+    except TypeError:
+        raise InvalidArgumentError(
+            f"data must be a contiguous bytes-like object (bytes, bytearray, memoryview, "
+            f"numpy array), got {type(data).__name__}") from None
+
+
 class _PyMsyncFlusher:
     """flush/drain/persist over ``mmap.flush`` with the same semantics as the C msync path."""
 
@@ -223,7 +232,7 @@ class _PyMsyncFlusher:
 
     def write(self, offset, data):
         view = self._live()
-        data = memoryview(data).cast("B")
+        data = _bytes_view(data)
         offset, length = check_range(offset, data.nbytes, self._size)
         view[offset:offset + length] = data
 
@@ -233,8 +242,9 @@ class _PyMsyncFlusher:
         return bytes(view[offset:offset + length])
 
     def memcpy_persist(self, offset, data):
+        data = _bytes_view(data)
         self.write(offset, data)
-        self.persist(offset, memoryview(data).nbytes)
+        self.persist(offset, data.nbytes)
 
     def memset_persist(self, offset, value, length):
         view = self._live()
