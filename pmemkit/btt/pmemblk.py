@@ -75,6 +75,18 @@ def parse_header(raw):
             "poolset_uuid": f[5], "uuid": f[6], "crtime": f[11]}
 
 
+#: libpmemblk stores its run-time pointers in the descriptor; ``pmempool info`` derives the
+#: BTT's offset from ``data - addr``, so a plausible (fake) mapping address is recorded.
+FAKE_ADDR = 0x7F0000000000
+
+
+def pmemblk_descriptor(bsize, size):
+    """struct pmemblk as libpmemblk leaves it: bsize, is_zeroed, addr, size, is_pmem, rdonly,
+    data, datasize."""
+    return struct.pack("<IiQQiiQQ", bsize, 1, FAKE_ADDR, size, 0, 0, FAKE_ADDR + BTT_OFFSET,
+                       size - BTT_OFFSET)
+
+
 def create_pool(cls, path, bsize, size, *, mode=0o644):
     """Create a libpmemblk pool of ``size`` bytes with block size ``bsize`` and lay out its BTT."""
     from ..mapping import map_file
@@ -97,7 +109,7 @@ def create_pool(cls, path, bsize, size, *, mode=0o644):
         poolset_uuid = _uuid.uuid4().bytes
         pool_uuid = _uuid.uuid4().bytes
         region.memcpy_persist(0, make_header(poolset_uuid, pool_uuid))
-        region.memcpy_persist(BSIZE_OFFSET, struct.pack("<Ii", bsize, 1))
+        region.memcpy_persist(BSIZE_OFFSET, pmemblk_descriptor(bsize, size))
         return _layout_and_open(cls, region, bsize, poolset_uuid, readonly=False)
     except BaseException:
         region.close()
