@@ -48,3 +48,30 @@ CRASH_RANDOM_SAMPLES = 256
 CRASH_BATCH = 256
 #: Size of the traced region when explore() gets neither size nor initial contents.
 CRASH_DEFAULT_SIZE = 4096
+
+# --- VM harness (pmemkit vm) ---------------------------------------------------
+#: Debian metapackage naming the guest kernel (generic flavour: the cloud kernel has no 9p).
+VM_KERNEL_METAPACKAGE = "linux-image-amd64"
+#: Debian suite and mirror of the guest root filesystem (debootstrap --variant=minbase).
+VM_SUITE = "bookworm"
+VM_MIRROR = "http://deb.debian.org/debian"
+#: Packages in the guest root filesystem on top of minbase.
+VM_PACKAGES = ("python3", "python3-numpy", "python3-pytest", "python3-psutil", "python3-pyudev",
+               "python3-hypothesis", "python3-tqdm", "ndctl", "xfsprogs", "e2fsprogs", "fdisk",
+               "kmod", "util-linux", "procps")
+#: Guest namespace modes `pmemkit vm` accepts.
+VM_MODES = ("fsdax", "sector", "raw")
+#: Virtual CPUs of the guest, and the accelerator choice (auto = try KVM, fall back to TCG).
+VM_CPUS = 2
+VM_ACCEL = "auto"
+#: Guest RAM left for the guest itself on top of the end of the memmap range / the NVDIMM.
+VM_MEMORY_HEADROOM = "1G"
+#: Smallest guest RAM outside the emulated pmem (the kernel, python3 and numpy must fit).
+VM_MIN_FREE_MEMORY = "512M"
+#: Default NVDIMM size and label area (QEMU nvdimm label-size).
+VM_NVDIMM_SIZE = "1G"
+VM_NVDIMM_LABEL_SIZE = "128K"
+#: Seconds `pmemkit vm run/test` waits for the guest before killing QEMU.
+VM_TIMEOUT = 1800
+#: Seconds the KVM probe may take before `--accel auto` falls back to TCG.
+VM_KVM_PROBE_TIMEOUT = 10

@@ -15,7 +15,7 @@ import sys
 from ..errors import PmemError
 
 #: Sub-command modules, in the order ``pmemkit --help`` lists them.
-COMMAND_MODULES = ("core", "crash", "btt")
+COMMAND_MODULES = ("core", "crash", "btt", "vm")
 
 
 def build_parser():

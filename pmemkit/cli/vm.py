@@ -1,0 +1,172 @@
+"""``pmemkit vm run|test|shell|build``: thin over :mod:`pmemkit.vm`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .. import defaults
+from ..errors import VmConfigError
+
+
+def _add_vm_options(p):
+    g = p.add_argument_group("guest")
+    pm = g.add_mutually_exclusive_group()
+    pm.add_argument("--memmap", metavar="SIZE!START",
+                    help=f"emulate pmem with the kernel's memmap= (default {defaults.MEMMAP})")
+    pm.add_argument("--nvdimm", metavar="SIZE[,labels][,file=PATH]",
+                    help="a QEMU NVDIMM of SIZE instead; its backing file is kept across runs "
+                         "(default: one in the cache); 'labels' gives it a label area")
+    g.add_argument("--fs", metavar="LIST",
+                   help=f"filesystems to make and mount: comma list of {','.join(defaults.FILESYSTEMS)} "
+                        "or none (default: all in fsdax mode, none otherwise)")
+    g.add_argument("--mode", choices=defaults.VM_MODES, default=defaults.NAMESPACE_MODE,
+                   help=f"namespace mode (default {defaults.NAMESPACE_MODE}); sector gives /dev/pmem0s")
+    g.add_argument("--memory", metavar="SIZE", help="guest RAM (default: the memmap range's end + "
+                   f"{defaults.VM_MEMORY_HEADROOM})")
+    g.add_argument("--cpus", type=int, default=defaults.VM_CPUS, help=f"vCPUs (default {defaults.VM_CPUS})")
+    g.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=defaults.VM_ACCEL,
+                   help="auto tries KVM and falls back to TCG (default auto)")
+    sh = g.add_mutually_exclusive_group()
+    sh.add_argument("--share", metavar="DIR",
+                    help="host directory visible read-write in the guest at the same path "
+                         "(default: the current directory)")
+    sh.add_argument("--no-share", action="store_true", help="share no host directory")
+    g.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an environment variable for the command (repeatable)")
+    g.add_argument("--timeout", type=float, default=defaults.VM_TIMEOUT,
+                   help=f"seconds before the guest is killed (default {defaults.VM_TIMEOUT})")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "vm", help="run commands on emulated pmem in a QEMU guest",
+        description="Boot a QEMU guest whose kernel has emulated persistent memory (memmap= or a "
+                    "QEMU NVDIMM), ext4 and xfs mounted with -o dax, and this directory shared; "
+                    "run a command, a pytest suite or a shell there.")
+    sub = p.add_subparsers(dest="vm_command", metavar="ACTION")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run a command in the guest; exits with its status",
+                       description="Run COMMAND in the guest; its output streams back and "
+                                   "pmemkit exits with its exit status.")
+    _add_vm_options(r)
+    r.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("test", help="run pytest in the guest with DAX tests required",
+                       description="Run pytest (Debian's, with pmemkit's plugin) in the guest; "
+                                   f"{defaults.REQUIRE_DAX_ENV}=1 makes dax-marked tests fail "
+                                   "instead of skipping.")
+    _add_vm_options(t)
+    t.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST ARGS")
+    t.set_defaults(func=cmd_test)
+
+    s = sub.add_parser("shell", help="an interactive shell in the guest (exit it to stop the VM)")
+    _add_vm_options(s)
+    s.set_defaults(func=cmd_shell)
+
+    b = sub.add_parser("build", help="build (or check) the cached kernel, root image and initramfs")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    b.set_defaults(func=cmd_build)
+
+
+def _parse_nvdimm(text):
+    size, labels, path = None, False, None
+    for part in text.split(","):
+        part = part.strip()
+        if part == "labels":
+            labels = True
+        elif part.startswith("file="):
+            path = part[5:]
+        elif part and size is None:
+            size = part
+        else:
+            raise VmConfigError(f"cannot parse --nvdimm {text!r}: write SIZE[,labels][,file=PATH], "
+                                "e.g. 1G,labels")
+    return size or defaults.VM_NVDIMM_SIZE, labels, path
+
+
+def config_from_args(args):
+    from ..vm import VmConfig
+    kw = {}
+    if args.nvdimm:
+        kw["nvdimm"], kw["labels"], kw["nvdimm_file"] = _parse_nvdimm(args.nvdimm)
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise VmConfigError(f"--env {item!r}: write NAME=VALUE")
+        env[name] = value
+    return VmConfig(memmap=args.memmap, fs=args.fs, mode=args.mode, memory=args.memory,
+                    cpus=args.cpus, accel=args.accel, share=False if args.no_share else args.share,
+                    env=env, timeout=args.timeout, **kw)
+
+
+def _progress(args):
+    if getattr(args, "quiet", False):
+        return None
+    start = time.monotonic()
+    tty = sys.stderr.isatty()
+    state = {"inline": False}
+
+    def report(message):
+        line = f"[{time.monotonic() - start:6.1f}s] {message}"
+        # Build tools print many lines: show them on one line that updates on a terminal.
+        transient = message.startswith(("debootstrap:", "apt-get"))
+        if tty and transient:
+            sys.stderr.write("\r\033[K" + line[: os.get_terminal_size(2).columns - 1])
+            state["inline"] = True
+        elif not transient or not tty:
+            if state["inline"]:
+                sys.stderr.write("\r\033[K")
+                state["inline"] = False
+            if transient and not tty and "I: Retrieving" in message:
+                return  # keep CI logs short
+            sys.stderr.write(f"pmemkit: {line}\n")
+        sys.stderr.flush()
+    return report
+
+
+def _stream(name, data):
+    out = sys.stdout if name == "stdout" else sys.stderr
+    out.buffer.write(data)
+    out.flush()
+
+
+def _strip_dashes(rest):
+    return rest[1:] if rest and rest[0] == "--" else rest
+
+
+def cmd_run(args):
+    from .. import vm
+    command = _strip_dashes(args.command)
+    if not command:
+        raise VmConfigError("no command given: pmemkit vm run [options] -- COMMAND [ARGS...]")
+    config = config_from_args(args)
+    result = vm.run(config, command, stream=_stream, progress=_progress(args))
+    return result.returncode
+
+
+def cmd_test(args):
+    from .. import vm
+    config = config_from_args(args)
+    result = vm.test(config, _strip_dashes(args.pytest_args), stream=_stream, progress=_progress(args))
+    return result.returncode
+
+
+def cmd_shell(args):
+    from .. import vm
+    return vm.shell(config_from_args(args), progress=_progress(args))
+
+
+def cmd_build(args):
+    from .. import vm
+    image = vm.prepare(vm.VmConfig(share=False), progress=_progress(args))
+    print(f"kernel:    {image.kernel.vmlinuz}")
+    print(f"initramfs: {image.initramfs}")
+    print(f"root:      {image.rootfs.image}")
+    return 0

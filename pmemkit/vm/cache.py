@@ -1,0 +1,111 @@
+"""Where the VM harness keeps what it builds, and the small helpers every builder shares.
+
+Everything built (kernel trees, initramfs images, root filesystems, NVDIMM backing files) lives
+under :func:`cache_dir`, in a directory named after a hash of its inputs, written to a temporary
+name first and renamed into place when complete: a half-built entry is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import MissingToolError, VmError
+
+#: Environment variable overriding the cache directory.
+CACHE_ENV = "PMEMKIT_CACHE_DIR"
+
+#: Debian package providing each host tool the harness runs (for MissingToolError messages).
+TOOL_PACKAGES = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "debootstrap": "debootstrap",
+    "busybox": "busybox-static",
+    "depmod": "kmod",
+    "modprobe": "kmod",
+    "cpio": "cpio",
+    "dpkg": "dpkg",
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "mkfs.ext4": "e2fsprogs",
+}
+
+
+def cache_dir(path=None):
+    """The cache root: ``path``, else ``$PMEMKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/pmemkit``,
+    else ``~/.cache/pmemkit``. Created if missing; :class:`VmError` if it cannot be written."""
+    if path is None:
+        path = os.environ.get(CACHE_ENV)
+    if not path:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        path = Path(xdg) / "pmemkit" if xdg else Path.home() / ".cache" / "pmemkit"
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe-")
+        probe.close()
+    except OSError as exc:
+        raise VmError(
+            f"cache directory {path} is not writable ({exc.strerror or exc}): set "
+            f"{CACHE_ENV} or XDG_CACHE_HOME to a writable directory") from None
+    return path
+
+
+def need_tool(name):
+    """Absolute path of host tool ``name``, or :class:`MissingToolError` naming the apt command."""
+    found = shutil.which(name) or next(
+        (str(Path(d) / name) for d in ("/usr/sbin", "/sbin") if (Path(d) / name).exists()), None)
+    if not found:
+        pkg = TOOL_PACKAGES.get(name, name)
+        raise MissingToolError(
+            f"{name} is not installed: install it with `sudo apt-get install {pkg}` "
+            f"(all VM tools: sudo apt-get install qemu-system-x86 qemu-utils debootstrap "
+            f"busybox-static kmod cpio e2fsprogs)")
+    return found
+
+
+def key(*parts):
+    """A short stable hash of JSON-able ``parts`` (the cache key of a build)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def run(argv, what, retries=1, env=None, cwd=None, progress=None):
+    """Run ``argv`` (a list, never a shell string); raise :class:`VmError` with its output on
+    failure. Each output line goes to ``progress`` (prefixed by ``what``) as it comes. Retries
+    ``retries`` times with a growing pause (mirror hiccups)."""
+    for attempt in range(1, retries + 1):
+        proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env, cwd=cwd)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if progress and line.strip():
+                progress(f"{what}: {line.strip()}")
+        returncode = proc.wait()
+        if returncode == 0:
+            return "\n".join(lines)
+        if attempt < retries:
+            if progress:
+                progress(f"{what} failed (attempt {attempt}/{retries}), retrying")
+            time.sleep(5 * attempt)
+    tail = "\n".join(lines[-25:])
+    raise VmError(f"{what} failed (exit {returncode}): {' '.join(map(str, argv[:4]))} ...\n{tail}")
+
+
+def publish(tmp, final):
+    """Atomically move a finished build ``tmp`` to ``final`` (another process may have won)."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if Path(final).exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise
+    return Path(final)

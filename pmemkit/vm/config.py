@@ -1,0 +1,221 @@
+"""VM options, validated before QEMU starts. Every default comes from :mod:`pmemkit.defaults`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .. import defaults
+from ..errors import InvalidArgumentError, VmConfigError
+from ..units import Memmap, format_size, parse_memmap, parse_size
+
+_GIB = 1 << 30
+#: QEMU "pc": RAM of 3.5 GiB or more is split into 3 GiB below the PCI hole and the rest at 4 GiB.
+_PC_LOWMEM_LIMIT = 0xE0000000
+_PC_LOWMEM = 3 * _GIB
+_FOUR_GIB = 4 * _GIB
+#: Guest paths the host share is never mounted over (it goes to SHARE_FALLBACK instead).
+_RESERVED = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/mnt", "/proc", "/run", "/sbin",
+             "/sys", "/usr", "/var")
+SHARE_FALLBACK = "/mnt/host"
+#: Smallest xfs mkfs.xfs accepts (xfsprogs >= 5.19) and a sensible minimum for the others.
+_MIN_FS_MIB = {"xfs": 300, "ext4": 16}
+
+
+def _size(value, what):
+    try:
+        return parse_size(value, what)
+    except InvalidArgumentError as exc:
+        raise VmConfigError(str(exc)) from None
+
+
+def pc_ram_ranges(memory):
+    """Guest-physical RAM ranges ``[(start, end), ...]`` of QEMU's ``pc`` machine with ``memory`` bytes."""
+    if memory >= _PC_LOWMEM_LIMIT:
+        return [(0, _PC_LOWMEM), (_FOUR_GIB, _FOUR_GIB + memory - _PC_LOWMEM)]
+    return [(0, memory)]
+
+
+def default_memory(memmap):
+    """Guest RAM that contains the memmap range plus headroom (``4G!12G`` -> 17G)."""
+    headroom = parse_size(defaults.VM_MEMORY_HEADROOM)
+    if memmap is None:
+        return 2 * _GIB
+    return memmap.end + headroom
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """Everything that shapes a guest. Construct with strings or numbers; it validates and
+    normalises itself (sizes to bytes) and raises :class:`~pmemkit.errors.VmConfigError` on bad input.
+
+    * ``memmap``: ``"4G!12G"`` (default when no ``nvdimm``) - RAM the guest kernel turns into pmem.
+    * ``nvdimm``: a size (``"1G"``) for a QEMU NVDIMM instead; ``nvdimm_file`` its backing file
+      (default: one in the cache, kept across runs); ``labels``: give it a label area.
+    * ``mode``: ``fsdax`` (default), ``sector`` (BTT, ``/dev/pmem0s``) or ``raw``.
+    * ``fs``: filesystems to make and mount (default ext4 and xfs in fsdax mode, none otherwise);
+      in fsdax mode they are mounted with ``-o dax`` at :data:`pmemkit.defaults.MOUNT_POINTS`.
+    * ``memory``: guest RAM (default: enough to hold the memmap range plus headroom).
+    * ``accel``: ``auto`` (try KVM, fall back to TCG), ``kvm`` or ``tcg``.
+    * ``share``: host directory visible read-write in the guest at the same path (default: the
+      current directory); ``False`` for none. ``cwd``: where the command starts (default: the
+      host's current directory when inside the share, else the share).
+    * ``env``: extra environment for the command. ``timeout``: seconds before QEMU is killed.
+    """
+
+    memmap: object = None
+    nvdimm: object = None
+    nvdimm_file: object = None
+    labels: bool = False
+    mode: str = defaults.NAMESPACE_MODE
+    fs: object = None
+    memory: object = None
+    accel: str = defaults.VM_ACCEL
+    cpus: int = defaults.VM_CPUS
+    share: object = None
+    cwd: object = None
+    env: dict = field(default_factory=dict)
+    timeout: float = defaults.VM_TIMEOUT
+    cache_dir: object = None
+    kernel_package: object = None
+
+    def __post_init__(self):
+        s = object.__setattr__
+        if self.mode not in defaults.VM_MODES:
+            raise VmConfigError(f"unknown namespace mode {self.mode!r}: use one of "
+                                f"{', '.join(defaults.VM_MODES)}")
+        if self.accel not in ("auto", "kvm", "tcg"):
+            raise VmConfigError(f"unknown accelerator {self.accel!r}: use auto, kvm or tcg")
+        if not isinstance(self.cpus, int) or self.cpus < 1:
+            raise VmConfigError(f"cpus must be a positive whole number, got {self.cpus!r}")
+        # pmem: memmap or NVDIMM
+        if self.nvdimm is not None and self.memmap is not None:
+            raise VmConfigError("choose either memmap or nvdimm, not both")
+        if self.nvdimm is None and self.nvdimm_file is not None:
+            s(self, "nvdimm", defaults.VM_NVDIMM_SIZE)
+        if self.nvdimm is None:
+            mm = self.memmap if self.memmap is not None else defaults.MEMMAP
+            if not isinstance(mm, Memmap):
+                try:
+                    mm = parse_memmap(mm)
+                except InvalidArgumentError as exc:
+                    raise VmConfigError(str(exc)) from None
+            s(self, "memmap", mm)
+            pmem_size = mm.size
+        else:
+            size = _size(self.nvdimm, "NVDIMM size")
+            if size < 16 << 20 or size % (2 << 20):
+                raise VmConfigError(f"NVDIMM size {self.nvdimm!r} must be a multiple of 2M and at "
+                                    "least 16M, e.g. 1G")
+            s(self, "nvdimm", size)
+            if self.nvdimm_file is not None:
+                p = Path(self.nvdimm_file).expanduser().absolute()
+                if p.exists() and not p.is_file():
+                    raise VmConfigError(f"NVDIMM backing file {p} exists and is not a regular file")
+                if p.exists() and p.stat().st_size not in (0, size):
+                    raise VmConfigError(
+                        f"NVDIMM backing file {p} is {format_size(p.stat().st_size)}, not "
+                        f"{format_size(size)}: pass --nvdimm {format_size(p.stat().st_size)} "
+                        "or another file")
+                if not os.access(p.parent, os.W_OK):
+                    raise VmConfigError(f"cannot create the NVDIMM backing file in {p.parent}: "
+                                        "directory missing or not writable")
+                s(self, "nvdimm_file", p)
+            pmem_size = size
+        # filesystems
+        if self.fs is None:
+            fs = defaults.FILESYSTEMS if self.mode == "fsdax" else ()
+        elif isinstance(self.fs, str):
+            fs = tuple(x.strip() for x in self.fs.split(",") if x.strip() and x.strip() != "none")
+        else:
+            fs = tuple(self.fs)
+        for name in fs:
+            if name not in defaults.FILESYSTEMS:
+                raise VmConfigError(f"unknown filesystem {name!r}: use "
+                                    f"{', '.join(defaults.FILESYSTEMS)} or none")
+        if len(set(fs)) != len(fs):
+            raise VmConfigError(f"filesystem listed twice in {','.join(fs)}")
+        need = sum(_MIN_FS_MIB[name] for name in fs) + 8
+        if fs and pmem_size < need << 20:
+            raise VmConfigError(
+                f"{format_size(pmem_size)} of pmem is too small for {' and '.join(fs)} "
+                f"(needs {need}M; mkfs.xfs refuses less than 300M): use a larger size or fewer filesystems")
+        s(self, "fs", fs)
+        # memory
+        mem = _size(self.memory, "guest memory") if self.memory is not None else \
+            default_memory(self.memmap)
+        s(self, "memory", mem)
+        if mem < 256 << 20:
+            raise VmConfigError(f"guest memory {format_size(mem)} is too small: use at least 512M")
+        if self.memmap is not None:
+            mm = self.memmap
+            ranges = pc_ram_ranges(mem)
+            if mm.start < 64 << 20:
+                raise VmConfigError(f"memmap={mm}: the range starts below 64M, where the guest's "
+                                    "firmware and kernel live: start it at 1G or above")
+            if not any(lo <= mm.start and mm.end <= hi for lo, hi in ranges):
+                spans = ", ".join(f"{format_size(lo)}-{format_size(hi)}" for lo, hi in ranges)
+                raise VmConfigError(
+                    f"memmap={mm} (bytes {format_size(mm.start)}-{format_size(mm.end)}) does not fit in "
+                    f"the guest's RAM ({format_size(mem)}: physical {spans}): use --memory "
+                    f"{format_size(default_memory(mm))} or a range inside the RAM")
+            free = mem - mm.size
+            if free < parse_size(defaults.VM_MIN_FREE_MEMORY):
+                raise VmConfigError(f"memmap={mm} leaves only {format_size(free)} of the guest's "
+                                    f"{format_size(mem)} RAM: use --memory {format_size(default_memory(mm))}")
+        # share
+        if self.share is False:
+            s(self, "share", None)
+        else:
+            p = Path(self.share if self.share is not None else os.getcwd()).expanduser().resolve()
+            if not p.is_dir():
+                raise VmConfigError(f"share {p} is not a directory: pass an existing directory or "
+                                    "share=False (--no-share)")
+            if any(c in str(p) for c in ",\n"):
+                raise VmConfigError(f"cannot share {p}: the path contains a comma or newline")
+            s(self, "share", p)
+        if self.cwd is not None:
+            s(self, "cwd", str(self.cwd))
+        s(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
+        if not self.timeout or self.timeout <= 0:
+            raise VmConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+
+    # --- derived values ------------------------------------------------------
+    @property
+    def pmem_size(self):
+        return self.nvdimm if self.nvdimm is not None else self.memmap.size
+
+    @property
+    def guest_share(self):
+        """Where the share is mounted in the guest: its host path, unless that is a system path."""
+        if self.share is None:
+            return None
+        text = str(self.share)
+        if text == "/" or any(text == r or text.startswith(r + "/") for r in _RESERVED):
+            return SHARE_FALLBACK
+        return text
+
+    def guest_cwd(self):
+        """The command's working directory in the guest."""
+        if self.cwd is not None:
+            return self.cwd
+        if self.share is None:
+            return "/root"
+        here = Path(os.getcwd()).resolve()
+        try:
+            rel = here.relative_to(self.share)
+        except ValueError:
+            return self.guest_share
+        return str(Path(self.guest_share) / rel)
+
+    @property
+    def dax_dirs(self):
+        """The DAX mount points the guest will have (fsdax mode only)."""
+        if self.mode != "fsdax":
+            return []
+        return [defaults.MOUNT_POINTS[f] for f in self.fs]
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (validated again)."""
+        return replace(self, **changes)

@@ -1,0 +1,150 @@
+#!/bin/sh
+# pmemkit guest, stage 2 (PID 1 in the Debian root image, run by dash).
+#
+# 1. mount the job directory (9p tag pmemkit-job): settings, one file per key in cfg/ (written
+#    by pmemkit.vm.runner, never parsed as shell), job.json (the command), and where the
+#    command's stdout, stderr and exit status go;
+# 2. mount the host share (9p tag pmemkit-share) at the same path as on the host;
+# 3. put the pmem namespace in the asked mode (ndctl), partition it, make and mount the
+#    filesystems (-o dax in fsdax mode) - keeping what is already there (NVDIMM reboots);
+# 4. run the command (or a shell on the serial console), record its status, power off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8 TERM="${TERM:-linux}"
+JOB=/run/pmemkit-job
+NINEP_OPTS=trans=virtio,version=9p2000.L,msize=262144
+
+log() { echo "pmemkit-guest: $*" >/dev/console; [ -d "$JOB" ] && echo "$*" >>"$JOB/setup.log"; }
+finish() {  # finish STATUS: record it and power off (never returns)
+    echo "$1" >"$JOB/status.tmp" && mv "$JOB/status.tmp" "$JOB/status"
+    sync
+    umount -a -r >/dev/null 2>&1
+    /run/busybox poweroff -f
+    sleep 60
+}
+fail() { log "setup failed: $*"; finish "setup-failed"; }
+cfg() { cat "$JOB/cfg/$1" 2>/dev/null; }
+
+mkdir -p "$JOB"
+if ! mount -t 9p -o "$NINEP_OPTS" pmemkit-job "$JOB"; then
+    echo "pmemkit-guest: cannot mount the job directory" >/dev/console
+    /run/busybox poweroff -f
+fi
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+hostname pmemkit-guest 2>/dev/null
+ip link set lo up 2>/dev/null
+log "up at $(cut -d' ' -f1 /proc/uptime) s"
+
+SHARE=$(cfg share)
+if [ -n "$SHARE" ]; then
+    mkdir -p "$SHARE" || fail "cannot create mount point $SHARE"
+    mount -t 9p -o "$NINEP_OPTS" pmemkit-share "$SHARE" || fail "cannot mount the host share at $SHARE"
+fi
+
+MODE=$(cfg mode)
+FSLIST=$(cfg fs)
+LABELS=$(cfg labels)
+
+# --- the namespace ------------------------------------------------------------
+i=0
+while ! ndctl list -N -n namespace0.0 2>/dev/null | grep -q namespace0.0; do
+    i=$((i + 1)); [ $i -gt 100 ] && fail "no pmem namespace appeared (memmap= / NVDIMM missing?)"
+    sleep 0.1
+done
+current=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p')
+size=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"size":\([0-9]*\).*/\1/p')
+log "namespace0.0: mode ${current:-?}, size ${size:-0}"
+if [ "$current" != "$MODE" ] || [ "${size:-0}" = 0 ]; then
+    if [ "$LABELS" = 1 ] && [ "${size:-0}" = 0 ]; then
+        ndctl disable-region all >/dev/null 2>&1
+        ndctl init-labels -f all >>"$JOB/setup.log" 2>&1 || fail "ndctl init-labels"
+        ndctl enable-region all >/dev/null 2>&1
+        mapopt=""
+        [ "$MODE" = fsdax ] && mapopt=--map=mem
+        ndctl create-namespace -r region0 --mode="$MODE" $mapopt >>"$JOB/setup.log" 2>&1 \
+            || fail "ndctl create-namespace --mode=$MODE"
+    elif [ "$MODE" = fsdax ]; then
+        ndctl create-namespace -f -e namespace0.0 --mode=fsdax --map=mem >>"$JOB/setup.log" 2>&1 \
+            || fail "ndctl create-namespace --mode=fsdax"
+    else
+        ndctl create-namespace -f -e namespace0.0 --mode="$MODE" >>"$JOB/setup.log" 2>&1 \
+            || fail "ndctl create-namespace --mode=$MODE"
+    fi
+fi
+DEV=/dev/pmem0
+[ "$MODE" = sector ] && DEV=/dev/pmem0s
+i=0
+while [ ! -b "$DEV" ]; do
+    i=$((i + 1)); [ $i -gt 100 ] && fail "$DEV did not appear"
+    sleep 0.1
+done
+log "$DEV ready ($MODE)"
+
+# --- filesystems ----------------------------------------------------------------
+DAX_DIRS=""
+if [ -n "$FSLIST" ]; then
+    nfs=$(echo $FSLIST | wc -w)
+    total_mib=$(( $(cat /sys/class/block/$(basename $DEV)/size) / 2048 ))
+    avail=$(( total_mib - 4 ))
+    if [ ! -b "${DEV}p1" ]; then
+        # Partitions start on 2 MiB boundaries; xfs wants >= 300 MiB (mkfs.xfs refuses less).
+        script="label: gpt"
+        start=2
+        n=0
+        for fs in $FSLIST; do
+            n=$((n + 1))
+            if [ $n = "$nfs" ]; then
+                sz=$(( avail - start + 2 ))
+            else
+                sz=$(( (avail / nfs) / 2 * 2 ))
+                [ "$fs" = xfs ] && [ $sz -lt 300 ] && sz=300
+                if [ "$fs" != xfs ] && echo " $FSLIST " | grep -q " xfs " && [ $((avail - sz)) -lt 300 ]; then
+                    sz=$(( (avail - 300) / 2 * 2 ))
+                fi
+            fi
+            script="$script
+start=$((start * 2048)), size=$((sz * 2048))"
+            start=$((start + sz))
+        done
+        printf '%s\n' "$script" | sfdisk -q "$DEV" >>"$JOB/setup.log" 2>&1 || fail "sfdisk $DEV"
+        i=0
+        while [ ! -b "${DEV}p$nfs" ]; do
+            i=$((i + 1)); [ $i -gt 50 ] && fail "partitions of $DEV did not appear"
+            sleep 0.1
+        done
+    fi
+    n=0
+    for fs in $FSLIST; do
+        n=$((n + 1))
+        part="${DEV}p$n"
+        mnt=$(cfg "mnt_$fs")
+        have=$(blkid -o value -s TYPE "$part" 2>/dev/null)
+        if [ "$have" != "$fs" ]; then
+            # shellcheck disable=SC2046
+            mkfs."$fs" $(cfg "mkfs_$fs") "$part" >>"$JOB/setup.log" 2>&1 || fail "mkfs.$fs $part"
+        fi
+        mkdir -p "$mnt"
+        opts=""
+        [ "$MODE" = fsdax ] && opts="-o $(cfg mount_options)"
+        # shellcheck disable=SC2086
+        mount -t "$fs" $opts "$part" "$mnt" >>"$JOB/setup.log" 2>&1 || fail "mount $opts $part $mnt"
+        if [ "$MODE" = fsdax ]; then
+            grep -q "^$part $mnt .*dax=always" /proc/mounts || fail "$mnt is not mounted with dax=always"
+            DAX_DIRS="${DAX_DIRS:+$DAX_DIRS:}$mnt"
+        fi
+        log "$fs on $part at $mnt${opts:+ ($opts)}"
+    done
+fi
+export PMEMKIT_DAX_DIRS="$DAX_DIRS"
+echo "$DAX_DIRS" >"$JOB/dax_dirs"
+log "ready at $(cut -d' ' -f1 /proc/uptime) s"
+
+# --- the command ------------------------------------------------------------------
+if [ "$(cfg action)" = shell ]; then
+    cd "${SHARE:-/root}" 2>/dev/null || cd /
+    echo "pmemkit guest shell: pmem is $DEV, DAX mounts: ${DAX_DIRS:-none}. Exit the shell to stop the VM." >/dev/ttyS0
+    PS1='pmemkit-guest:\w# ' setsid -c -w /bin/bash -i </dev/ttyS0 >/dev/ttyS0 2>&1
+    finish "$?"
+fi
+python3 -I -S /run/pmemkit-launch.py "$JOB" >"$JOB/stdout" 2>"$JOB/stderr" </dev/null
+finish "$?"

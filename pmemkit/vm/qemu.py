@@ -1,0 +1,243 @@
+"""QEMU, short and readable: the command line, the accelerator probe, and a launcher that
+always kills what it started.
+
+:class:`Qemu` is a context manager around one ``qemu-system-x86_64`` process, started in its
+own process group. Leaving the ``with`` block - normally, by exception, Ctrl-C, a timeout, or
+SIGTERM turned into :class:`SystemExit` - kills the whole group, and an ``atexit`` hook kills
+any group still registered when the interpreter exits. Reusable for any boot (the Ansible
+sandbox boots a GRUB disk image with it)::
+
+    argv = qemu.base_args(accel=qemu.choose_accel("auto"), memory="2G") + [...]
+    with qemu.Qemu(argv, stdout=subprocess.DEVNULL) as vm:
+        vm.wait(timeout=300)
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from .. import defaults
+from ..errors import GuestError, VmConfigError
+from . import cache
+
+#: Process groups of QEMUs still running, killed at interpreter exit.
+_LIVE: set[int] = set()
+_LOCK = threading.Lock()
+
+
+def qemu_binary():
+    """``qemu-system-x86_64`` or :class:`~pmemkit.errors.MissingToolError` with the apt command."""
+    return cache.need_tool("qemu-system-x86_64")
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@atexit.register
+def _kill_all():
+    with _LOCK:
+        groups = list(_LIVE)
+        _LIVE.clear()
+    for pgid in groups:
+        _kill_group(pgid)
+
+
+def _sigterm_to_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_handler():
+    """Turn SIGTERM into SystemExit (so ``finally`` blocks kill QEMU), if nobody else handles it."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _sigterm_to_exit)
+
+
+class Qemu:
+    """One QEMU process in its own process group; killed (group-wide) on exit of the block."""
+
+    def __init__(self, argv, *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.PIPE, new_session=True):
+        self.argv = [str(a) for a in argv]
+        self._popen_kw = {"stdin": stdin, "stdout": stdout, "stderr": stderr,
+                          "start_new_session": new_session}
+        self.proc = None
+        self._pgid = None
+
+    def start(self):
+        _install_sigterm_handler()
+        self.proc = subprocess.Popen(self.argv, **self._popen_kw)
+        self._pgid = os.getpgid(self.proc.pid) if self._popen_kw["start_new_session"] else None
+        with _LOCK:
+            _LIVE.add(self._pgid if self._pgid is not None else -self.proc.pid)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait(self, timeout=None):
+        """Wait for QEMU to exit; :class:`GuestError` (after killing it) on timeout."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise GuestError(f"the guest did not finish within {timeout:.0f} s; QEMU was killed") from None
+
+    def kill(self):
+        """Kill QEMU's whole process group and reap it. Idempotent."""
+        if self.proc is None:
+            return
+        if self._pgid is not None:
+            _kill_group(self._pgid)
+        elif self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            pass
+        with _LOCK:
+            _LIVE.discard(self._pgid if self._pgid is not None else -self.proc.pid)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.kill()
+        return False
+
+
+# --- the command line ----------------------------------------------------------
+
+def base_args(*, accel, memory, cpus=None, machine="pc", machine_opts=(), maxmem=None, slots=0):
+    """The machine: accelerator, CPU, RAM, no display, no default devices, exit on reboot."""
+    cpu = "host" if accel == "kvm" else "max"
+    mem = str(memory) + (f",slots={slots},maxmem={maxmem}" if maxmem else "")
+    return [qemu_binary(), "-machine", ",".join((machine, f"accel={accel}", *machine_opts)),
+            "-cpu", cpu, "-smp", str(cpus or defaults.VM_CPUS), "-m", mem,
+            "-display", "none", "-nodefaults", "-no-user-config", "-no-reboot"]
+
+
+def kernel_args(kernel, initrd, append):
+    return ["-kernel", kernel, "-initrd", initrd, "-append", " ".join(append)]
+
+
+def drive_args(image, *, snapshot=True, fmt="raw", readonly=False):
+    opts = [f"file={image}", "if=virtio", f"format={fmt}", "cache=unsafe"]
+    if snapshot:
+        opts.append("snapshot=on")
+    if readonly:
+        opts.append("readonly=on")
+    return ["-drive", ",".join(opts)]
+
+
+def share_args(path, tag, *, readonly=False):
+    """A 9p share (virtio-9p-pci) of host ``path`` under mount tag ``tag``."""
+    if "," in str(path):
+        raise VmConfigError(f"cannot share {path}: QEMU option values may not contain a comma")
+    opts = ["local", f"path={path}", f"mount_tag={tag}", "security_model=none", "multidevs=remap"]
+    if readonly:
+        opts.append("readonly=on")
+    return ["-virtfs", ",".join(opts)]
+
+
+def nvdimm_args(path, size, *, label_size=None, index=0):
+    """A QEMU NVDIMM backed by file ``path`` (needs ``machine_opts=("nvdimm=on",)`` and
+    ``slots``/``maxmem`` in :func:`base_args`)."""
+    if "," in str(path):
+        raise VmConfigError(f"cannot use {path} as NVDIMM backing file: no commas, please")
+    dev = f"nvdimm,id=nvdimm{index},memdev=pmem{index}"
+    if label_size:
+        dev += f",label-size={label_size}"
+    return ["-object", f"memory-backend-file,id=pmem{index},share=on,mem-path={path},size={size}",
+            "-device", dev]
+
+
+def serial_args(target):
+    """``-serial file:PATH`` for a log, ``mon:stdio`` for an interactive console."""
+    return ["-serial", target if target == "mon:stdio" else f"file:{target}"]
+
+
+# --- the accelerator ------------------------------------------------------------
+
+def _kvm_usable_quick():
+    return os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def probe_kvm(kernel, timeout=None):
+    """True when KVM really runs a guest: boots ``kernel`` with no root under ``-accel kvm`` and
+    waits for its first console line (and its panic-reboot). Never hangs: killed after ``timeout``."""
+    if not _kvm_usable_quick():
+        return False
+    timeout = timeout or defaults.VM_KVM_PROBE_TIMEOUT
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="pmemkit-kvm-probe-") as tmp:
+        log = Path(tmp) / "console.log"
+        argv = base_args(accel="kvm", memory="256M", cpus=1) + serial_args(log) + [
+            "-kernel", kernel, "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"]
+        with Qemu(argv) as vm:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if vm.poll() is not None:
+                    break
+                text = log.read_text(errors="replace") if log.exists() else ""
+                if "Kernel panic" in text or "VFS:" in text:
+                    return True
+                time.sleep(0.2)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "Linux version" in text and ("Kernel panic" in text or "VFS:" in text)
+
+
+def choose_accel(requested, kernel=None, progress=None, cache_root=None):
+    """``kvm`` or ``tcg`` for ``requested`` in auto/kvm/tcg.
+
+    ``auto`` tries KVM (with a short timeout; the answer is cached per host boot) and falls back
+    to TCG saying so through ``progress``. ``kvm`` is an error where KVM does not work.
+    """
+    if requested == "tcg":
+        return "tcg"
+    if requested not in ("auto", "kvm"):
+        raise VmConfigError(f"unknown accelerator {requested!r}: use auto, kvm or tcg")
+    ok = False
+    if _kvm_usable_quick() and kernel is not None:
+        try:
+            boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot_id = "?"
+        memo = cache.cache_dir(cache_root) / "kvm-probe.json"
+        try:
+            seen = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        if seen.get("boot_id") == boot_id and "ok" in seen:
+            ok = seen["ok"]
+        else:
+            if progress:
+                progress("probing KVM")
+            ok = probe_kvm(kernel)
+            memo.write_text(json.dumps({"boot_id": boot_id, "ok": ok}))
+    if ok:
+        return "kvm"
+    if requested == "kvm":
+        raise GuestError("KVM does not work here (/dev/kvm missing, not accessible, or it cannot "
+                         "run a guest): use --accel tcg or --accel auto")
+    if progress:
+        progress("KVM is not usable here: using TCG (software emulation, slower)")
+    return "tcg"

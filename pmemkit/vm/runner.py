@@ -1,0 +1,252 @@
+"""Run a command in a guest with emulated pmem: the Python API behind ``pmemkit vm``.
+
+:func:`run` validates the config, gets the cached kernel, root image and initramfs, writes the
+job (argv, env, settings) into a temporary job directory shared with the guest over 9p, boots
+QEMU, streams the command's stdout/stderr back while it runs (the guest writes them into the
+job directory), and returns a :class:`VmResult` with the command's exit status. QEMU is always
+gone when it returns or raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import defaults
+from ..errors import GuestError, VmConfigError
+from ..units import format_size
+from . import cache, guest, kernel as kernel_mod, qemu
+from .config import VmConfig
+
+
+@dataclass
+class VmResult:
+    """What came back from the guest."""
+
+    returncode: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    console: str = ""           # the kernel console (boot log)
+    setup_log: str = ""         # the guest init's log (ndctl, mkfs, mount)
+    dax_dirs: list = field(default_factory=list)
+    accel: str = "tcg"
+    duration: float = 0.0
+    nvdimm_file: Path | None = None
+    argv: list = field(default_factory=list)
+
+    @property
+    def output(self):
+        """stdout as text."""
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def error_output(self):
+        return self.stderr.decode(errors="replace")
+
+
+@dataclass
+class GuestImage:
+    """The cached pieces a guest boots from (see :func:`prepare`)."""
+
+    kernel: kernel_mod.Kernel
+    initramfs: Path
+    rootfs: guest.Rootfs
+
+
+def prepare(config=None, progress=None):
+    """Build (or find in the cache) kernel, root image and initramfs for ``config``."""
+    config = config or VmConfig()
+    k = kernel_mod.get_kernel(config.kernel_package, config.cache_dir, progress)
+    rootfs = guest.build_rootfs(cache_root=config.cache_dir, progress=progress)
+    initramfs = guest.build_initramfs(k, config.cache_dir, progress)
+    return GuestImage(k, initramfs, rootfs)
+
+
+def nvdimm_path(config):
+    """The NVDIMM backing file ``config`` uses (created on first use, kept across runs)."""
+    if config.nvdimm is None:
+        return None
+    if config.nvdimm_file is not None:
+        return Path(config.nvdimm_file)
+    suffix = "-labels" if config.labels else ""
+    return cache.cache_dir(config.cache_dir) / "nvdimm" / f"pmem-{format_size(config.nvdimm)}{suffix}.img"
+
+
+def _write_cfg(job, config, action):
+    cfg = job / "cfg"
+    cfg.mkdir()
+    values = {
+        "action": action, "mode": config.mode, "fs": " ".join(config.fs),
+        "labels": "1" if (config.labels and config.nvdimm is not None) else "0",
+        "share": config.guest_share or "", "mount_options": defaults.MOUNT_OPTIONS,
+    }
+    for fs in defaults.FILESYSTEMS:
+        values[f"mnt_{fs}"] = defaults.MOUNT_POINTS[fs]
+        values[f"mkfs_{fs}"] = " ".join(defaults.MKFS_OPTIONS[fs])
+    for name, value in values.items():
+        (cfg / name).write_text(value + "\n")
+
+
+def qemu_argv(config, image, job, accel, *, interactive=False):
+    """The full QEMU command line for ``config`` (a list; nothing goes through a shell)."""
+    append = ["console=ttyS0", "panic=-1", "rdinit=/init", "loglevel=4" if not interactive else "quiet",
+              "nokaslr", "tsc=reliable", "no_timer_check", "mitigations=off"]
+    machine_opts, maxmem, slots = (), None, 0
+    if config.memmap is not None:
+        append.append(config.memmap.kernel_arg)
+    else:
+        machine_opts = ("nvdimm=on",)
+        slots = 2
+        maxmem = format_size(config.memory + config.nvdimm + (1 << 30))
+    argv = qemu.base_args(accel=accel, memory=format_size(config.memory), cpus=config.cpus,
+                          machine_opts=machine_opts, maxmem=maxmem, slots=slots)
+    argv += qemu.kernel_args(image.kernel.vmlinuz, image.initramfs, append)
+    argv += qemu.drive_args(image.rootfs.image, snapshot=True)
+    argv += qemu.share_args(job, "pmemkit-job")
+    if config.share is not None:
+        argv += qemu.share_args(config.share, "pmemkit-share")
+    if config.nvdimm is not None:
+        label = defaults.VM_NVDIMM_LABEL_SIZE if config.labels else None
+        argv += qemu.nvdimm_args(nvdimm_path(config), config.nvdimm, label_size=label)
+    argv += qemu.serial_args("mon:stdio" if interactive else job / "console.log")
+    return argv
+
+
+class _Tail:
+    """Reads what a file gained since the last call."""
+
+    def __init__(self, path):
+        self.path, self.pos, self.data = Path(path), 0, bytearray()
+
+    def read_new(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                chunk = f.read()
+        except FileNotFoundError:
+            return b""
+        self.pos += len(chunk)
+        self.data += chunk
+        return chunk
+
+
+def _tail_text(text, n=30):
+    return "\n".join(text.splitlines()[-n:])
+
+
+def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None, action="run",
+        env=None):
+    """Boot a guest for ``config``, run ``argv`` in it, return a :class:`VmResult`.
+
+    ``stream(name, data)`` is called with ``"stdout"``/``"stderr"`` and bytes as the command
+    writes them (live). ``progress(message)`` gets build/boot messages. ``timeout`` (seconds,
+    default ``config.timeout``) kills the guest and raises :class:`GuestError`. A guest that
+    cannot set up pmem raises :class:`GuestError` with its setup log. ``action="shell"`` gives an
+    interactive shell on the terminal instead (see :func:`shell`).
+    """
+    config = config or VmConfig()
+    argv = [str(a) for a in argv]
+    if action != "shell" and not argv:
+        raise VmConfigError("no command given: e.g. pmemkit vm run -- python3 -c 'print(1)'")
+    timeout = timeout or config.timeout
+    image = prepare(config, progress)
+    accel = qemu.choose_accel(config.accel, image.kernel.vmlinuz, progress, config.cache_dir)
+    nv = nvdimm_path(config)
+    if nv is not None:
+        nv.parent.mkdir(parents=True, exist_ok=True)
+        if not nv.exists() or nv.stat().st_size == 0:
+            with open(nv, "wb") as f:
+                f.truncate(config.nvdimm)
+    job_parent = Path(tempfile.gettempdir())
+    job = Path(tempfile.mkdtemp(prefix="pmemkit-vm-", dir=job_parent))
+    try:
+        _write_cfg(job, config, action)
+        job_env = dict(config.env)
+        if config.share is not None:
+            pp = [config.guest_share] + ([job_env["PYTHONPATH"]] if job_env.get("PYTHONPATH") else [])
+            job_env["PYTHONPATH"] = os.pathsep.join(pp)
+        job_env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+        job_env.update(env or {})
+        (job / "job.json").write_text(json.dumps({"argv": argv, "env": job_env,
+                                                  "cwd": config.guest_cwd()}))
+        interactive = action == "shell"
+        cmd = qemu_argv(config, image, job, accel, interactive=interactive)
+        if progress:
+            pm = f"memmap={config.memmap}" if config.memmap else f"NVDIMM {format_size(config.nvdimm)} ({nv})"
+            progress(f"booting guest ({accel}, {pm}, {config.mode}, "
+                     f"fs={','.join(config.fs) or 'none'}, memory {format_size(config.memory)})")
+        start = time.monotonic()
+        out, err, setup = _Tail(job / "stdout"), _Tail(job / "stderr"), _Tail(job / "setup.log")
+        kw = {"stdin": None, "stdout": None, "stderr": None} if interactive else {}
+        with qemu.Qemu(cmd, new_session=not interactive, **kw) as vm:
+            deadline = start + timeout
+            while vm.poll() is None:
+                if time.monotonic() > deadline:
+                    vm.kill()
+                    raise GuestError(
+                        f"the guest did not finish within {timeout:.0f} s; QEMU was killed.\n"
+                        f"console tail:\n{_tail_text(_read(job / 'console.log'))}")
+                _pump(out, err, setup, stream, progress)
+                time.sleep(0.1)
+            _pump(out, err, setup, stream, progress)
+            qemu_err = vm.proc.stderr.read().decode(errors="replace") if vm.proc.stderr else ""
+            qemu_status = vm.proc.returncode
+        duration = time.monotonic() - start
+        console = _read(job / "console.log")
+        status = _read(job / "status").strip()
+        setup_log = setup.data.decode(errors="replace")
+        if status == "setup-failed":
+            raise GuestError(f"the guest could not set up emulated pmem:\n{_tail_text(setup_log)}")
+        if not status.lstrip("-").isdigit():
+            why = f"QEMU exited with status {qemu_status}" + (f": {qemu_err.strip()}" if qemu_err.strip() else "")
+            raise GuestError(f"the guest stopped without a result ({why}).\n"
+                             f"setup log:\n{_tail_text(setup_log, 10)}\n"
+                             f"console tail:\n{_tail_text(console)}")
+        dax = [d for d in _read(job / "dax_dirs").strip().split(":") if d]
+        return VmResult(int(status), bytes(out.data), bytes(err.data), console, setup_log, dax,
+                        accel, duration, nv, argv)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+
+
+def _read(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _pump(out, err, setup, stream, progress):
+    for name, tail in (("stdout", out), ("stderr", err)):
+        chunk = tail.read_new()
+        if chunk and stream:
+            stream(name, chunk)
+    chunk = setup.read_new()
+    if chunk and progress:
+        for line in chunk.decode(errors="replace").splitlines():
+            progress(f"guest: {line}")
+
+
+def pytest_argv(pytest_args=()):
+    """The guest command ``pmemkit vm test`` runs: Debian's pytest with pmemkit's plugin."""
+    return ["python3", "-m", "pytest", "-p", "pmemkit.pytest_plugin", "-p", "no:cacheprovider",
+            *pytest_args]
+
+
+def test(config=None, pytest_args=(), **kw):
+    """Run pytest in the guest (``pytest_args``, default the share's ``tests``) with DAX required:
+    ``dax``-marked tests fail instead of skipping when DAX is missing."""
+    env = dict(kw.pop("env", None) or {})
+    env[defaults.REQUIRE_DAX_ENV] = "1"
+    return run(config, pytest_argv(pytest_args), env=env, **kw)
+
+
+def shell(config=None, progress=None):
+    """An interactive shell on the guest's serial console (this terminal). Returns its exit status."""
+    result = run(config, (), action="shell", progress=progress)
+    return result.returncode

@@ -1,0 +1,1 @@
+../pmemkit/vm/guest_init.sh
