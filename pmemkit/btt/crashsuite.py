@@ -186,8 +186,12 @@ def _read_sector(mode, dev, image, lba, lbasize):
     return data if any(data) else None
 
 
-def run_workload(workload, mode, cfg=None, progress=None):
-    """Explore every crash state of ``workload`` in ``mode`` (``"btt"`` or ``"raw"``); a SuiteRow."""
+def run_workload(workload, mode, cfg=None, progress=None, *, device_class=Btt):
+    """Explore every crash state of ``workload`` in ``mode`` (``"btt"`` or ``"raw"``); a SuiteRow.
+
+    ``device_class`` runs the workload through another Btt subclass (the checker
+    always recovers with :class:`Btt`): a way to show the suite catches a broken protocol.
+    """
     from .. import crash
 
     cfg = cfg or SuiteConfig()
@@ -205,7 +209,7 @@ def run_workload(workload, mode, cfg=None, progress=None):
     lbasize = cfg.lbasize
 
     def workload_fn(pm):
-        dev = Btt.open(pm) if mode == "btt" else _RawSectors(pm, lbasize)
+        dev = device_class.open(pm) if mode == "btt" else _RawSectors(pm, lbasize)
         for i, op in enumerate(ops):
             for lba, v in _expected_after(op):
                 pm.record(("begin", lba), v)
