@@ -114,7 +114,7 @@ def qemu_argv(config, image, job, accel, *, interactive=False):
         label = defaults.VM_NVDIMM_LABEL_SIZE if config.labels else None
         argv += qemu.nvdimm_args(nvdimm_path(config), config.nvdimm, label_size=label)
     argv += qemu.serial_args("mon:stdio" if interactive else job / "console.log")
-    return argv
+    return [str(a) for a in argv]
 
 
 class _Tail:
@@ -154,6 +154,7 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     if action != "shell" and not argv:
         raise VmConfigError("no command given: e.g. pmemkit vm run -- python3 -c 'print(1)'")
     timeout = timeout or config.timeout
+    qemu.qemu_binary()  # a missing QEMU is reported before anything is built
     image = prepare(config, progress)
     accel = qemu.choose_accel(config.accel, image.kernel.vmlinuz, progress, config.cache_dir)
     nv = nvdimm_path(config)
