@@ -147,12 +147,7 @@ class _Explorer:
                 img[u * UNIT:u * UNIT + UNIT] = v
 
     def _explore_point(self, region, img, dims, how, meta):
-        orig = {}
-        for d in dims:
-            for alt in d:
-                for u, _ in alt.patch:
-                    if u not in orig:
-                        orig[u] = bytes(img[u * UNIT:u * UNIT + UNIT])
+        orig = {}           # unit -> durable bytes, saved before the first write to it
         meta._orig = orig
         meta.persisted = region._work  # copied only if a violation needs it
         view = memoryview(img)[:self.size].toreadonly()
@@ -163,23 +158,37 @@ class _Explorer:
         cur = {}
         state = {"h": h0}
 
+        def write(patch):
+            for u, v in patch:
+                if u not in orig:
+                    orig[u] = bytes(img[u * UNIT:u * UNIT + UNIT])
+                img[u * UNIT:u * UNIT + UNIT] = v
+
         def set_dim(j, a):
             old = cur.get(j, 0)
+            if old == a:
+                return
+            d = dims[j]
             h = state["h"]
             if old:
-                alt = dims[j][old - 1]
-                for u, _ in alt.patch:
-                    img[u * UNIT:u * UNIT + UNIT] = orig[u]
-                h ^= alt.delta
+                h ^= d[old - 1].delta
             if a:
-                alt = dims[j][a - 1]
-                for u, v in alt.patch:
-                    img[u * UNIT:u * UNIT + UNIT] = v
-                h ^= alt.delta
+                h ^= d[a - 1].delta
+            state["h"] = h
+            if a == old + 1 and d[a - 1].step is not None:
+                write(d[a - 1].step)
+            elif a == old - 1 and d[old - 1].unstep is not None:
+                write(d[old - 1].unstep)
+            else:
+                if old:
+                    for u, _ in d[old - 1].patch:
+                        img[u * UNIT:u * UNIT + UNIT] = orig[u]
+                if a:
+                    write(d[a - 1].patch)
+            if a:
                 cur[j] = a
             else:
                 cur.pop(j, None)
-            state["h"] = h
 
         def goto(vec):
             for j in [j for j, a in cur.items() if vec.get(j, 0) != a]:

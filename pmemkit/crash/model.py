@@ -6,8 +6,8 @@ dimension is a list of *alternatives* besides "nothing more became durable"
 lay over the durable image - with its fingerprint delta and the stores it
 makes durable. Every combination of one alternative per dimension is a crash
 image the model allows; distinct combinations give distinct images, because
-each dimension's alternatives are deduplicated and dimensions touch disjoint
-units (for the ``prefix`` view there is a single dimension).
+each dimension's alternatives are deduplicated (by fingerprint) and dimensions
+touch disjoint units (for the ``prefix`` view there is a single dimension).
 
 * ``x86`` - one dimension per pending 8-byte unit; its alternatives are the
   distinct values the unit held after each pending store (8-byte power-fail
@@ -25,39 +25,86 @@ from .trace import UNIT, unit_hash
 
 
 class Alternative:
-    __slots__ = ("patch", "delta", "stores", "events")
+    __slots__ = ("patch", "delta", "stores", "events", "step", "unstep")
 
-    def __init__(self, patch, delta, stores, events):
+    def __init__(self, patch, delta, stores, events, step=None, unstep=None):
         self.patch = patch      # tuple of (unit, value)
         self.delta = delta      # fingerprint delta vs the durable image
         self.stores = stores    # store indices whose data this makes (partly) durable
         self.events = events    # number of pending unit-events it includes
+        # prefix chains: the (unit, value) writes leading here from the previous
+        # alternative of the dimension, and back
+        self.step = step
+        self.unstep = unstep
 
     def __repr__(self):
         return f"Alternative(units={[u for u, _ in self.patch]}, stores={self.stores})"
 
 
-def _alt(patch_dict, durable, hcache, stores, events):
+class _Hasher:
+    """unit_hash with a cache (one per crash point)."""
+
+    __slots__ = ("cache",)
+
+    def __init__(self):
+        self.cache = {}
+
+    def __call__(self, u, v):
+        key = (u, v)
+        h = self.cache.get(key)
+        if h is None:
+            h = self.cache[key] = unit_hash(u, v)
+        return h
+
+
+def _old(durable, u):
+    return bytes(durable[u * UNIT:u * UNIT + UNIT])
+
+
+def _prefix_alternatives(events, durable, H):
+    """Alternatives "the first j events are durable", j >= 1, deduplicated by image.
+
+    Consecutive alternatives form a chain: ``step``/``unstep`` move between
+    neighbours by writing only the units that change.
+    """
+    alts = []
+    seen = {0}
+    cur = {}            # unit -> value, only units that differ from durable
+    value_now = {}      # unit -> value after the events so far (durable if untouched)
     delta = 0
-    patch = []
-    for u in sorted(patch_dict):
-        v = patch_dict[u]
-        old = bytes(durable[u * UNIT:u * UNIT + UNIT])
-        if v == old:
+    stores = set()
+    step = {}
+    unstep = {}
+    for j, ev in enumerate(events):
+        u, v = ev.unit, ev.value
+        prev = value_now.get(u)
+        if prev is None:
+            prev = _old(durable, u)
+        if prev != v:
+            old = _old(durable, u)
+            delta ^= H(u, prev) ^ H(u, v)
+            if v == old:
+                cur.pop(u, None)
+            else:
+                cur[u] = v
+            value_now[u] = v
+            if u not in unstep:
+                unstep[u] = prev
+            step[u] = v
+        stores.add(ev.store)
+        if delta in seen:
             continue
-        patch.append((u, v))
-        key = (u, old)
-        ho = hcache.get(key)
-        if ho is None:
-            ho = hcache[key] = unit_hash(u, old)
-        delta ^= ho ^ unit_hash(u, v)
-    return Alternative(tuple(patch), delta, tuple(sorted(stores)), events)
+        seen.add(delta)
+        alts.append(Alternative(tuple(cur.items()), delta, tuple(sorted(stores)), j + 1,
+                                tuple(step.items()), tuple(unstep.items())))
+        step, unstep = {}, {}
+    return alts
 
 
 def dimensions(region, model):
     """The dimensions of the crash state of ``region`` under ``model`` (or ``"prefix"``)."""
     durable = region.durable
-    hcache = {}
+    H = _Hasher()
     dims = []
     if model == "x86":
         per_unit = {}
@@ -65,47 +112,24 @@ def dimensions(region, model):
             for ev in st.events:
                 per_unit.setdefault(ev.unit, []).append(ev)
         for u in sorted(per_unit):
-            old = bytes(durable[u * UNIT:u * UNIT + UNIT])
+            old = _old(durable, u)
             seen = {old}
             alts = []
+            hold = H(u, old)
             for ev in per_unit[u]:
                 if ev.value in seen:
                     continue
                 seen.add(ev.value)
-                alts.append(_alt({u: ev.value}, durable, hcache, (ev.store,), 1))
+                alts.append(Alternative(((u, ev.value),), hold ^ H(u, ev.value), (ev.store,), 1))
             if alts:
                 dims.append(alts)
     elif model == "x86-line":
         for li in sorted(region.lines):
-            evs = region.lines[li].events
-            alts = []
-            seen = {()}
-            cur = {}
-            stores = set()
-            for j, ev in enumerate(evs):
-                cur[ev.unit] = ev.value
-                stores.add(ev.store)
-                a = _alt(cur, durable, hcache, stores, j + 1)
-                if a.patch in seen:
-                    continue
-                seen.add(a.patch)
-                alts.append(a)
+            alts = _prefix_alternatives(region.lines[li].events, durable, H)
             if alts:
                 dims.append(alts)
     elif model in ("eadr", "prefix"):
-        evs = region.pending_events()
-        alts = []
-        seen = {()}
-        cur = {}
-        stores = set()
-        for j, ev in enumerate(evs):
-            cur[ev.unit] = ev.value
-            stores.add(ev.store)
-            a = _alt(cur, durable, hcache, stores, j + 1)
-            if a.patch in seen:
-                continue
-            seen.add(a.patch)
-            alts.append(a)
+        alts = _prefix_alternatives(region.pending_events(), durable, H)
         if alts:
             dims.append(alts)
     else:  # pragma: no cover - validated by the caller
