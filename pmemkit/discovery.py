@@ -806,6 +806,9 @@ class Advice:
         return dataclasses.asdict(self) | {"commands": list(self.commands)}
 
 
+#: Physical RAM above 4 GiB is shifted up by the PCI hole (at most this much, commonly).
+_PCI_HOLE = 2 << 30
+
 #: Leave at least this much RAM (or a quarter of it, if more) to the system.
 _RAM_HEADROOM = 1 << 30
 
@@ -839,9 +842,9 @@ def _vm_advice():
         "vm")
 
 
-def _mount_commands(device, fs=None):
+def _mount_commands(device, fs=None, mp=None):
     fs = fs or defaults.FILESYSTEMS[0]
-    mp = defaults.MOUNT_POINTS[fs]
+    mp = mp or defaults.MOUNT_POINTS[fs]
     return (
         " ".join((f"mkfs.{fs}",) + tuple(defaults.MKFS_OPTIONS[fs]) + (device,)),
         f"mkdir -p {mp}",
@@ -865,14 +868,17 @@ def diagnose(info=None, *, root="/"):
                               key="memmap.invalid"))
     valid = [m.memmap for m in info.memmaps if m.valid]
     if info.ram_bytes:
+        # MemTotal does not count the reserved ranges; RAM above the below-4G PCI hole
+        # sits higher than its size, so allow for a hole of up to _PCI_HOLE.
+        top = info.ram_bytes + sum(mm.size for mm in valid) + _PCI_HOLE
         for mm in valid:
-            if mm.end > info.ram_bytes:
+            if mm.end > top:
                 out.append(Advice(
                     "warning", f"memmap={mm} ends beyond this machine's RAM",
-                    f"The range ends at {format_size(mm.end)} but the machine has "
-                    f"{approx_size(info.ram_bytes)} of RAM; the kernel cannot reserve memory "
-                    f"that is not there. Choose a range that ends inside RAM, e.g. "
-                    f"memmap={suggest_memmap(info.ram_bytes) or defaults.MEMMAP_SMALL}.",
+                    f"The range ends at {format_size(mm.end)} but the machine has about "
+                    f"{approx_size(info.ram_bytes + sum(m.size for m in valid))} of RAM; the "
+                    f"kernel cannot reserve memory that is not there. Choose a range that ends "
+                    f"inside RAM, e.g. memmap={suggest_memmap(info.ram_bytes) or defaults.MEMMAP_SMALL}.",
                     key="memmap.beyond_ram"))
 
     active = [ns for ns in info.namespaces]
@@ -916,6 +922,18 @@ def diagnose(info=None, *, root="/"):
     mounted = {}
     for m in info.mounts:
         mounted.setdefault(os.path.basename(m.device), []).append(m)
+    used_mps = {m.mount_point for m in info.mounts}
+
+    def free_mount_point():
+        # The defaults in order (ext4 first, then xfs...), then numbered ones.
+        n = 1
+        while True:
+            for fs in defaults.FILESYSTEMS:
+                mp = defaults.MOUNT_POINTS[fs] + ("" if n == 1 else f"-{n}")
+                if mp not in used_mps:
+                    used_mps.add(mp)
+                    return fs, mp
+            n += 1
     for ns in active:
         dev = ns.device
         if ns.mode == "raw":
@@ -949,11 +967,13 @@ def diagnose(info=None, *, root="/"):
                 continue
             mine = mounted.get(os.path.basename(dev), [])
             if not mine:
-                cmds = _mount_commands(dev)
-                alt = defaults.FILESYSTEMS[1] if len(defaults.FILESYSTEMS) > 1 else None
-                detail = f"{dev} supports DAX but no filesystem on it is mounted. Make one and mount it with -o {defaults.MOUNT_OPTIONS}"
+                fs, mp = free_mount_point()
+                cmds = _mount_commands(dev, fs, mp)
+                alt = next((f for f in defaults.FILESYSTEMS if f != fs), None)
+                detail = (f"{dev} supports DAX but no filesystem on it is mounted. Make one "
+                          f"({fs}) and mount it with -o {defaults.MOUNT_OPTIONS}")
                 if alt:
-                    detail += f" (or use {alt}: {_mount_commands(dev, alt)[0]})"
+                    detail += f" (or use {alt}: {_mount_commands(dev, alt, mp)[0]})"
                 out.append(Advice("action", f"Mount {dev} with DAX", detail + ":", cmds,
                                   "mount.missing"))
             for m in mine:

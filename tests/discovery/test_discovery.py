@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,60 +38,94 @@ def by_key(advice, key):
     return found[0]
 
 
-# --- fixture trees ----------------------------------------------------------------
+# --- fixture trees (captured from Linux 6.1 guests: see make_fixtures.py) ----------
+
+RAM_GUEST_3G = 2060423168      # MemTotal of the memmap guest (-m 3G, 1 GiB reserved)
+
+
+def test_memmap_boots_in_fsdax():
+    # Linux 6.1: a memmap= range boots as a label-less io namespace in fsdax mode
+    # (map=mem, no pfn device), /dev/pmem0 DAX-capable.
+    info = discover(fx("memmap-fsdax"))
+    assert info.backend == "files"
+    assert [(r.name, r.size, r.provider, r.persistence_domain, r.deep_flush) for r in info.regions] == [
+        ("region0", 512 * MiB, "e820", None, False), ("region1", 512 * MiB, "e820", None, False)]
+    assert all(r.emulated and not r.eadr for r in info.regions)
+    # seeds (pfn0.0, btt0.0, dax0.0 with no namespace) are not namespaces
+    assert [(n.name, n.region, n.mode, n.size, n.devtype, n.holder, n.device)
+            for n in info.namespaces] == [
+        ("namespace0.0", "region0", "fsdax", 512 * MiB, "nd_namespace_io", None, "/dev/pmem0"),
+        ("namespace1.0", "region1", "fsdax", 512 * MiB, "nd_namespace_io", None, "/dev/pmem1")]
+    assert [(d.name, d.path, d.kind, d.size, d.dax, d.namespace) for d in info.devices] == [
+        ("pmem0", "/dev/pmem0", "block", 512 * MiB, True, "namespace0.0"),
+        ("pmem1", "/dev/pmem1", "block", 512 * MiB, True, "namespace1.0")]
+    assert info.mounts == ()               # rootfs, proc, sysfs, devtmpfs are not pmem
+    assert [(m.text, m.memmap, m.valid) for m in info.memmaps] == [
+        ("memmap=512M!1G", Memmap(512 * MiB, 1 * GiB), True),
+        ("memmap=512M!2G", Memmap(512 * MiB, 2 * GiB), True)]
+    assert info.ram_bytes == RAM_GUEST_3G
+    assert info.kernel.startswith("6.1.")
+    assert info.grub is False
+    assert info.problems == ()
+    assert info.cpu.best_flush == "clwb"   # QEMU -cpu max
+
 
 def test_memmap_raw():
     info = discover(fx("memmap-raw"))
-    assert info.backend == "files"
-    [r] = info.regions
-    assert (r.name, r.size, r.provider, r.persistence_domain, r.deep_flush) == (
-        "region0", 512 * MiB, "e820_pmem", None, False)
-    assert r.emulated and not r.eadr
-    # seeds (pfn0.0, btt0.0, dax0.0 with no namespace) are not namespaces
-    [ns] = info.namespaces
-    assert (ns.name, ns.region, ns.mode, ns.size, ns.devtype, ns.holder, ns.device) == (
-        "namespace0.0", "region0", "raw", 512 * MiB, "nd_namespace_io", None, "/dev/pmem0")
-    [dev] = info.devices
-    assert (dev.name, dev.path, dev.kind, dev.size, dev.dax, dev.namespace) == (
-        "pmem0", "/dev/pmem0", "block", 512 * MiB, False, "namespace0.0")
-    assert info.mounts == ()
-    [m] = info.memmaps
-    assert m.valid and m.memmap == Memmap(512 * MiB, 1 * GiB) and m.text == "memmap=512M!1G"
-    assert info.ram_bytes == 4 * GiB
-    assert info.kernel == "6.1.0-27-amd64"
-    assert info.grub is True
-    assert info.problems == ()
+    ns = info.namespace("namespace0.0")
+    assert (ns.mode, ns.holder, ns.device) == ("raw", None, "/dev/pmem0")
+    assert info.namespace("namespace1.0").mode == "fsdax"
+    assert [(d.name, d.dax) for d in info.devices] == [("pmem0", False), ("pmem1", True)]
 
 
 def test_memmap_fsdax_mounted():
     info = discover(fx("memmap-fsdax-mounted"))
-    assert [r.name for r in info.regions] == ["region0", "region1"]
-    assert [(n.name, n.mode, n.holder, n.device) for n in info.namespaces] == [
-        ("namespace0.0", "fsdax", "pfn0.1", "/dev/pmem0"),
-        ("namespace1.0", "fsdax", "pfn1.1", "/dev/pmem1")]
-    assert [(d.name, d.dax, d.namespace) for d in info.devices] == [
-        ("pmem0", True, "namespace0.0"), ("pmem1", True, "namespace1.0")]
     # only pmem / DAX mounts are kept, with their DAX option
     assert [(m.device, m.mount_point, m.fstype, m.dax, m.dax_always) for m in info.mounts] == [
         ("/dev/pmem0", "/mnt/pmem-ext4", "ext4", "dax=always", True),
-        ("/dev/pmem1", "/mnt/pmem-xfs", "xfs", "dax=inode", False)]
+        ("/dev/pmem1", "/mnt/nodax", "ext4", None, False)]
     assert [m.mount_point for m in info.dax_mounts] == ["/mnt/pmem-ext4"]
-    texts = [(m.text, m.valid) for m in info.memmaps]
-    assert texts == [("memmap=2G!4G", True), ("memmap=2G!6G", True), ("memmap=1Q!9G", False)]
-    assert "1Q" in info.memmaps[2].error
+
+
+def test_mount_options_and_bad_memmap(tmp_path):
+    root = tmp_path / "tree"
+    shutil.copytree(fx("memmap-fsdax-mounted"), root, symlinks=True)
+    with open(root / "proc/mounts", "a") as f:
+        f.write("/dev/pmem1 /mnt/pmem-xfs xfs rw,relatime,attr2,dax=inode,inode64,noquota 0 0\n"
+                "/dev/mapper/vg-dax /srv/dax xfs rw,dax=never 0 0\n")
+    (root / "proc/cmdline").write_text("root=/dev/vda1 memmap=512M!1G memmap=1Q!9G\n")
+    info = discover(root)
+    assert [(m.mount_point, m.dax) for m in info.mounts] == [
+        ("/mnt/pmem-ext4", "dax=always"), ("/mnt/nodax", None), ("/mnt/pmem-xfs", "dax=inode"),
+        ("/srv/dax", "dax=never")]
+    assert [(m.text, m.valid) for m in info.memmaps] == [
+        ("memmap=512M!1G", True), ("memmap=1Q!9G", False)]
+    assert "1Q" in info.memmaps[1].error
+    advice = diagnose(info)
+    assert by_key(advice, "memmap.invalid").level == "warning"
+    assert "mount -o dax=always /dev/pmem1 /mnt/pmem-xfs" in by_key(advice, "mount.inode").commands
+
+
+def test_nvdimm_raw():
+    # a QEMU NVDIMM without labels boots raw, no DAX on its block device
+    info = discover(fx("nvdimm-raw"))
+    [r] = info.regions
+    assert (r.provider, r.persistence_domain, r.deep_flush, r.emulated, r.eadr) == (
+        "ACPI.NFIT", "memory_controller", True, False, False)
+    [ns] = info.namespaces
+    assert (ns.mode, ns.devtype, ns.holder, ns.device) == (
+        "raw", "nd_namespace_io", None, "/dev/pmem0")
+    [dev] = info.devices
+    assert (dev.dax, dev.size) == (False, 256 * MiB)
 
 
 def test_nvdimm_fsdax():
     info = discover(fx("nvdimm-fsdax"))
-    [r] = info.regions
-    assert (r.provider, r.persistence_domain, r.deep_flush, r.emulated, r.eadr) == (
-        "ACPI.NFIT", "memory_controller", True, False, False)
-    # namespace0.1 is an idle seed of size 0: not listed
     [ns] = info.namespaces
-    assert (ns.mode, ns.devtype, ns.holder, ns.device) == (
-        "fsdax", "nd_namespace_pmem", "pfn0.0", "/dev/pmem0")
+    assert (ns.mode, ns.holder, ns.device) == ("fsdax", "pfn0.0", "/dev/pmem0")
     [dev] = info.devices
-    assert dev.dax is True and dev.size == GiB - 128 * 1024 - 16 * MiB
+    assert dev.dax is True and dev.namespace == "namespace0.0"
+    assert dev.size == 266338304          # the pfn metadata (struct pages in RAM: map=mem) is small
     assert info.memmaps == () and info.mounts == ()
 
 
@@ -101,10 +136,11 @@ def test_nvdimm_sector():
     [dev] = info.devices
     assert (dev.name, dev.dax, dev.namespace) == ("pmem0s", False, "namespace0.0")
     [m] = info.mounts
-    assert (m.device, m.dax, m.dax_always) == ("/dev/pmem0s", None, False)
+    assert (m.device, m.mount_point, m.dax, m.dax_always) == ("/dev/pmem0s", "/mnt/blk", None, False)
 
 
 def test_devdax_and_eadr():
+    # QEMU -machine nvdimm-persistence=cpu: the region's persistence domain is cpu_cache
     info = discover(fx("devdax"))
     [r] = info.regions
     assert r.persistence_domain == "cpu_cache" and r.eadr
@@ -112,10 +148,19 @@ def test_devdax_and_eadr():
     [ns] = info.namespaces
     assert (ns.mode, ns.holder, ns.device) == ("devdax", "dax0.0", "/dev/dax0.0")
     [dev] = info.devices
-    assert (dev.kind, dev.path, dev.size, dev.dax) == ("dax", "/dev/dax0.0", 4 * GiB - 32 * MiB, True)
-    # that fixture's CPU only has CLFLUSH
+    assert (dev.kind, dev.path, dev.size, dev.dax, dev.namespace) == (
+        "dax", "/dev/dax0.0", 262144000, True, "namespace0.0")
+
+
+def test_cpu_from_cpuinfo(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text(
+        "processor\t: 0\nflags\t\t: fpu vme clflush mmx sse sse2\n\nprocessor\t: 1\n")
+    info = discover(tmp_path)
     assert (info.cpu.clflush, info.cpu.clflushopt, info.cpu.clwb) == (True, False, False)
     assert info.cpu.best_flush == "clflush" and info.cpu.source == "/proc/cpuinfo"
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\n")
+    assert discover(tmp_path).cpu is None
 
 
 @pytest.mark.parametrize("name", ["none", "container"])
@@ -153,10 +198,11 @@ def test_to_dict_is_json():
         assert back == d
     d = discover(fx("memmap-fsdax-mounted")).to_dict()
     assert d["dax_mount_points"] == ["/mnt/pmem-ext4"]
-    assert d["memmaps"][0]["memmap"] == {"size": 2 * GiB, "start": 4 * GiB, "text": "2G!4G"}
+    assert d["memmaps"][1]["memmap"] == {"size": 512 * MiB, "start": 2 * GiB, "text": "512M!2G"}
     assert d["regions"][0]["emulated"] is True and d["eadr"] is False
-    assert d["mounts"][1]["dax"] == "dax=inode"
-    assert discover(fx("devdax")).to_dict()["cpu"]["best_flush"] == "clflush"
+    assert d["mounts"][1]["dax"] is None and d["mounts"][0]["options"] == ["rw", "relatime", "dax=always"]
+    d = discover(fx("devdax")).to_dict()
+    assert d["eadr"] is True and d["cpu"]["best_flush"] == "clwb"
 
 
 def test_bad_roots(tmp_path):
@@ -219,7 +265,7 @@ def test_parse_cmdline_quotes_and_empty():
 def test_has_eadr_on_fixtures(tmp_path):
     assert has_eadr(fx("devdax")) is True
     assert has_eadr(fx("nvdimm-fsdax")) is False      # memory_controller
-    assert has_eadr(fx("memmap-raw")) is False        # empty persistence_domain
+    assert has_eadr(fx("memmap-raw")) is False        # no persistence_domain attribute
     assert has_eadr(fx("none")) is False              # no regions at all
     # every region must be cpu_cache
     for i, domain in enumerate(("cpu_cache", "memory_controller")):
@@ -322,8 +368,9 @@ def test_doctor_container_gives_vm_harness():
 
 
 def test_doctor_raw_namespace_gives_ndctl_command():
-    a = by_key(diagnose(discover(fx("memmap-raw"))), "namespace.raw")
-    assert a.commands == ("ndctl create-namespace -f -e namespace0.0 --mode=fsdax --map=mem",)
+    for name in ("memmap-raw", "nvdimm-raw"):
+        a = by_key(diagnose(discover(fx(name))), "namespace.raw")
+        assert a.commands == ("ndctl create-namespace -f -e namespace0.0 --mode=fsdax --map=mem",)
 
 
 def test_doctor_unmounted_fsdax_gives_mkfs_and_mount():
@@ -333,6 +380,16 @@ def test_doctor_unmounted_fsdax_gives_mkfs_and_mount():
     assert a.commands == ("mkfs.ext4 " + " ".join(defaults.MKFS_OPTIONS["ext4"]) + " /dev/pmem0",
                           f"mkdir -p {mp}", f"mount -o dax /dev/pmem0 {mp}")
     assert "mkfs.xfs" in a.detail
+
+
+def test_doctor_two_unmounted_devices_get_distinct_mount_points():
+    advice = [a for a in diagnose(discover(fx("memmap-fsdax"))) if a.key == "mount.missing"]
+    assert [a.commands[-1] for a in advice] == [
+        f"mount -o dax /dev/pmem0 {defaults.MOUNT_POINTS[defaults.FILESYSTEMS[0]]}",
+        f"mount -o dax /dev/pmem1 {defaults.MOUNT_POINTS[defaults.FILESYSTEMS[1]]}"]
+    assert advice[1].commands[0].startswith(f"mkfs.{defaults.FILESYSTEMS[1]} ")
+    # a memmap guest: the reserved GiB is not in MemTotal, and that is no reason to warn
+    assert "memmap.beyond_ram" not in keys(diagnose(discover(fx("memmap-fsdax"))))
 
 
 def test_doctor_mounted_without_dax(tmp_path):
@@ -346,10 +403,8 @@ def test_doctor_dax_mounts():
     advice = diagnose(discover(fx("memmap-fsdax-mounted")))
     ok = by_key(advice, "mount.dax")
     assert ok.level == "ok" and "/mnt/pmem-ext4" in ok.title
-    inode = by_key(advice, "mount.inode")
-    assert "mount -o dax=always /dev/pmem1 /mnt/pmem-xfs" in inode.commands
-    inv = by_key(advice, "memmap.invalid")
-    assert inv.level == "warning" and "1Q" in inv.title
+    nodax = by_key(advice, "mount.nodax")
+    assert nodax.commands == ("umount /mnt/nodax", "mount -o dax /dev/pmem1 /mnt/nodax")
     assert "mount.missing" not in keys(advice) and "memmap.missing" not in keys(advice)
 
 
@@ -375,7 +430,7 @@ def test_doctor_memmap_beyond_ram():
     info = dataclasses.replace(discover(fx("memmap-raw")),
                                memmaps=tuple(parse_cmdline_memmaps("memmap=4G!12G")))
     a = by_key(diagnose(info), "memmap.beyond_ram")
-    assert "4 GiB" in a.detail and defaults.MEMMAP_SMALL in a.detail
+    assert "ends at 16G" in a.detail and "memmap=" + defaults.MEMMAP_SMALL in a.detail
 
 
 def test_doctor_native_extension():
