@@ -360,12 +360,6 @@ class PmemMap(Region):
             except BufferError:
                 pass  # exported views still alive: unmapped when the last one goes
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finaliser
-            pass
-
 
 # --- map_file ----------------------------------------------------------------------------
 

@@ -53,13 +53,16 @@ def test_write_read_buffer(pm):
     assert pm.read(100, 4) == b"\x01\x02\x03\x04"
 
 
-@pytest.mark.parametrize("offset,length", [(0, 1), (1, 63), (63, 2), (4000, 200), (100, 5000),
-                                           (0, 64 * KIB), (64 * KIB - 1, 1), (123, 0)])
-def test_persist_then_file_has_the_data(pm, offset, length):
-    data = bytes((i * 7 + 3) % 256 for i in range(length))
-    pm.write(offset, data)
-    pm.persist(offset, length)
-    assert file_bytes(pm.path, offset, length) == data
+PERSIST_RANGES = [(0, 1), (1, 63), (63, 2), (4000, 200), (100, 5000), (0, 64 * KIB),
+                  (64 * KIB - 1, 1), (123, 0)]
+
+
+def test_persist_then_file_has_the_data(pm):
+    for offset, length in PERSIST_RANGES:
+        data = bytes((i * 7 + offset) % 256 for i in range(length))
+        pm.write(offset, data)
+        pm.persist(offset, length)
+        assert file_bytes(pm.path, offset, length) == data, (offset, length)
 
 
 def test_flush_then_drain(pm):
@@ -73,18 +76,23 @@ def test_flush_then_drain(pm):
     pm.drain()  # nothing pending: fine
 
 
-@pytest.mark.parametrize("offset", [0, 1, 63, 64, 4095])
-@pytest.mark.parametrize("length", [1, 63, 64, NT_THRESHOLD - 1, NT_THRESHOLD, NT_THRESHOLD + 1,
-                                    4096, 10_000])
-def test_memcpy_persist_every_alignment(pm, offset, length):
-    data = os.urandom(length)
-    pm.memcpy_persist(offset, data)
-    assert pm.read(offset, length) == data
-    assert file_bytes(pm.path, offset, length) == data
-    # the bytes around it are untouched
-    if offset:
-        assert pm.read(offset - 1, 1) == b"\0"
-    assert pm.read(offset + length, 1) == b"\0"
+COPY_OFFSETS = [0, 1, 63, 64, 4095]
+COPY_LENGTHS = [1, 63, 64, NT_THRESHOLD - 1, NT_THRESHOLD, NT_THRESHOLD + 1, 4096, 10_000]
+
+
+def test_memcpy_persist_every_alignment(pm):
+    for offset in COPY_OFFSETS:
+        for length in COPY_LENGTHS:
+            pm.write(0, bytes(pm.size))
+            data = os.urandom(length)
+            pm.memcpy_persist(offset, data)
+            where = (offset, length)
+            assert pm.read(offset, length) == data, where
+            assert file_bytes(pm.path, offset, length) == data, where
+            # the bytes around it are untouched
+            if offset:
+                assert pm.read(offset - 1, 1) == b"\0", where
+            assert pm.read(offset + length, 1) == b"\0", where
 
 
 def test_memcpy_persist_overlapping_source(pm):
@@ -93,16 +101,17 @@ def test_memcpy_persist_overlapping_source(pm):
     assert pm.read(100, 1000) == (bytes(range(256)) * 8)[:1000]
 
 
-@pytest.mark.parametrize("offset,length", [(0, 1), (3, 100), (7, 300), (64, 4096), (1, 60000)])
-def test_memset_persist(pm, offset, length):
-    pm.write(0, b"\xff" * pm.size)
-    pm.memset_persist(offset, 0x5A, length)
-    assert pm.read(offset, length) == b"\x5a" * length
-    assert file_bytes(pm.path, offset, length) == b"\x5a" * length
-    if offset:
-        assert pm.read(offset - 1, 1) == b"\xff"
-    if offset + length < pm.size:
-        assert pm.read(offset + length, 1) == b"\xff"
+def test_memset_persist(pm):
+    for offset, length in [(0, 1), (3, 100), (7, 300), (64, 4096), (1, 60000)]:
+        pm.write(0, b"\xff" * pm.size)
+        pm.memset_persist(offset, 0x5A, length)
+        where = (offset, length)
+        assert pm.read(offset, length) == b"\x5a" * length, where
+        assert file_bytes(pm.path, offset, length) == b"\x5a" * length, where
+        if offset:
+            assert pm.read(offset - 1, 1) == b"\xff", where
+        if offset + length < pm.size:
+            assert pm.read(offset + length, 1) == b"\xff", where
 
 
 def test_deep_flush(pm):

@@ -16,8 +16,22 @@ from pmemkit import cpu, discovery, mapping
 pytestmark = pytest.mark.dax
 
 
-def test_map_sync_is_accepted(dax_dir):
-    with mapping.map_file(dax_dir / "pool", 1 << 20, create=True, sync="require") as pm:
+def test_map_sync_is_accepted_on_every_dax_mount(dax_dirs):
+    import tempfile
+    from pathlib import Path
+
+    for mount in dax_dirs:  # ext4 and xfs in the guest
+        d = Path(tempfile.mkdtemp(prefix="pmemkit-test-", dir=mount))
+        try:
+            _check_pmem_mapping(d / "pool")
+        finally:
+            for p in d.iterdir():
+                p.unlink()
+            d.rmdir()
+
+
+def _check_pmem_mapping(path):
+    with mapping.map_file(path, 1 << 20, create=True, sync="require") as pm:
         assert pm.map_sync is True
         assert pm.is_pmem is True
         if discovery.has_eadr():
