@@ -258,3 +258,15 @@ def test_without_native_only_msync(monkeypatch, tmp_path):
         assert m.is_pmem is True and m.flush_method == "msync" and m.native is False
         m.memcpy_persist(0, b"py")
         assert file_bytes(m.path, 0, 2) == b"py"
+
+
+def test_bound_methods_keep_the_mapping_alive(kind, tmp_path):
+    import gc
+
+    path = tmp_path / "bound"
+    m = mapping.map_file(path, 4096, create=True)
+    memcpy_persist = m.memcpy_persist
+    del m
+    gc.collect()
+    memcpy_persist(10, b"still mapped")
+    assert file_bytes(path, 10, 12) == b"still mapped"
