@@ -100,6 +100,7 @@ class _Explorer:
         self.max_states = max_states
         self.seed = seed
         self.workers = workers
+        self.store_points = False
         self.states = 0
         self.unique = 0
         self.possible = 0
@@ -290,7 +291,7 @@ class _Explorer:
             point=meta.info, message=message, choice=choice, view=meta.view, engine=meta.label,
             seed=self.seed, durable_stores=[info(i) for i in sorted(durable)],
             lost_stores=[info(i) for i in sorted(pending - durable)],
-            image=image, persisted=persisted, model=self.model))
+            image=image, persisted=persisted, model=self.model, store_points=self.store_points))
 
     # --- process pool ------------------------------------------------------------------
 
@@ -422,6 +423,7 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
     ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress)
+    ex.store_points = bool(store_points)
     t0 = time.perf_counter()
     region = TracedRegion(size, initial, model=model, on_crash_point=ex.on_point,
                           store_points=store_points, keep_trace=False)

@@ -26,6 +26,7 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
     if hasattr(point, "choice") and hasattr(point, "point"):
         v = point
         point, choice, model, view = v.point.index, v.choice, v.model, v.view
+        store_points = v.store_points
         size = len(v.image) if size is None else size
     if not isinstance(point, int) or point < 0:
         raise InvalidArgumentError(f"point must be a crash point index (int >= 0) or a Violation, got {point!r}")

@@ -68,6 +68,7 @@ class Violation:
     image: bytes = b""
     persisted: bytes = b""       # the image had every pending store become durable
     model: str = "x86"
+    store_points: bool = False
 
     def diff_ranges(self):
         """Byte ranges ``(start, end)`` where the image differs from the fully persisted image."""
@@ -85,6 +86,8 @@ class Violation:
 
     def replay_hint(self):
         view = f", view={self.view!r}" if self.view != self.model else ""
+        if self.store_points:
+            view += ", store_points=True"
         return (f"crash.replay(workload, point={self.point.index}, choice={self.choice!r}, "
                 f"model={self.model!r}{view}, size={len(self.image)})  # seed={self.seed}, engine {self.engine}")
 

@@ -236,3 +236,15 @@ def test_progress_callback():
     calls = []
     crash.explore(n_pending(6, epochs=3), always_ok, progress=lambda *a: calls.append(a))
     assert calls and calls[-1][0] > 0
+
+
+@pytest.mark.parametrize("kwargs", [{"engine": "prefix"}, {"store_points": True}, {"model": "x86-line"},
+                                    {"engine": "random:20", "seed": 7}, {"engine": "bounded:1"}])
+def test_every_violation_replays_to_its_image(kwargs):
+    def check(img):
+        assert img[64] == 0 or img[128] != 0, "slot 1 durable without slot 2"
+
+    r = crash.explore(n_pending(3, epochs=2), check, progress=None, **kwargs)
+    assert not r.ok
+    for v in r.violations:
+        assert crash.replay(n_pending(3, epochs=2), v) == v.image

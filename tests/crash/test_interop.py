@@ -148,3 +148,27 @@ def test_fixture_failure_prints_the_report(pytester):
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*crash-consistency violations:*", "*flag without data*",
                                  "*crash.replay(workload, point=0*"])
+
+
+def test_persistent_checker_with_info_gets_point_json(tmp_path):
+    path = tmp_path / "info.py"
+    log = tmp_path / "lines.txt"
+    path.write_text(textwrap.dedent(f"""
+        import json, sys
+        with open({str(log)!r}, "a") as out:
+            for line in sys.stdin:
+                p, info = line.rstrip("\\n").split("\\t")
+                out.write(info + "\\n")
+                print("0", flush=True)
+    """))
+
+    def workload(pm):
+        pm.mark("m")
+        pm.memcpy_persist(0, b"x" * 8)
+        pm.record("k", 1)
+
+    r = crash.explore(workload, crash.PersistentChecker([sys.executable, str(path)], info=True), progress=None)
+    assert r.ok
+    import json
+    infos = [json.loads(x) for x in log.read_text().splitlines()]
+    assert {"point": 1, "kind": "end", "marker": "m", "records": [["k", 1]]} in infos
