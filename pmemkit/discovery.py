@@ -996,8 +996,8 @@ def diagnose(info=None, *, root="/"):
                 else:
                     out.append(Advice(
                         "action", f"{m.mount_point} is mounted without DAX",
-                        f"{m.device} ({m.fstype}) supports DAX; remount it with -o "
-                        f"{defaults.MOUNT_OPTIONS} (DAX cannot be switched on by remount):",
+                        f"{m.device} ({m.fstype}) supports DAX; unmount it and mount it again "
+                        f"with -o {defaults.MOUNT_OPTIONS} ('mount -o remount' cannot switch DAX on):",
                         (f"umount {m.mount_point}",
                          f"mount -o {defaults.MOUNT_OPTIONS} {m.device} {m.mount_point}"),
                         "mount.nodax"))
