@@ -4,6 +4,8 @@
   a ``dax_dir`` fixture: a fresh directory on a DAX mount. Where there is none they
   are skipped - or fail, with ``--require-dax`` or ``PMEMKIT_REQUIRE_DAX=1``
   (``pmemkit vm test`` sets it inside the guest, so nothing is skipped there).
+* Fixture ``crash_explore(workload, check, **explore_kwargs)``: runs
+  :func:`pmemkit.crash.explore` and fails the test with the full report on a violation.
 * DAX mounts come from ``PMEMKIT_DAX_DIRS`` (``os.pathsep``-separated) when set,
   else from :func:`pmemkit.discovery.dax_mount_points`.
 """
