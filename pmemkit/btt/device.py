@@ -118,6 +118,9 @@ class Btt:
         self._arena1 = arenas[0] if len(arenas) == 1 else None
         for a in arenas:
             self._attach_views(a)
+        if self._arena1 is not None and not readonly and type(self).read is Btt.read \
+                and type(self).write is Btt.write:
+            self._bind_fast_paths(self._arena1)
 
     # --- construction ---------------------------------------------------------------
 
@@ -257,6 +260,8 @@ class Btt:
         if region is None:
             return
         self._arena1 = None
+        self.__dict__.pop("read", None)        # drop the bound fast paths
+        self.__dict__.pop("write", None)
         for a in self.arenas:
             if a.map_mv is not None:
                 a.map_mv.release()
@@ -351,6 +356,54 @@ class Btt:
                     off = a.dataoff + blk * a.ilbasize
                     return self._mv[off:off + self.lbasize].tobytes()
         return self._read_slow(lba)
+
+    def _bind_fast_paths(self, a):
+        """Bind closures over a single arena's state as ``self.read``/``self.write``.
+
+        They handle the common case (an int lba, a normal map entry, bytes data) with
+        local variables only and defer everything else to the methods.
+        """
+        map_mv, mv, overlay = a.map_mv, self._mv, a.overlay
+        dataoff, ilbasize, lbasize, nlba, inl = a.dataoff, a.ilbasize, self.lbasize, self.nlba, a.inl
+        slow_read, slow_write = self._read_slow, Btt.write.__get__(self)
+        mcp = self._region.memcpy_persist
+        free, seqs, nexts, slots = a.free, a.seq, a.next, a.slots
+        flogoff, mapoff, nlane = a.flogoff, a.mapoff, self.nlane
+        pack2, pack1, nseq = _PAIR.pack, _U32.pack, _NSEQ
+
+        def read(lba):
+            if type(lba) is int and 0 <= lba < nlba and not overlay:
+                e = map_mv[lba]
+                if e >= 0xC0000000 and (e & 0x3FFFFFFF) < inl:
+                    off = dataoff + (e & 0x3FFFFFFF) * ilbasize
+                    return mv[off:off + lbasize].tobytes()
+            return slow_read(lba)
+
+        def write(lba, data):
+            if type(lba) is not int or not 0 <= lba < nlba or overlay or a.ro_reason \
+                    or type(data) not in (bytes, bytearray) or len(data) != lbasize:
+                return slow_write(lba, data)
+            lane = self._next_lane
+            self._next_lane = (lane + 1) % nlane
+            blk = free[lane] & 0x3FFFFFFF
+            if blk >= inl:
+                return slow_write(lba, data)
+            mcp(dataoff + blk * ilbasize, data)                       # 1. data
+            old = map_mv[lba]
+            if old < 0x40000000:
+                old = lba | 0xC0000000
+            new = blk | 0xC0000000
+            seq = nseq[seqs[lane] & 3]
+            foff = flogoff + lane * 64 + slots[nexts[lane]] * 16
+            mcp(foff, pack2(lba, old))                                 # 2. {lba, old_map}
+            mcp(foff + 8, pack2(new, seq))                             # 3. {new_map, seq}: commit
+            mcp(mapoff + 4 * lba, pack1(new))                          # 4. map
+            seqs[lane] = seq
+            nexts[lane] ^= 1
+            free[lane] = old
+
+        self.read = read
+        self.write = write
 
     def _read_slow(self, lba):
         self._live()
