@@ -1,11 +1,17 @@
 /*
  * The anchor for benchmarks/mapping/bench_mapping.py: the same operations through
- * libpmem (Debian libpmem1), called from C. Run with PMEM_IS_PMEM_FORCE=1 to take
- * libpmem's CPU flush path on an ordinary file.
+ * libpmem (Debian libpmem1), called from C. bench_mapping.py compiles this file into
+ * a shared library and calls it through ctypes, one timed batch at a time, so that
+ * pmemkit and libpmem are measured alternately in the same process. Set
+ * PMEM_IS_PMEM_FORCE=1 before loading it (libpmem's CPU flush path on an ordinary file).
  *
- * usage: bench_libpmem FILE MIN_SECONDS REPEATS
- * prints one line per measurement: "<op> <bytes> <ops_per_second>"
- * (the best of REPEATS runs, each at least MIN_SECONDS long).
+ *   int    bl_open(const char *path, size_t size);       map (and create) the file
+ *   double bl_run(int op, size_t n, long iterations, int cpu_clock);
+ *                                                        seconds taken by `iterations` ops, on
+ *                                                        the thread's CPU-time clock if cpu_clock
+ *   void   bl_close(void);
+ *
+ * op: 0 persist, 1 flush+drain, 2 memcpy_persist, 3 store one byte then pmem_msync.
  */
 #include <libpmem.h>
 #include <stdio.h>
@@ -13,115 +19,71 @@
 #include <string.h>
 #include <time.h>
 
+static char *base, *src;
+static size_t mapped, src_len = 1u << 20;
+
+static clockid_t clock_id = CLOCK_MONOTONIC;
+
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock_id, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-enum op { PERSIST, FLUSH_DRAIN, MEMCPY_PERSIST, MSYNC_DIRTY };
-static const char *names[] = {"persist", "flush+drain", "memcpy_persist", "msync_dirty"};
-
-static char *base;
-static char *src;
-
-static void run(enum op op, size_t n, long iters)
+int bl_open(const char *path, size_t size)
 {
+    int is_pmem;
+    base = pmem_map_file(path, size, PMEM_FILE_CREATE, 0644, &mapped, &is_pmem);
+    if (!base)
+        return -1;
+    memset(base, 1, mapped); /* fault every page in */
+    pmem_persist(base, mapped);
+    src = malloc(src_len);
+    if (!src)
+        return -1;
+    memset(src, 7, src_len);
+    return is_pmem;
+}
+
+double bl_run(int op, size_t n, long iters, int cpu_clock)
+{
+    clock_id = cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+    if (!base || n > mapped || (op == 2 && n > src_len))
+        return -1.0;
+    double t = now();
     switch (op) {
-    case PERSIST:
+    case 0:
         for (long i = 0; i < iters; i++)
             pmem_persist(base, n);
         break;
-    case FLUSH_DRAIN:
+    case 1:
         for (long i = 0; i < iters; i++) {
             pmem_flush(base, n);
             pmem_drain();
         }
         break;
-    case MEMCPY_PERSIST:
+    case 2:
         for (long i = 0; i < iters; i++)
             pmem_memcpy_persist(base, src, n);
         break;
-    case MSYNC_DIRTY:
+    case 3:
         for (long i = 0; i < iters; i++) {
-            base[0] = (char)i;
-            if (pmem_msync(base, n) != 0) {
-                perror("pmem_msync");
-                exit(1);
-            }
+            base[100] = (char)i;
+            if (pmem_msync(base + 100, 1) != 0)
+                return -1.0;
         }
         break;
+    default:
+        return -1.0;
     }
+    return now() - t;
 }
 
-static double measure(enum op op, size_t n, double min_s, int repeats)
+void bl_close(void)
 {
-    long iters = 1;
-    for (;;) { /* calibrate */
-        double t = now();
-        run(op, n, iters);
-        double dt = now() - t;
-        if (dt >= min_s / 4)
-            break;
-        iters *= 2;
-    }
-    double best = 0;
-    for (int r = 0; r < repeats; r++) {
-        long done = 0;
-        double t0 = now(), t;
-        do {
-            run(op, n, iters);
-            done += iters;
-            t = now();
-        } while (t - t0 < min_s);
-        double rate = done / (t - t0);
-        if (rate > best)
-            best = rate;
-    }
-    return best;
-}
-
-static int op_by_name(const char *name)
-{
-    for (int i = 0; i < 4; i++)
-        if (strcmp(name, names[i]) == 0)
-            return i;
-    fprintf(stderr, "unknown operation %s\n", name);
-    exit(2);
-}
-
-int main(int argc, char **argv)
-{
-    if (argc < 6 || (argc - 4) % 2) {
-        fprintf(stderr, "usage: %s FILE MIN_SECONDS REPEATS OP SIZE [OP SIZE...]\n"
-                        "  OP: persist, flush+drain, memcpy_persist, msync_dirty\n", argv[0]);
-        return 2;
-    }
-    double min_s = atof(argv[2]);
-    int repeats = atoi(argv[3]);
-    size_t maplen, size = 4u << 20;
-    int is_pmem;
-    base = pmem_map_file(argv[1], size, PMEM_FILE_CREATE, 0644, &maplen, &is_pmem);
-    if (!base) {
-        perror("pmem_map_file");
-        return 1;
-    }
-    memset(base, 1, size); /* fault every page in */
-    pmem_persist(base, size);
-    src = malloc(1 << 20);
-    memset(src, 7, 1 << 20);
-    printf("is_pmem %d %d\n", is_pmem, 0);
-    for (int i = 4; i + 1 < argc; i += 2) {
-        int op = op_by_name(argv[i]);
-        size_t n = strtoull(argv[i + 1], NULL, 0);
-        if (n == 0 || n > size || (op == MEMCPY_PERSIST && n > (1u << 20))) {
-            fprintf(stderr, "bad size %s\n", argv[i + 1]);
-            return 2;
-        }
-        printf("%s %zu %.1f\n", names[op], n, measure((enum op)op, n, min_s, repeats));
-        fflush(stdout);
-    }
-    pmem_unmap(base, maplen);
-    return 0;
+    if (base)
+        pmem_unmap(base, mapped);
+    free(src);
+    base = src = NULL;
 }
