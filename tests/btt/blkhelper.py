@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import subprocess
 
 
 def load():
@@ -67,3 +68,8 @@ class Pool:
         if self.p:
             self.lib.pmemblk_close(self.p)
             self.p = None
+
+
+def run_pmempool(*args):
+    """Run Debian's pmempool with ``args``; the CompletedProcess (text output)."""
+    return subprocess.run(["pmempool", *map(str, args)], capture_output=True, text=True)

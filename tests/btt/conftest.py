@@ -1,5 +1,4 @@
 import shutil
-import subprocess
 
 import pytest
 
@@ -34,7 +33,3 @@ def blkpool(libpmemblk):
     yield opener
     for p in pools:
         p.close()
-
-
-def run_pmempool(*args):
-    return subprocess.run(["pmempool", *map(str, args)], capture_output=True, text=True)

@@ -7,7 +7,7 @@ import sys
 from pmemkit.btt import Btt
 from pmemkit.cli import main
 
-from conftest import run_pmempool
+from blkhelper import run_pmempool
 
 
 def run(capsys, *argv):

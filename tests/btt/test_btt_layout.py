@@ -8,7 +8,7 @@ import pytest
 from pmemkit.btt import layout as L
 from pmemkit.errors import InvalidArgumentError
 
-from conftest import run_pmempool
+from blkhelper import run_pmempool
 
 
 def reference_fletcher64(data):

@@ -10,7 +10,7 @@ from pmemkit.btt import Btt
 from pmemkit.btt import pmemblk as P
 from pmemkit.errors import BttCorruptError, BttIOError, InvalidArgumentError
 
-from conftest import run_pmempool
+from blkhelper import run_pmempool
 
 
 def content(bsize, tag):
