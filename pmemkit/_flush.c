@@ -187,7 +187,9 @@ static void nt_fill_sse2(char *d, int c, size_t n)
 #endif /* PMK_X86 */
 
 static void flush_nothing(char *p, size_t n) { (void)p; (void)n; }
+#if !PMK_X86
 static void fence_nothing(void) { __asm__ volatile("" ::: "memory"); }
+#endif
 
 typedef void (*flush_fn_t)(char *, size_t);
 typedef void (*fence_fn_t)(void);

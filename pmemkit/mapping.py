@@ -36,7 +36,7 @@ from .errors import (
     NotPmemError,
     UnsupportedFlushError,
 )
-from .region import NT_THRESHOLD, Region, check_range
+from .region import Region, check_range
 from .units import parse_size
 
 __all__ = ["map_file", "PmemMap", "MAP_SHARED_VALIDATE", "MAP_SYNC", "SYNC_MODES"]
