@@ -84,6 +84,10 @@ class Violation:
         ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
         return list(zip(starts.tolist(), ends.tolist()))
 
+    def __repr__(self):
+        return (f"<Violation point={self.point.index} kind={self.point.kind} marker={self.point.marker!r} "
+                f"choice={self.choice!r} message={self.message!r}>")
+
     def replay_hint(self):
         view = f", view={self.view!r}" if self.view != self.model else ""
         if self.store_points:
@@ -153,6 +157,9 @@ class Report:
 
     def __bool__(self):
         return self.ok
+
+    def __repr__(self):
+        return f"<Report {self.summary()}>"
 
     def summary(self):
         verdict = "OK" if self.ok else f"FAILED - {self.violation_count} violation(s)"

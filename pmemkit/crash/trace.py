@@ -348,7 +348,7 @@ class TracedRegion(Region):
 
     def persisted_image(self):
         """The image if every pending store became durable (the working copy)."""
-        return bytes(self._work)
+        return bytes(self._work[:self.size])
 
     def unflushed_stores(self):
         """Stores with an event that no flush has covered yet (pmemcheck's 'not flushed')."""
