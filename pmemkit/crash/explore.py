@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from .. import defaults
 from ..errors import CrashError, InvalidArgumentError
-from .checkers import ExternalChecker, as_checker, wants_info
+from .checkers import as_checker, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import dimensions, state_count
 from .report import CrashPoint, Report, StoreInfo, Violation

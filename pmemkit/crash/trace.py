@@ -20,7 +20,7 @@ import operator
 
 import numpy as np
 
-from ..errors import CrashError, InvalidArgumentError
+from ..errors import InvalidArgumentError
 from ..region import CACHE_LINE, Region, check_range
 
 UNIT = 8

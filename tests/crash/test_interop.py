@@ -1,6 +1,5 @@
 """pmemcheck logs, external and persistent checkers, the CLI and the pytest fixture."""
 
-import struct
 import sys
 import textwrap
 
