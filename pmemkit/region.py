@@ -194,6 +194,9 @@ class Region:
     def mark(self, name):
         """Label this point of the program (used by the crash simulator; a no-op elsewhere)."""
 
+    def record(self, key, value=None):
+        """Note that an operation has returned, for the crash simulator's checker (a no-op elsewhere)."""
+
 
 class BufferRegion(Region):
     """A region over any writable buffer (bytearray, numpy uint8 array, mmap).
