@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import operator
 import os
+from array import array
 import struct
 import uuid as _uuid
 import warnings
@@ -78,9 +79,11 @@ class _Arena:
         self.ro_reason = None
         self.overlay = {}           # pre-map lba -> entry (read-only recovery)
         self.slots = (0, 1)
-        self.free = []              # per lane: raw old_map of the current flog entry
-        self.seq = []
-        self.next = []
+        # per lane, as array.array (fast int access from Python) with numpy views of the
+        # same memory (batched updates): raw old_map of the current flog entry (the lane's
+        # free block), its seq, and which slot of the pair is written next
+        self.free = self.seq = self.next = None
+        self.free_np = self.seq_np = self.next_np = None
         self.flog_entries = None    # numpy (nfree, 4) current entries, for check()
         self.flog_bad = None
         # views, set by Btt._attach_views
@@ -612,8 +615,7 @@ class Btt:
         lo = self._next_lane if self._next_lane + k <= self.nlane else 0
         hi = lo + k
         self._next_lane = hi % self.nlane
-        free_raw = np.array(a.free[lo:hi], dtype=np.uint32)
-        blocks = (free_raw & np.uint32(_M)).astype(np.intp)
+        blocks = (a.free_np[lo:hi] & np.uint32(_M)).astype(np.intp)
         if int(blocks.max()) >= a.info.internal_nlba:
             raise BttCorruptError(f"a lane of arena {a.index} owns a block past the arena")
         lbasize = self.lbasize
@@ -633,9 +635,10 @@ class Btt:
             old = np.where(initial, pre.astype(np.uint32) | np.uint32(_NORMAL), old)
         old = old.astype(np.uint64)
         new = blocks.astype(np.uint64) | np.uint64(_NORMAL)
-        seqs = _NSEQ_NP[np.array(a.seq[lo:hi], dtype=np.intp) & 3]
+        seqs = _NSEQ_NP[a.seq_np[lo:hi] & np.uint32(3)]
         slot_of = _SLOTS_NP[a.slots]
-        idx = np.arange(0, 8 * k, 8, dtype=np.intp) + slot_of[np.array(a.next[lo:hi], dtype=np.intp)]
+        nxt = a.next_np[lo:hi]
+        idx = np.arange(0, 8 * k, 8, dtype=np.intp) + slot_of[nxt]
         flog = a.flog64[lo:hi].reshape(-1)
         fstart, flen = a.flogoff + lo * L.FLOG_PAIR_SIZE, k * L.FLOG_PAIR_SIZE
         # 2. flog first halves {lba, old_map}
@@ -653,9 +656,9 @@ class Btt:
         if a.overlay:
             for p in pre.tolist():
                 a.overlay.pop(p, None)
-        a.free[lo:hi] = old.astype(np.uint32).tolist()
-        a.seq[lo:hi] = seqs.tolist()
-        a.next[lo:hi] = [x ^ 1 for x in a.next[lo:hi]]
+        a.free_np[lo:hi] = old
+        a.seq_np[lo:hi] = seqs
+        nxt ^= np.uint8(1)
 
     # --- checking ----------------------------------------------------------------------------
 
@@ -830,9 +833,12 @@ def _load_flog(region, a):
         elif blk_bad.any():
             lane = int(np.argmax(blk_bad))
             a.ro_reason = f"flog entry of lane {lane} names a block past the arena"
-    a.free = [int(x) for x in entries[:, 1]]
-    a.seq = [int(x) for x in entries[:, 3]]
-    a.next = [int(x) for x in nxt]
+    a.free = array("I", entries[:, 1].astype(np.uint32).tobytes())
+    a.seq = array("I", entries[:, 3].astype(np.uint32).tobytes())
+    a.next = array("B", nxt.astype(np.uint8).tobytes())
+    a.free_np = np.frombuffer(a.free, dtype=np.uint32)
+    a.seq_np = np.frombuffer(a.seq, dtype=np.uint32)
+    a.next_np = np.frombuffer(a.next, dtype=np.uint8)
 
 
 def _recover(region, a, readonly):
