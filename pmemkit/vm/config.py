@@ -105,9 +105,9 @@ class VmConfig:
             pmem_size = mm.size
         else:
             size = _size(self.nvdimm, "NVDIMM size")
-            if size < 16 << 20 or size % (2 << 20):
-                raise VmConfigError(f"NVDIMM size {self.nvdimm!r} must be a multiple of 2M and at "
-                                    "least 16M, e.g. 1G")
+            if size < 16 << 20 or size % (16 << 20):
+                raise VmConfigError(f"NVDIMM size {self.nvdimm!r} must be a multiple of 16M (the "
+                                    "fsdax namespace alignment) and at least 16M, e.g. 1G")
             s(self, "nvdimm", size)
             if self.nvdimm_file is not None:
                 p = Path(self.nvdimm_file).expanduser().absolute()

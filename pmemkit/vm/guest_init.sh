@@ -55,14 +55,19 @@ current=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p
 size=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"size":\([0-9]*\).*/\1/p')
 log "namespace0.0: mode ${current:-?}, size ${size:-0}"
 if [ "$current" != "$MODE" ] || [ "${size:-0}" = 0 ]; then
-    if [ "$LABELS" = 1 ] && [ "${size:-0}" = 0 ]; then
+    if [ "$LABELS" = 1 ]; then
+        # A labelled NVDIMM: (re)initialise its label area, then make a namespace of the
+        # region's whole available size, rounded down to the 16 MiB fsdax alignment.
         ndctl disable-region all >/dev/null 2>&1
         ndctl init-labels -f all >>"$JOB/setup.log" 2>&1 || fail "ndctl init-labels"
         ndctl enable-region all >/dev/null 2>&1
+        avail=$(ndctl list -R -r region0 | sed -n 's/.*"available_size":\([0-9]*\).*/\1/p')
+        align=16777216
+        nsize=$(( ${avail:-0} / align * align ))
         mapopt=""
         [ "$MODE" = fsdax ] && mapopt=--map=mem
-        ndctl create-namespace -r region0 --mode="$MODE" $mapopt >>"$JOB/setup.log" 2>&1 \
-            || fail "ndctl create-namespace --mode=$MODE"
+        ndctl create-namespace -r region0 --mode="$MODE" $mapopt --size="$nsize" >>"$JOB/setup.log" 2>&1 \
+            || fail "ndctl create-namespace --mode=$MODE (labels, size $nsize)"
     elif [ "$MODE" = fsdax ]; then
         ndctl create-namespace -f -e namespace0.0 --mode=fsdax --map=mem >>"$JOB/setup.log" 2>&1 \
             || fail "ndctl create-namespace --mode=fsdax"

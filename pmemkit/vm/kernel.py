@@ -7,6 +7,8 @@ flavour is required: the cloud kernel has no 9p (the host share).
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import tempfile
@@ -71,14 +73,34 @@ def resolve_package(package=None):
     return m.group(1)
 
 
+def _resolve_memo(root_dir):
+    """:func:`resolve_package`, remembered until the apt lists change (apt-cache takes seconds)."""
+    try:
+        stamp = os.stat("/var/lib/apt/lists").st_mtime_ns
+    except OSError:
+        stamp = 0
+    memo = root_dir / "resolved.json"
+    try:
+        seen = json.loads(memo.read_text())
+        if seen.get("stamp") == stamp and seen.get("metapackage") == defaults.VM_KERNEL_METAPACKAGE:
+            return seen["package"]
+    except (OSError, ValueError, KeyError):
+        pass
+    package = resolve_package()
+    root_dir.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"stamp": stamp, "metapackage": defaults.VM_KERNEL_METAPACKAGE,
+                                "package": package}))
+    return package
+
+
 def get_kernel(package=None, cache_root=None, progress=None):
     """Return the cached :class:`Kernel` for ``package`` (default: Debian's current generic
     6.1 kernel), downloading and unpacking it first if needed (a few seconds)."""
-    package = resolve_package(package)
+    root_dir = cache.cache_dir(cache_root) / "kernel"
+    package = package or _resolve_memo(root_dir)
     if "cloud" in package:
         raise VmError(f"{package}: the cloud kernel has no 9p (host share); use the generic "
                       "linux-image-6.1.0-N-amd64")
-    root_dir = cache.cache_dir(cache_root) / "kernel"
     final = root_dir / package
     if not (final / ".complete").exists():
         root_dir.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,8 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     if action != "shell" and not argv:
         raise VmConfigError("no command given: e.g. pmemkit vm run -- python3 -c 'print(1)'")
     timeout = timeout or config.timeout
-    qemu.qemu_binary()  # a missing QEMU is reported before anything is built
+    cache.cache_dir(config.cache_dir)  # an unwritable cache and a missing QEMU are
+    qemu.qemu_binary()                 # reported before anything is built
     image = prepare(config, progress)
     accel = qemu.choose_accel(config.accel, image.kernel.vmlinuz, progress, config.cache_dir)
     nv = nvdimm_path(config)
