@@ -88,7 +88,7 @@ class SshTarget:
             "ansible_host": self.host, "ansible_port": self.port, "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.key),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                       "-o IdentitiesOnly=yes",
+                                       "-o IdentitiesOnly=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
         }
 
     def wait(self, timeout, alive=None, log=None):
