@@ -14,6 +14,8 @@ APT_PACKAGES=(
   # emulated pmem in a QEMU guest (pmemkit.vm)
   qemu-system-x86 qemu-utils busybox-static kmod cpio debootstrap
   ndctl xfsprogs e2fsprogs
+  # the developer VM sandbox (ansible/, vm/Vagrantfile): disk images, SSH, vagrant validate
+  fdisk openssh-client vagrant vagrant-libvirt
 )
 
 missing=()
