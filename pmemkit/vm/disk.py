@@ -379,3 +379,35 @@ def boot(image, workdir, *, memory="2G", accel="tcg", cpus=None, ssh_timeout=600
                     raise GuestError(f"QEMU exited: {err}") from None
             raise
         yield BootedDisk(vm=vm, ssh=target, overlay=overlay, serial_log=serial_log)
+
+
+def package_libvirt_box(image, out_path, progress=None):
+    """A vagrant-libvirt box file (tar of ``box.img`` + ``metadata.json``) made from ``image``
+    (build it with ``DiskImageSpec(vagrant=True)`` so it has the ``vagrant`` user). Add it offline
+    with ``vagrant box add --name NAME FILE``."""
+    import tarfile
+
+    if not image.spec.vagrant:
+        raise VmConfigError("this image has no vagrant user: build it with DiskImageSpec(vagrant=True)")
+    out_path = Path(out_path)
+    work = Path(tempfile.mkdtemp(prefix="box-", dir=out_path.parent))
+    try:
+        box_img = work / "box.img"
+        cache.run([cache.need_tool("qemu-img"), "convert", "-O", "qcow2", image.path, box_img],
+                  "qemu-img convert", progress=None)
+        virtual_gb = -(-image.path.stat().st_size // (1 << 30))
+        (work / "metadata.json").write_text(json.dumps(
+            {"provider": "libvirt", "format": "qcow2", "virtual_size": virtual_gb}))
+        (work / "Vagrantfile").write_text(
+            'Vagrant.configure("2") do |config|\n'
+            '  config.vm.provider :libvirt do |lv|\n    lv.disk_bus = "virtio"\n  end\nend\n')
+        if progress:
+            progress(f"packaging {out_path.name}")
+        tmp_out = work / "box.tar"
+        with tarfile.open(tmp_out, "w") as tar:
+            for name in ("metadata.json", "Vagrantfile", "box.img"):
+                tar.add(work / name, arcname=name)
+        os.replace(tmp_out, out_path)
+        return out_path
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

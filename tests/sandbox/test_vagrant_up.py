@@ -1,0 +1,56 @@
+"""Opt-in: `vagrant up --provider=libvirt` for real, with a box packaged here from Debian's packages.
+
+Set PMEMKIT_VAGRANT_UP=1. Needs root (debootstrap), libvirtd running (Debian's
+libvirt-daemon-system) and vagrant-libvirt; the domain is plain QEMU/TCG
+(PMEM_LIBVIRT_DRIVER=qemu) with memmap=512M!1G. The box is added under a test-only name and
+the VM destroyed afterwards, pass or fail.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pmemkit import defaults
+from pmemkit.vm import disk
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(os.environ.get("PMEMKIT_VAGRANT_UP") != "1",
+                       reason="opt-in: set PMEMKIT_VAGRANT_UP=1 (needs libvirtd) to run vagrant up"),
+]
+
+VM_DIR = Path(__file__).resolve().parents[2] / "vm"
+BOX = "pmemkit-test/debian12"
+
+
+def test_vagrant_up_libvirt(tmp_path):
+    exe = shutil.which("vagrant")
+    assert exe, "vagrant is not installed: sudo apt-get install vagrant vagrant-libvirt"
+    image = disk.build_disk_image(disk.DiskImageSpec(vagrant=True), progress=print)
+    box = disk.package_libvirt_box(image, tmp_path / "debian12.box", progress=print)
+    env = dict(os.environ, VAGRANT_CWD=str(VM_DIR), VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"),
+               VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_NO_COLOR="1", PMEM_BOX=BOX,
+               PMEM_MEMMAP=defaults.MEMMAP_SMALL, PMEM_LIBVIRT_DRIVER="qemu", PMEM_INSTALL_PMEMKIT="false")
+
+    def vagrant(*args, timeout=3600):
+        proc = subprocess.run([exe, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
+        print(proc.stdout[-3000:], proc.stderr[-3000:])
+        return proc
+
+    add = vagrant("box", "add", "--force", "--name", BOX, str(box))
+    assert add.returncode == 0, add.stderr
+    try:
+        up = vagrant("up", "--provider=libvirt")
+        assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-3000:]
+        mounts = vagrant("ssh", "-c", "cat /proc/mounts", timeout=600)
+        assert mounts.returncode == 0
+        for fs in defaults.FILESYSTEMS:
+            line = next(ln for ln in mounts.stdout.splitlines() if ln.split()[1:2] == [defaults.MOUNT_POINTS[fs]])
+            assert "dax=always" in line.split()[3].split(",")
+    finally:
+        vagrant("destroy", "-f", timeout=600)
+        vagrant("box", "remove", "--force", BOX, timeout=300)
