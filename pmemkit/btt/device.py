@@ -528,6 +528,23 @@ class Btt:
 
         ``out`` (optional) is a C-contiguous uint8 array of that shape to fill and return.
         """
+        a = self._arena1
+        if a is not None and type(lbas) is np.ndarray and lbas.dtype == np.int64 \
+                and lbas.ndim == 1 and lbas.size and not a.overlay and a.ilbasize == self.lbasize:
+            # fast path: one arena, every entry normal (one reduction checks range and flags)
+            if int(lbas.view(np.uint64).max()) < self.nlba:
+                blocks = a.map_np.take(lbas) - np.uint32(_NORMAL)  # non-normal entries wrap high
+                if int(blocks.max()) < a.inl:
+                    if out is None:
+                        out = np.empty((lbas.size, self.lbasize), dtype=np.uint8)
+                    elif type(out) is not np.ndarray or out.dtype != np.uint8 or \
+                            out.shape != (lbas.size, self.lbasize) or not out.flags.c_contiguous:
+                        return self._read_many(lbas, out)
+                    a.data_np.take(blocks, axis=0, out=out, mode="clip")
+                    return out
+        return self._read_many(lbas, out)
+
+    def _read_many(self, lbas, out):
         self._live()
         lbas = self._lbas(lbas)
         shape = (lbas.size, self.lbasize)
