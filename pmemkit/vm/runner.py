@@ -105,7 +105,7 @@ def qemu_argv(config, image, job, accel, *, interactive=False):
         maxmem = format_size(config.memory + config.nvdimm + (1 << 30))
     argv = qemu.base_args(accel=accel, memory=format_size(config.memory), cpus=config.cpus,
                           machine_opts=machine_opts, maxmem=maxmem, slots=slots)
-    argv += qemu.kernel_args(image.kernel.vmlinuz, image.initramfs, append)
+    argv += qemu.kernel_args(image.kernel.boot_image(), image.initramfs, append)
     argv += qemu.drive_args(image.rootfs.image, snapshot=True)
     argv += qemu.share_args(job, "pmemkit-job")
     if config.share is not None:

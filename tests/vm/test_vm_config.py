@@ -183,6 +183,10 @@ class _FakeImage:
     class kernel:
         vmlinuz = Path("/k/vmlinuz")
 
+        @staticmethod
+        def boot_image():
+            return Path("/k/vmlinux")
+
     initramfs = Path("/k/initrd")
 
     class rootfs:
@@ -194,6 +198,7 @@ def test_qemu_argv_memmap(tmp_path):
     argv = runner.qemu_argv(cfg, _FakeImage, tmp_path / "job", "tcg")
     append = argv[argv.index("-append") + 1]
     assert "memmap=512M!1G" in append.split()
+    assert argv[argv.index("-kernel") + 1] == "/k/vmlinux"
     assert argv[argv.index("-m") + 1] == "2560M"
     assert argv[argv.index("-cpu") + 1] == "max" and "accel=tcg" in argv[argv.index("-machine") + 1]
     virtfs = [argv[i + 1] for i, a in enumerate(argv) if a == "-virtfs"]
@@ -214,6 +219,31 @@ def test_qemu_argv_nvdimm(tmp_path):
     assert "memmap=" not in joined and "pmemkit-share" not in joined
 
 
+def _elf_with_notes(notes):
+    """A minimal ELF64 with one PT_NOTE segment holding ``notes`` [(name, type, desc)]."""
+    import struct
+    blob = b""
+    for name, ntype, desc in notes:
+        n = name + b"\0"
+        blob += struct.pack("<III", len(n), len(desc), ntype)
+        blob += n + b"\0" * (-len(n) % 4) + desc + b"\0" * (-len(desc) % 4)
+    header = bytearray(64)
+    header[:5] = b"\x7fELF\x02"
+    struct.pack_into("<Q", header, 0x20, 64)            # e_phoff
+    struct.pack_into("<HH", header, 0x36, 56, 1)        # e_phentsize, e_phnum
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(blob), len(blob), 4)
+    return bytes(header) + phdr + blob
+
+
+def test_extract_vmlinux_needs_the_pvh_note():
+    import lzma
+    with_pvh = _elf_with_notes([(b"Xen", 6, b"linux\0"), (b"Xen", 18, b"\0" * 4)])
+    without = _elf_with_notes([(b"Xen", 6, b"linux\0")])
+    assert kernel.extract_vmlinux(b"MZ-setup-code" + lzma.compress(with_pvh)) == with_pvh
+    assert kernel.extract_vmlinux(b"MZ-setup-code" + lzma.compress(without)) is None
+    assert kernel.extract_vmlinux(b"no payload here") is None
+
+
 def test_choose_accel_tcg_and_refusals():
     assert qemu.choose_accel("tcg") == "tcg"
     with pytest.raises(VmConfigError):
@@ -222,8 +252,20 @@ def test_choose_accel_tcg_and_refusals():
 
 # --- the launcher always kills its process group -----------------------------------
 
-def _alive(pids):
-    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+def _alive(pids, wait=5.0):
+    """The pids still running after ``wait`` s (SIGKILL is delivered asynchronously)."""
+    deadline = time.time() + wait
+    while True:
+        alive = []
+        for p in pids:
+            try:
+                if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def _group_children(proc):
@@ -270,7 +312,7 @@ def test_atexit_and_sigterm_kill_the_group(tmp_path):
     while not (pidfile.exists() and pidfile.read_text().strip()) and time.time() < deadline:
         time.sleep(0.1)
     pids = [int(p) for p in pidfile.read_text().split()]
-    assert len(pids) >= 3 and _alive(pids)
+    assert len(pids) >= 3 and _alive(pids, wait=0) == pids
     proc.terminate()
     assert proc.wait(timeout=20) == 128 + 15
     time.sleep(0.3)
