@@ -329,3 +329,22 @@ def test_map_entry_past_the_arena_is_an_error_not_a_crash():
         b.read_many([0])
     assert any("past" in p for p in b.check())
     assert isinstance(BttCorruptError("x"), PmemError)
+
+
+def test_cpu_flush_path(tmp_path, monkeypatch):
+    """The same BTT code on a mapping that flushes with CLWB/CLFLUSHOPT and fences."""
+    monkeypatch.setenv("PMEMKIT_FORCE_PMEM", "1")
+    pm = pmemkit.map_file(str(tmp_path / "f"), 20 << 20, create=True)
+    assert pm.is_pmem and pm.flush_method not in ("msync",)
+    b = Btt.create(pm, lbasize=4096, nfree=32)
+    b.write(3, block(4096, 3))
+    rng = np.random.default_rng(3)
+    lbas = rng.choice(b.nlba, 100, replace=False)
+    data = rng.integers(0, 256, (100, 4096), dtype=np.uint8)
+    b.write_many(lbas, data)
+    assert (b.read_many(lbas) == data).all()
+    b.close()
+    b = Btt.open(pm)
+    assert b.read(3) == block(4096, 3) and b.check() == []
+    b.close()
+    pm.close()
