@@ -280,12 +280,6 @@ def _psutil_mounts():
             for p in psutil.disk_partitions(all=True)]
 
 
-def _all_mounts(root, backend):
-    if backend == "live":
-        return _psutil_mounts()
-    return _read_mounts_file(root)
-
-
 def dax_mount_points(root="/"):
     """Mount points of filesystems mounted with ``dax`` or ``dax=always``."""
     mounts = _psutil_mounts() if _is_live_root(root) else _read_mounts_file(root)
@@ -639,6 +633,16 @@ def _int(text, where, problems):
 
 
 _NS_RE = re.compile(r"^namespace(\d+)\.(\d+)$")
+#: pmem block devices: pmem0, pmem0.1 (more namespaces in a region), pmem0s (BTT), partitions.
+_PMEM_BLOCK_RE = re.compile(r"^pmem\d+(\.\d+)?s?(p\d+)?$")
+
+
+def _is_pmem_device(device):
+    return device.startswith("/dev/") and bool(_PMEM_BLOCK_RE.match(os.path.basename(device)))
+
+
+def _is_same_or_partition(name, disk):
+    return name == disk or (name.startswith(disk + "p") and name[len(disk) + 1:].isdigit())
 _CLAIM_RE = re.compile(r"^(pfn|btt|dax)(\d+)\.(\d+)$")
 
 
@@ -681,8 +685,12 @@ def _build(backend, root, problems):
 
     devices = []
     for dev in backend.block_devices():
+        if not _PMEM_BLOCK_RE.match(dev.name):
+            continue
         size = _int(dev.attr("size"), f"/sys/block/{dev.name}/size", problems)
         dax = dev.attr("queue/dax")
+        if dax is None and dev.attr("partition") is not None:
+            dax = backend.attr(os.path.dirname(dev.sys_path), "queue/dax")   # the whole disk's
         devices.append(Device(dev.name, dev.device_node, "block",
                               None if size is None else size * 512,
                               None if dax is None else dax == "1", owner(dev.sys_path)))
@@ -720,7 +728,7 @@ def _build(backend, root, problems):
     for device, mp, fstype, opts in backend.mounts():
         options = tuple(o for o in opts.split(",") if o)
         dax = _dax_option(options)
-        if dax is not None or os.path.basename(device).startswith("pmem"):
+        if dax is not None or _is_pmem_device(device):
             mounts.append(Mount(device, mp, fstype, options, dax))
 
     cmdline = _read_text(_join(root, "/proc/cmdline"), problems)
@@ -965,7 +973,9 @@ def diagnose(info=None, *, root="/"):
                     (f"ndctl enable-namespace {ns.name}", "modprobe nd_pmem"),
                     "namespace.disabled"))
                 continue
-            mine = mounted.get(os.path.basename(dev), [])
+            disk = os.path.basename(dev)
+            mine = [m for name, ms in mounted.items() if _is_same_or_partition(name, disk)
+                    for m in ms]
             if not mine:
                 fs, mp = free_mount_point()
                 cmds = _mount_commands(dev, fs, mp)

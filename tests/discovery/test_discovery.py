@@ -152,6 +152,23 @@ def test_devdax_and_eadr():
         "dax", "/dev/dax0.0", 262144000, True, "namespace0.0")
 
 
+def test_vm_harness_guest_with_partitions():
+    # captured inside `pmemkit vm run` (dump.sh): ext4 and xfs on partitions of /dev/pmem0,
+    # the project shared over 9p (its tag "pmemkit-share" must not pass for a pmem device)
+    info = discover(fx("vm-partitions"))
+    assert [(d.name, d.size, d.dax, d.namespace) for d in info.devices] == [
+        ("pmem0", 512 * MiB, True, "namespace0.0"),
+        ("pmem0p1", 208 * MiB, True, "namespace0.0"),      # dax from the whole disk's queue
+        ("pmem0p2", 300 * MiB, True, "namespace0.0")]
+    assert [(m.device, m.mount_point, m.fstype, m.dax) for m in info.mounts] == [
+        ("/dev/pmem0p1", "/mnt/pmem-ext4", "ext4", "dax=always"),
+        ("/dev/pmem0p2", "/mnt/pmem-xfs", "xfs", "dax=always")]
+    assert dax_mount_points(fx("vm-partitions")) == ["/mnt/pmem-ext4", "/mnt/pmem-xfs"]
+    advice = diagnose(info)
+    # mounted through its partitions: no "mount /dev/pmem0" advice
+    assert [a.key for a in advice if a.level in ("ok", "action")] == ["mount.dax", "mount.dax"]
+
+
 def test_cpu_from_cpuinfo(tmp_path):
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/cpuinfo").write_text(

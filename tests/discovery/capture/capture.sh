@@ -25,7 +25,7 @@ done
 for m in nd_e820 nd_pmem nd_btt dax_pmem device_dax nfit ext4; do
   modprobe -C /dev/null -d k -S "$ver" --show-depends "$m" | awk '{print $2}'
 done | sort -u | xargs -I{} cp {} ir/lib/modules/
-cp "$here/init.sh" ir/init && chmod +x ir/init
+cp "$here/init.sh" ir/init && chmod +x ir/init && cp "$here/dump.sh" ir/dump.sh
 (cd ir && find . | cpio -o -H newc 2>/dev/null | gzip -1 > ../initrd.gz)
 truncate -s 256M nvdimm.img
 boot() {  # name, kernel args, extra qemu args...

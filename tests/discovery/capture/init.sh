@@ -8,26 +8,7 @@ for m in libnvdimm nd_btt nd_pmem nd_e820 dax_pmem device_dax nfit crc16 mbcache
   insmod /lib/modules/$m.ko 2>/dev/null
 done
 sleep 2
-dump() {
-  echo; echo "=== STATE $1"
-  for e in /sys/bus/nd/devices/* /sys/class/block/pmem* /sys/block/pmem* /sys/bus/dax/devices/*; do
-    [ -e "$e" ] || continue
-    echo "LINK $e -> $(readlink $e)"
-    r=$(readlink -f $e)
-    for a in $r/* $r/queue/dax $r/queue/logical_block_size; do
-      [ -f "$a" ] || continue
-      case "$a" in */uevent|*/badblocks|*/delete|*/activate) continue;; esac
-      echo "ATTR $a=$(cat $a 2>/dev/null | head -c 200 | tr '\n' '|')"
-    done
-  done
-  for f in /proc/cmdline /proc/mounts /proc/sys/kernel/osrelease; do
-    echo "FILE $f=$(tr '\n' '|' < $f)"
-  done
-  echo "FILE /proc/meminfo=$(grep MemTotal /proc/meminfo)|"
-  echo "FILE /proc/cpuinfo=$(awk '/^$/{exit} {print}' /proc/cpuinfo | tr '\n' '|')"
-  for d in /dev/pmem* /dev/dax*; do [ -e "$d" ] && echo "DEV $d"; done
-  echo "=== END $1"
-}
+dump() { sh /dump.sh "$1"; }
 scenario=$(sed -n 's/.*pmemkit.scenario=\([a-z0-9-]*\).*/\1/p' /proc/cmdline)
 case "$scenario" in
 memmap)
