@@ -32,7 +32,7 @@ import os
 import platform
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from . import defaults
@@ -643,6 +643,8 @@ def _is_pmem_device(device):
 
 def _is_same_or_partition(name, disk):
     return name == disk or (name.startswith(disk + "p") and name[len(disk) + 1:].isdigit())
+
+
 _CLAIM_RE = re.compile(r"^(pfn|btt|dax)(\d+)\.(\d+)$")
 
 
@@ -719,8 +721,8 @@ def _build(backend, root, problems):
             region = parent
         else:
             region = "region" + _NS_RE.match(name).group(1)
-        mine = [d for d in devices if d.namespace == name]
-        node = next((d.path or f"/dev/{d.name}" for d in mine), None)
+        mine = sorted((d for d in devices if d.namespace == name), key=lambda d: len(d.name))
+        node = next((d.path or f"/dev/{d.name}" for d in mine), None)   # the disk, not a partition
         namespaces.append(Namespace(name, region, mode, size, dev.attr("devtype"),
                                     dev.attr("holder") or None, node))
 
