@@ -185,6 +185,7 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
         start = time.monotonic()
         out, err, setup = _Tail(job / "stdout"), _Tail(job / "stderr"), _Tail(job / "setup.log")
         kw = {"stdin": None, "stdout": None, "stderr": None} if interactive else {}
+        guest_progress = None if interactive else progress  # the console shows it already
         with qemu.Qemu(cmd, new_session=not interactive, **kw) as vm:
             deadline = start + timeout
             while vm.poll() is None:
@@ -193,9 +194,9 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
                     raise GuestError(
                         f"the guest did not finish within {timeout:.0f} s; QEMU was killed.\n"
                         f"console tail:\n{_tail_text(_read(job / 'console.log'))}")
-                _pump(out, err, setup, stream, progress)
+                _pump(out, err, setup, stream, guest_progress)
                 time.sleep(0.1)
-            _pump(out, err, setup, stream, progress)
+            _pump(out, err, setup, stream, guest_progress)
             qemu_err = vm.proc.stderr.read().decode(errors="replace") if vm.proc.stderr else ""
             qemu_status = vm.proc.returncode
         duration = time.monotonic() - start
