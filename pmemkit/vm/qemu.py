@@ -170,6 +170,21 @@ def nvdimm_args(path, size, *, label_size=None, index=0):
             "-device", dev]
 
 
+def net_args(forwards=(), *, model="virtio-net-pci"):
+    """User-mode networking; ``forwards`` is ``[(host_port, guest_port), ...]`` (TCP), bound to
+    127.0.0.1 only (e.g. ``[(free_port(), 22)]`` for ssh into the guest)."""
+    fwd = "".join(f",hostfwd=tcp:127.0.0.1:{int(h)}-:{int(g)}" for h, g in forwards)
+    return ["-netdev", f"user,id=net0{fwd}", "-device", f"{model},netdev=net0"]
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for :func:`net_args`)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def serial_args(target):
     """``-serial file:PATH`` for a log, ``mon:stdio`` for an interactive console."""
     return ["-serial", target if target == "mon:stdio" else f"file:{target}"]

@@ -244,6 +244,12 @@ def test_extract_vmlinux_needs_the_pvh_note():
     assert kernel.extract_vmlinux(b"no payload here") is None
 
 
+def test_net_args_bind_loopback_only():
+    port = qemu.free_port()
+    argv = qemu.net_args([(port, 22)])
+    assert argv[1] == f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"
+
+
 def test_choose_accel_tcg_and_refusals():
     assert qemu.choose_accel("tcg") == "tcg"
     with pytest.raises(VmConfigError):
