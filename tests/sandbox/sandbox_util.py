@@ -47,7 +47,7 @@ def write_inventory(path, hosts):
     return Path(path)
 
 
-def run_playbook(tmp_path, inventory, extra_vars=None, args=(), timeout=1800):
+def run_playbook(tmp_path, inventory, extra_vars=None, args=(), timeout=2700):
     argv = [tool("ansible-playbook"), "-i", str(inventory), str(PLAYBOOK), *args]
     if extra_vars:
         argv += ["--extra-vars", json.dumps(extra_vars)]
