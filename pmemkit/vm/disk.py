@@ -38,7 +38,7 @@ from pathlib import Path
 from ..errors import GuestError, MissingToolError, VmConfigError, VmError
 from ..units import format_size, parse_size
 from . import cache, qemu
-from .ssh import SshTarget, free_port, generate_key, hostfwd_args
+from .ssh import SshTarget, generate_key
 
 #: Bump when the build recipe changes, so cached images are rebuilt.
 RECIPE_VERSION = 1
@@ -349,7 +349,7 @@ def boot_args(overlay, *, accel, memory, ssh_port, public_key, serial_log, cpus=
     memmap argument): QEMU restarts the machine instead of exiting.
     """
     argv = [a for a in qemu.base_args(accel=accel, memory=memory, cpus=cpus) if a != "-no-reboot"]
-    return (argv + qemu.drive_args(overlay, snapshot=False, fmt="qcow2") + hostfwd_args(ssh_port)
+    return (argv + qemu.drive_args(overlay, snapshot=False, fmt="qcow2") + qemu.net_args([(ssh_port, 22)])
             + seed_args(public_key) + qemu.serial_args(serial_log))
 
 
@@ -362,7 +362,7 @@ def boot(image, workdir, *, memory="2G", accel="tcg", cpus=None, ssh_timeout=600
     workdir.mkdir(parents=True, exist_ok=True)
     overlay = make_overlay(image, workdir / "disk.qcow2")
     key = generate_key(workdir)
-    port = free_port()
+    port = qemu.free_port()
     serial_log = workdir / "serial.log"
     argv = boot_args(overlay, accel=accel, memory=memory, ssh_port=port,
                      public_key=key.with_name(key.name + ".pub"), serial_log=serial_log, cpus=cpus)

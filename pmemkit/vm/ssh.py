@@ -1,14 +1,13 @@
 """SSH to a guest booted from a disk image: a key per run, a free loopback port, waiting for sshd.
 
 The guest's sshd is reached through QEMU user networking with ``hostfwd`` bound to 127.0.0.1
-only (:func:`hostfwd_args`); the key is handed to the guest through fw_cfg
+only (:func:`pmemkit.vm.qemu.net_args`); the key is handed to the guest through fw_cfg
 (:func:`pmemkit.vm.disk.seed_args`).
 """
 
 from __future__ import annotations
 
 import shlex
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -35,19 +34,6 @@ def _tool(name):
     except MissingToolError:
         raise MissingToolError(f"{name} is not installed: install it with `sudo apt-get install openssh-client`") \
             from None
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that is free right now (QEMU binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hostfwd_args(port, guest_port=22, netdev="net0"):
-    """QEMU user networking with the guest's ``guest_port`` forwarded from 127.0.0.1:``port`` only."""
-    return ["-netdev", f"user,id={netdev},hostfwd=tcp:127.0.0.1:{int(port)}-:{int(guest_port)}",
-            "-device", f"virtio-net-pci,netdev={netdev}"]
 
 
 def generate_key(directory):
