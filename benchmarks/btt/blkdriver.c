@@ -6,6 +6,7 @@
  * then times NOPS rewrites and NOPS reads of random LBAs from that set in SLICES
  * equal slices and prints the best slice's "write_per_s read_per_s" on one line
  * (the best slice is the one least disturbed by other load on a shared machine).
+ * Times are the thread's CPU time, as on the Python side (time.thread_time).
  */
 #include <libpmemblk.h>
 #include <stdio.h>
@@ -16,7 +17,7 @@
 static double now(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
