@@ -268,6 +268,8 @@ class Btt:
         self._arena1 = None
         self.__dict__.pop("read", None)        # drop the bound fast paths
         self.__dict__.pop("write", None)
+        for a in self.arenas:                 # and divert closures callers still hold
+            a.overlay[-1] = 0
         for a in self.arenas:
             if a.map_mv is not None:
                 a.map_mv.release()
@@ -377,13 +379,23 @@ class Btt:
         flogoff, mapoff, nlane = a.flogoff, a.mapoff, self.nlane
         pack2, pack1, nseq = _PAIR.pack, _U32.pack, _NSEQ
 
-        def read(lba):
-            if type(lba) is int and 0 <= lba < nlba and not overlay:
-                e = map_mv[lba]
-                if e >= 0xC0000000 and (e & 0x3FFFFFFF) < inl:
-                    off = dataoff + (e & 0x3FFFFFFF) * ilbasize
-                    return mv[off:off + lbasize].tobytes()
-            return slow_read(lba)
+        if getattr(self._region, "native", False):
+            rd = self._region.read          # one C call returning bytes
+
+            def read(lba):
+                if type(lba) is int and 0 <= lba < nlba and not overlay:
+                    e = map_mv[lba]
+                    if e >= 0xC0000000 and (e & 0x3FFFFFFF) < inl:
+                        return rd(dataoff + (e & 0x3FFFFFFF) * ilbasize, lbasize)
+                return slow_read(lba)
+        else:
+            def read(lba):
+                if type(lba) is int and 0 <= lba < nlba and not overlay:
+                    e = map_mv[lba]
+                    if e >= 0xC0000000 and (e & 0x3FFFFFFF) < inl:
+                        off = dataoff + (e & 0x3FFFFFFF) * ilbasize
+                        return mv[off:off + lbasize].tobytes()
+                return slow_read(lba)
 
         def write(lba, data):
             if type(lba) is not int or not 0 <= lba < nlba or overlay or a.ro_reason \

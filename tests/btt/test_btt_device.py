@@ -348,3 +348,15 @@ def test_cpu_flush_path(tmp_path, monkeypatch):
     assert b.read(3) == block(4096, 3) and b.check() == []
     b.close()
     pm.close()
+
+
+def test_methods_taken_before_close_fail_cleanly():
+    b = small()
+    read, write, read_many = b.read, b.write, b.read_many
+    b.close()
+    with pytest.raises(ClosedMappingError):
+        read(0)
+    with pytest.raises(ClosedMappingError):
+        write(0, bytes(512))
+    with pytest.raises(ClosedMappingError):
+        read_many(np.arange(3))
