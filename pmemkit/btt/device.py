@@ -631,8 +631,9 @@ class Btt:
         if n == 0:
             return
         nlane = self.nlane
-        uniq, first_rev = np.unique(lbas[::-1], return_index=True)
-        if uniq.size != n:
+        srt = np.sort(lbas)
+        if n > 1 and not (srt[1:] != srt[:-1]).all():
+            uniq, first_rev = np.unique(lbas[::-1], return_index=True)
             # a later write of the same lba supersedes an earlier one in the same call:
             # keep the last, in call order (the result is as if written one by one)
             keep = np.sort(n - 1 - first_rev)
@@ -657,8 +658,11 @@ class Btt:
             # on pmem: non-temporal copies, one fence each, as libpmemblk does (cheaper than
             # cached stores + CLWB when the free blocks are cold)
             mcp = r.memcpy_persist
-            for off, row in zip((a.dataoff + blocks * a.ilbasize).tolist(), rows):
-                mcp(off, row)
+            flat = memoryview(np.ascontiguousarray(rows)).cast("B")
+            pos = 0
+            for off in (a.dataoff + blocks * a.ilbasize).tolist():
+                mcp(off, flat[pos:pos + lbasize])
+                pos += lbasize
         else:
             if a.ilbasize == lbasize:
                 a.data_np[blocks] = rows
@@ -931,13 +935,14 @@ def _flush_lanes(r, flogoff, lanes):
 
 def _flush_lines(r, base, offsets):
     """Flush the cache lines holding ``base + offsets`` (numpy), merged into runs."""
-    lines = np.unique((base + offsets) // CACHE_LINE)
-    if lines.size == 0:
+    if offsets.size == 0:
         return
-    span = int(lines[-1] - lines[0] + 1)
-    if span <= 4 * lines.size:
-        r.flush(int(lines[0]) * CACHE_LINE, span * CACHE_LINE)
+    lines = np.sort((base + offsets) // CACHE_LINE)
+    first, last = int(lines[0]), int(lines[-1])
+    if last - first + 1 <= 4 * lines.size:      # dense enough: one range
+        r.flush(first * CACHE_LINE, (last - first + 1) * CACHE_LINE)
         return
+    lines = lines[np.concatenate(([True], lines[1:] != lines[:-1]))]
     cut = np.nonzero(np.diff(lines) != 1)[0] + 1
     starts = np.concatenate(([0], cut))
     ends = np.concatenate((cut, [lines.size]))
