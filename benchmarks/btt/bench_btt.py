@@ -118,9 +118,9 @@ def run_py(pool, ops, seed, slices):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ops", type=int, default=100_000)
+    ap.add_argument("--ops", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--slices", type=int, default=20,
+    ap.add_argument("--slices", type=int, default=80,
                     help="each timed loop is cut into this many slices; the best slice counts")
     ap.add_argument("--dir", default=None, help="directory for the pool files (default: a temp dir)")
     args = ap.parse_args(argv)
