@@ -10,7 +10,15 @@ Byte-compatible with Linux ``nd_btt`` and PMDK's libpmemblk::
     Btt.create_pmemblk(path, bsize, size) / Btt.open_pmemblk(path)
 """
 
-from .device import Btt, BttWarning, locate  # noqa: F401
-from .layout import LINUX_LBASIZES  # noqa: F401
-
 __all__ = ["Btt", "BttWarning", "locate", "LINUX_LBASIZES"]
+
+
+def __getattr__(name):
+    # lazy, so that the CLI can list its options without importing numpy
+    if name in ("Btt", "BttWarning", "locate"):
+        from . import device
+        return getattr(device, name)
+    if name == "LINUX_LBASIZES":
+        from .layout import LINUX_LBASIZES
+        return LINUX_LBASIZES
+    raise AttributeError(f"module 'pmemkit.btt' has no attribute {name!r}")

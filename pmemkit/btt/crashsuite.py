@@ -21,7 +21,6 @@ import random
 from dataclasses import dataclass, field
 
 from ..errors import BttIOError, InvalidArgumentError
-from .device import Btt
 
 #: What set_error leaves in a raw-mode sector (raw pmem has no error flag).
 RAW_ERROR_BYTE = 0xEE
@@ -145,6 +144,7 @@ def _apply(dev, op):
 
 def _initial_image(mode, cfg):
     """The image before the workload, the device geometry and the prefilled contents."""
+    from .device import Btt
     rng = random.Random(f"prefill:{cfg.seed}")
     buf = bytearray(cfg.size)
     if mode == "btt":
@@ -186,14 +186,16 @@ def _read_sector(mode, dev, image, lba, lbasize):
     return data if any(data) else None
 
 
-def run_workload(workload, mode, cfg=None, progress=None, *, device_class=Btt):
+def run_workload(workload, mode, cfg=None, progress=None, *, device_class=None):
     """Explore every crash state of ``workload`` in ``mode`` (``"btt"`` or ``"raw"``); a SuiteRow.
 
     ``device_class`` runs the workload through another Btt subclass (the checker
     always recovers with :class:`Btt`): a way to show the suite catches a broken protocol.
     """
     from .. import crash
+    from .device import Btt
 
+    device_class = device_class or Btt
     cfg = cfg or SuiteConfig()
     if mode not in ("btt", "raw"):
         raise InvalidArgumentError(f"mode must be 'btt' or 'raw', got {mode!r}")
