@@ -235,10 +235,19 @@ def _pump(out, err, setup, stream, progress):
             progress(f"guest: {line}")
 
 
+#: Runs pytest in the guest with pmemkit's plugin loaded exactly once: through its entry point
+#: when the share carries the package metadata (an editable install's egg-info), else with -p.
+_GUEST_PYTEST = (
+    "import sys, importlib.metadata as md, pytest; args = sys.argv[1:]; "
+    "eps = md.entry_points(group='pytest11'); "
+    "found = any(e.value.split(':')[0] == 'pmemkit.pytest_plugin' for e in eps); "
+    "sys.exit(int(pytest.main(args if found else ['-p', 'pmemkit.pytest_plugin', *args])))"
+)
+
+
 def pytest_argv(pytest_args=()):
     """The guest command ``pmemkit vm test`` runs: Debian's pytest with pmemkit's plugin."""
-    return ["python3", "-m", "pytest", "-p", "pmemkit.pytest_plugin", "-p", "no:cacheprovider",
-            *pytest_args]
+    return ["python3", "-c", _GUEST_PYTEST, "-p", "no:cacheprovider", *pytest_args]
 
 
 def test(config=None, pytest_args=(), **kw):
