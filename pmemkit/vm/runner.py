@@ -61,9 +61,18 @@ class GuestImage:
 def prepare(config=None, progress=None):
     """Build (or find in the cache) kernel, root image and initramfs for ``config``."""
     config = config or VmConfig()
-    k = kernel_mod.get_kernel(config.kernel_package, config.cache_dir, progress)
-    rootfs = guest.build_rootfs(cache_root=config.cache_dir, progress=progress)
-    initramfs = guest.build_initramfs(k, config.cache_dir, progress)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def kernel_and_initramfs():
+        k = kernel_mod.get_kernel(config.kernel_package, config.cache_dir, progress)
+        k.boot_image()
+        return k, guest.build_initramfs(k, config.cache_dir, progress)
+
+    # On a cold cache the kernel download overlaps the (longer) root filesystem build.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        side = pool.submit(kernel_and_initramfs)
+        rootfs = guest.build_rootfs(cache_root=config.cache_dir, progress=progress)
+        k, initramfs = side.result()
     return GuestImage(k, initramfs, rootfs)
 
 
