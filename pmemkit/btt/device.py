@@ -379,22 +379,37 @@ class Btt:
         flogoff, mapoff, nlane = a.flogoff, a.mapoff, self.nlane
         pack2, pack1, nseq = _PAIR.pack, _U32.pack, _NSEQ
 
-        if getattr(self._region, "native", False):
+        # The read fast path leans on the map view for its checks: map_mv has exactly nlba
+        # entries, so indexing it rejects lba >= nlba (IndexError) and non-integers
+        # (TypeError), and once close() has released it, any use (ValueError); all of these
+        # go to _read_slow, which raises the proper typed error. Only lba < 0 (which a
+        # memoryview would wrap) needs its own test. A normal entry minus the NORMAL flags
+        # is the block number; zero, error and initial entries wrap negative or past inl.
+        # An arena with a recovery overlay (read-only) keeps the general method.
+        if overlay:
+            read = None
+        elif getattr(self._region, "native", False):
             rd = self._region.read          # one C call returning bytes
 
             def read(lba):
-                if type(lba) is int and 0 <= lba < nlba and not overlay:
-                    e = map_mv[lba]
-                    if e >= 0xC0000000 and (e & 0x3FFFFFFF) < inl:
-                        return rd(dataoff + (e & 0x3FFFFFFF) * ilbasize, lbasize)
+                try:
+                    if lba >= 0:
+                        e = map_mv[lba] - 0xC0000000
+                        if 0 <= e < inl:
+                            return rd(dataoff + e * ilbasize, lbasize)
+                except Exception:
+                    pass
                 return slow_read(lba)
         else:
             def read(lba):
-                if type(lba) is int and 0 <= lba < nlba and not overlay:
-                    e = map_mv[lba]
-                    if e >= 0xC0000000 and (e & 0x3FFFFFFF) < inl:
-                        off = dataoff + (e & 0x3FFFFFFF) * ilbasize
-                        return mv[off:off + lbasize].tobytes()
+                try:
+                    if lba >= 0:
+                        e = map_mv[lba] - 0xC0000000
+                        if 0 <= e < inl:
+                            off = dataoff + e * ilbasize
+                            return mv[off:off + lbasize].tobytes()
+                except Exception:
+                    pass
                 return slow_read(lba)
 
         def write(lba, data):
@@ -420,7 +435,8 @@ class Btt:
             nexts[lane] ^= 1
             free[lane] = old
 
-        self.read = read
+        if read is not None:
+            self.read = read
         self.write = write
 
     def _read_slow(self, lba):
