@@ -39,6 +39,10 @@ _NSEQ = L.NSEQ
 _M = L.MAP_LBA_MASK
 _NORMAL = L.MAP_NORMAL
 _NSEQ_NP = np.array(L.NSEQ, dtype=np.uint64)
+# read_many fast path: dtypes and ufunc methods looked up once
+_I64, _U64, _U8 = np.dtype(np.int64), np.dtype(np.uint64), np.dtype(np.uint8)
+_UMAX, _SUB = np.maximum.reduce, np.subtract
+_NORMAL_U32 = np.uint32(L.MAP_NORMAL)
 # index of the uint64 holding {lba, old_map} of flog slot 0..3 inside a 64-byte pair
 _SLOTS_NP = {(0, 1): np.array([0, 2], dtype=np.intp), (0, 2): np.array([0, 4], dtype=np.intp)}
 
@@ -560,18 +564,23 @@ class Btt:
         ``out`` (optional) is a C-contiguous uint8 array of that shape to fill and return.
         """
         a = self._arena1
-        if a is not None and type(lbas) is np.ndarray and lbas.dtype == np.int64 \
-                and lbas.ndim == 1 and lbas.size and not a.overlay and a.ilbasize == self.lbasize:
-            # fast path: one arena, every entry normal (one reduction checks range and flags)
-            if int(lbas.view(np.uint64).max()) < self.nlba:
-                blocks = a.map_np.take(lbas) - np.uint32(_NORMAL)  # non-normal entries wrap high
-                if int(blocks.max()) < a.inl:
+        if a is not None and type(lbas) is np.ndarray and lbas.dtype == _I64 and lbas.ndim == 1 \
+                and not a.overlay and a.ilbasize == self.lbasize:
+            # fast path: one arena, every entry normal. One reduction checks the range (a
+            # negative lba is huge as uint64); the entries minus the NORMAL flags, as intp,
+            # are the block numbers, and zero/error/initial entries wrap to >= 2**30, so a
+            # second reduction checks flags and bounds together.
+            k = lbas.size
+            if k and _UMAX(lbas.view(_U64)) < self.nlba:
+                blocks = np.empty(k, dtype=np.intp)
+                _SUB(a.map_np.take(lbas), _NORMAL_U32, out=blocks, casting="unsafe")
+                if _UMAX(blocks) < a.inl:
                     if out is None:
-                        out = np.empty((lbas.size, self.lbasize), dtype=np.uint8)
-                    elif type(out) is not np.ndarray or out.dtype != np.uint8 or \
-                            out.shape != (lbas.size, self.lbasize) or not out.flags.c_contiguous:
+                        out = np.empty((k, self.lbasize), dtype=np.uint8)
+                    elif type(out) is not np.ndarray or out.dtype != _U8 or \
+                            out.shape != (k, self.lbasize) or not out.flags.c_contiguous:
                         return self._read_many(lbas, out)
-                    a.data_np.take(blocks, axis=0, out=out, mode="clip")
+                    a.data_np.take(blocks, axis=0, out=out, mode="clip")  # bounds checked
                     return out
         return self._read_many(lbas, out)
 
