@@ -567,14 +567,14 @@ class Btt:
         if a is not None and type(lbas) is np.ndarray and lbas.dtype == _I64 and lbas.ndim == 1 \
                 and not a.overlay and a.ilbasize == self.lbasize:
             # fast path: one arena, every entry normal. One reduction checks the range (a
-            # negative lba is huge as uint64); the entries minus the NORMAL flags, as intp,
+            # negative lba is huge as uint64); the entries minus the NORMAL flags (uint32)
             # are the block numbers, and zero/error/initial entries wrap to >= 2**30, so a
             # second reduction checks flags and bounds together.
             k = lbas.size
             if k and _UMAX(lbas.view(_U64)) < self.nlba:
-                blocks = np.empty(k, dtype=np.intp)
-                _SUB(a.map_np.take(lbas), _NORMAL_U32, out=blocks, casting="unsafe")
+                blocks = _SUB(a.map_np.take(lbas), _NORMAL_U32)
                 if _UMAX(blocks) < a.inl:
+                    blocks = blocks.astype(np.intp)     # take() would convert it anyway
                     if out is None:
                         out = np.empty((k, self.lbasize), dtype=np.uint8)
                     elif type(out) is not np.ndarray or out.dtype != _U8 or \
