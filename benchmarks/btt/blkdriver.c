@@ -1,12 +1,15 @@
 /*
  * blkdriver.c - the libpmemblk side of benchmarks/btt/bench_btt.py.
  *
- * usage: blkdriver POOL BSIZE NOPS SEED SLICES
+ * usage: blkdriver POOL BSIZE NOPS SEED SLICES BATCH
  * Opens an existing pool, writes every LBA in [0, n) once (n = min(nblock, 4096)),
  * then times NOPS rewrites and NOPS reads of random LBAs from that set in SLICES
- * equal slices and prints the best slice's "write_per_s read_per_s" on one line
- * (the best slice is the one least disturbed by other load on a shared machine).
- * Times are the thread's CPU time, as on the Python side (time.thread_time).
+ * equal slices and prints the best slice's "write_per_s read_per_s batch_read_per_s"
+ * on one line (the best slice is the one least disturbed by other load on a shared
+ * machine). The reads go into one reused block buffer; the batch reads are the
+ * counterpart of pmemkit's read_many: batches of BATCH distinct LBAs (random
+ * permutations of the working set), each block read into its own slot of a reused
+ * BATCH-block buffer. Times are the thread's CPU time, as on the Python side.
  */
 #include <libpmemblk.h>
 #include <stdio.h>
@@ -23,8 +26,8 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s POOL BSIZE NOPS SEED SLICES\n", argv[0]);
+	if (argc != 7) {
+		fprintf(stderr, "usage: %s POOL BSIZE NOPS SEED SLICES BATCH\n", argv[0]);
 		return 2;
 	}
 	size_t bsize = strtoull(argv[2], NULL, 10);
@@ -34,6 +37,9 @@ int main(int argc, char **argv)
 	if (slices < 1 || slices > nops)
 		slices = 1;
 	long per = nops / slices;
+	long k = strtol(argv[6], NULL, 10);
+	if (k < 1)
+		k = 1;
 	PMEMblkpool *pbp = pmemblk_open(argv[1], bsize);
 	if (!pbp) {
 		fprintf(stderr, "pmemblk_open: %s\n", pmemblk_errormsg());
@@ -77,7 +83,42 @@ int main(int argc, char **argv)
 		if (rate > best_r)
 			best_r = rate;
 	}
-	printf("%.1f %.1f\n", best_w, best_r);
+	/* batches of k distinct LBAs: permutations of [0, n - n % k), as many as NOPS needs */
+	if (k > n)
+		k = n;
+	long usable = n - n % k, m = per / k * k;
+	if (m < k)
+		m = k;
+	long nperm = (slices * m) / usable + 2;
+	long *perm = malloc(sizeof(long) * nperm * usable);
+	long *p = malloc(sizeof(long) * n);
+	for (long r = 0; r < nperm; r++) {
+		for (long i = 0; i < n; i++)
+			p[i] = i;
+		for (long i = n - 1; i > 0; i--) {
+			long j = rand() % (i + 1), t = p[i];
+			p[i] = p[j];
+			p[j] = t;
+		}
+		memcpy(perm + r * usable, p, sizeof(long) * usable);
+	}
+	char *bbuf = malloc(bsize * k);
+	memset(bbuf, 0, bsize * k);
+	double best_b = 0;
+	for (long s = 0; s < slices; s++) {
+		long *part = perm + s * m;
+		double t0 = now();
+		for (long j = 0; j < m; j += k)
+			for (long i = 0; i < k; i++)
+				if (pmemblk_read(pbp, bbuf + i * bsize, part[j + i])) {
+					perror("pmemblk_read");
+					return 1;
+				}
+		double rate = m / (now() - t0);
+		if (rate > best_b)
+			best_b = rate;
+	}
+	printf("%.1f %.1f %.1f\n", best_w, best_r, best_b);
 	pmemblk_close(pbp);
 	return 0;
 }
