@@ -360,3 +360,41 @@ def test_methods_taken_before_close_fail_cleanly():
         write(0, bytes(512))
     with pytest.raises(ClosedMappingError):
         read_many(np.arange(3))
+
+
+@pytest.mark.parametrize("target", ["bytearray", "file"])
+def test_fast_paths_keep_every_error_and_state(target, tmp_path):
+    """read/read_many take fast paths for int / int64-array LBAs: they must agree with the slow ones."""
+    if target == "file":
+        pm = pmemkit.map_file(str(tmp_path / "f"), SMALL, create=True)
+        b = Btt.create(pm, lbasize=512, nfree=8)
+    else:
+        b = small()
+    b.write_many(np.arange(4), np.stack([np.frombuffer(block(512, i), np.uint8) for i in range(4)]))
+    b.set_zero(1)
+    b.set_error(2)
+    never = b.nlba - 1
+    assert b.read(0) == block(512, 0) and b.read(np.int64(3)) == block(512, 3)
+    assert b.read(1) == bytes(512) and b.read(never) == bytes(512)
+    got = b.read_many(np.array([0, 1, 3, never], dtype=np.int64))
+    assert got[0].tobytes() == block(512, 0) and not got[1].any()
+    assert got[2].tobytes() == block(512, 3) and not got[3].any()
+    with pytest.raises(BttIOError):
+        b.read(2)
+    with pytest.raises(BttIOError):
+        b.read_many(np.array([0, 2], dtype=np.int64))
+    for bad in (-1, b.nlba):
+        with pytest.raises(OutOfRangeError):
+            b.read(bad)
+        with pytest.raises(OutOfRangeError):
+            b.read_many(np.array([0, bad], dtype=np.int64))
+    for bad in (1.0, "1", None):
+        with pytest.raises(InvalidArgumentError):
+            b.read(bad)
+    with pytest.raises(InvalidArgumentError):
+        b.read_many(np.array([0, 3], dtype=np.int64), out=np.zeros((3, 512), np.uint8))
+    b.close()
+    with pytest.raises(ClosedMappingError):
+        b.read_many(np.array([0], dtype=np.int64))
+    if target == "file":
+        pm.close()
