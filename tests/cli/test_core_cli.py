@@ -138,7 +138,7 @@ def test_demo_bad_dir_is_a_clean_error(capsys, tmp_path):
 
 @pytest.mark.dax
 def test_demo_on_dax(capsys, dax_dir):
-    _, out, _ = run(capsys, "demo", "--dir", dax_dir)
+    _, out, _ = run(capsys, "demo", "--dir", str(dax_dir))
     assert "is_pmem=True" in out
     assert "granularity=cache_line" in out or "granularity=byte" in out
 
