@@ -276,7 +276,8 @@ def _read_mounts_file(root):
 
 def _psutil_mounts():
     import psutil
-    return [(p.device, p.mountpoint, p.fstype, p.opts)
+    # psutil reports the device "none" (tmpfs, devpts, ...) as an empty string
+    return [(p.device or "none", p.mountpoint, p.fstype, p.opts)
             for p in psutil.disk_partitions(all=True)]
 
 
