@@ -56,6 +56,14 @@ def run_playbook(tmp_path, inventory, extra_vars=None, args=(), timeout=2700):
     return proc
 
 
+def source_snapshot(dest):
+    """A copy of the pmemkit source tree for the role to build its wheel from: both playbook
+    runs of a test see the same source, whatever changes in the working tree meanwhile."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "site", "__pycache__", "*.egg-info",
+                                    ".pytest_cache", ".hypothesis", ".vagrant", "tests", "benchmarks")
+    return Path(shutil.copytree(REPO, dest, ignore=ignore))
+
+
 def recap(output, host):
     """``{'ok': n, 'changed': n, 'failed': n, ...}`` from the PLAY RECAP line of ``host``."""
     m = re.search(rf"^{re.escape(host)}\s+:\s+(.*)$", output, re.MULTILINE)

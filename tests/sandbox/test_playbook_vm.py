@@ -23,7 +23,7 @@ import pytest
 
 from pmemkit import defaults
 from pmemkit.vm import disk
-from sandbox_util import recap, run_playbook, write_inventory
+from sandbox_util import recap, run_playbook, source_snapshot, write_inventory
 
 pytestmark = pytest.mark.vm
 
@@ -81,8 +81,14 @@ def test_range_larger_than_ram_is_refused_before_any_change(guest, inventory, tm
 
 
 @pytest.fixture(scope="module")
-def first_run(guest, inventory, tmp_path_factory):
-    proc = run_playbook(tmp_path_factory.mktemp("run1"), inventory, {"pmem_memmap": MEMMAP})
+def run_vars(tmp_path_factory):
+    src = source_snapshot(tmp_path_factory.mktemp("source") / "pmemkit")
+    return {"pmem_memmap": MEMMAP, "pmem_pmemkit_source": str(src)}
+
+
+@pytest.fixture(scope="module")
+def first_run(guest, inventory, run_vars, tmp_path_factory):
+    proc = run_playbook(tmp_path_factory.mktemp("run1"), inventory, run_vars)
     print(proc.stdout[-4000:])
     return proc
 
@@ -140,8 +146,8 @@ def test_pmemkit_is_installed(guest, first_run):
     assert "usage: pmemkit" in out
 
 
-def test_second_run_changes_nothing(guest, inventory, first_run, tmp_path):
-    proc = run_playbook(tmp_path, inventory, {"pmem_memmap": MEMMAP})
+def test_second_run_changes_nothing(guest, inventory, run_vars, first_run, tmp_path):
+    proc = run_playbook(tmp_path, inventory, run_vars)
     r = recap(proc.stdout, HOST)
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert r["changed"] == 0, proc.stdout[-6000:]
