@@ -41,6 +41,9 @@ if [ -n "$SHARE" ]; then
     mount -t 9p -o "$NINEP_OPTS" pmemkit-share "$SHARE" || fail "cannot mount the host share at $SHARE"
 fi
 
+# `pmemkit` on the PATH runs the shared checkout (PYTHONPATH points at the share).
+printf '#!/bin/sh\nexec python3 -m pmemkit "$@"\n' >/usr/local/bin/pmemkit && chmod 755 /usr/local/bin/pmemkit
+
 MODE=$(cfg mode)
 FSLIST=$(cfg fs)
 LABELS=$(cfg labels)

@@ -90,13 +90,15 @@ def test_vm_test_runs_the_mapping_suite_on_real_dax():
 def test_default_4g_memmap_via_cli_and_failing_status():
     """The real default (memmap=4G!12G, 17G guest RAM, ext4 + xfs): CLI exits with the command's status."""
     script = ("cat /sys/block/pmem0/size; grep -c 'dax=always' /proc/mounts; "
-              "echo \"$PMEMKIT_DAX_DIRS\"; echo to-stderr >&2; exit 3")
+              "echo \"$PMEMKIT_DAX_DIRS\"; pmemkit info --json >/dev/null; echo cli=$?; "
+              "echo to-stderr >&2; exit 3")
     proc = _cli("run", "--", "sh", "-c", script)
     out = proc.stdout.decode().split()
     assert proc.returncode == 3, proc.stderr.decode()[-3000:]
     assert int(out[0]) * 512 == 4 << 30
     assert out[1] == "2"
     assert out[2] == os.pathsep.join(defaults.MOUNT_POINTS[f] for f in defaults.FILESYSTEMS)
+    assert out[3] == "cli=0"                        # `pmemkit` runs the shared checkout
     err = proc.stderr.decode()
     assert "to-stderr" in err and "memmap=4G!12G" in err and "memory 17G" in err
 
