@@ -348,7 +348,7 @@ def boot_args(overlay, *, accel, memory, ssh_port, public_key, serial_log, cpus=
     Unlike the harness's kernel boots, the guest may reboot (the Ansible role reboots it into the
     memmap argument): QEMU restarts the machine instead of exiting.
     """
-    argv = [a for a in qemu.base_args(accel=accel, memory=memory, cpus=cpus) if a != "-no-reboot"]
+    argv = qemu.base_args(accel=accel, memory=memory, cpus=cpus, exit_on_reboot=False)
     return (argv + qemu.drive_args(overlay, snapshot=False, fmt="qcow2") + qemu.net_args([(ssh_port, 22)])
             + seed_args(public_key) + qemu.serial_args(serial_log))
 

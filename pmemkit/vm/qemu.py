@@ -126,13 +126,16 @@ class Qemu:
 
 # --- the command line ----------------------------------------------------------
 
-def base_args(*, accel, memory, cpus=None, machine="pc", machine_opts=(), maxmem=None, slots=0):
-    """The machine: accelerator, CPU, RAM, no display, no default devices, exit on reboot."""
+def base_args(*, accel, memory, cpus=None, machine="pc", machine_opts=(), maxmem=None, slots=0,
+              exit_on_reboot=True):
+    """The machine: accelerator, CPU, RAM, no display, no default devices; by default QEMU
+    exits when the guest reboots (a guest that reboots itself on purpose passes False)."""
     cpu = "host" if accel == "kvm" else "max"
     mem = str(memory) + (f",slots={slots},maxmem={maxmem}" if maxmem else "")
     return [qemu_binary(), "-machine", ",".join((machine, f"accel={accel}", *machine_opts)),
             "-cpu", cpu, "-smp", str(cpus or defaults.VM_CPUS), "-m", mem,
-            "-display", "none", "-nodefaults", "-no-user-config", "-no-reboot"]
+            "-display", "none", "-nodefaults", "-no-user-config",
+            *(["-no-reboot"] if exit_on_reboot else [])]
 
 
 def kernel_args(kernel, initrd, append):
