@@ -9,4 +9,4 @@ scripts/bootstrap.sh
 PMEMKIT=.venv/bin/pmemkit
 "$PMEMKIT" doctor
 "$PMEMKIT" demo
-exec "$PMEMKIT" vm test "$@" -- tests/mapping tests/crash
+exec "$PMEMKIT" vm test "$@" -- -q tests/mapping tests/crash/test_regression.py

@@ -156,13 +156,30 @@ def test_ctrl_c_ends_qemu():
                              defaults.MEMMAP_SMALL, "--", "sleep", "1000"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import psutil
-    deadline = time.time() + 300
-    qemus = []
-    while time.time() < deadline and not qemus:
-        qemus = [p for p in psutil.Process(proc.pid).children(recursive=True) if "qemu" in p.name()]
-        time.sleep(0.2)
-    assert qemus, "QEMU never started"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+
+    def guest_qemus():
+        # the KVM probe's short-lived QEMU may exit between listing and naming it
+        found = []
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "qemu" in p.name() and "pmemkit-kvm-probe" not in " ".join(p.cmdline()):
+                    found.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    try:
+        deadline = time.time() + 300
+        qemus = []
+        while time.time() < deadline and not qemus and proc.poll() is None:
+            qemus = guest_qemus()
+            time.sleep(0.2)
+        assert qemus, "QEMU never started"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     psutil.wait_procs(qemus, timeout=10)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in qemus)
