@@ -9,6 +9,8 @@ the VM destroyed afterwards, pass or fail.
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,11 @@ def test_vagrant_up_libvirt(tmp_path):
     assert exe, "vagrant is not installed: sudo apt-get install vagrant vagrant-libvirt"
     image = disk.build_disk_image(disk.DiskImageSpec(vagrant=True), progress=print)
     box = disk.package_libvirt_box(image, tmp_path / "debian12.box", progress=print)
-    env = dict(os.environ, VAGRANT_CWD=str(VM_DIR), VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"),
+    # Vagrant's Ansible provisioner runs `ansible-playbook` from PATH: use the one installed
+    # next to this interpreter (the project's .venv), not whatever the host may have.
+    venv_bin = str(Path(sys.executable).parent)
+    assert (Path(venv_bin) / "ansible-playbook").exists(), f"ansible-playbook is not in {venv_bin}"
+    env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""), VAGRANT_CWD=str(VM_DIR), VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"),
                VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_NO_COLOR="1", PMEM_BOX=BOX,
                PMEM_MEMMAP=defaults.MEMMAP_SMALL, PMEM_LIBVIRT_DRIVER="qemu", PMEM_INSTALL_PMEMKIT="false")
 
@@ -44,7 +50,9 @@ def test_vagrant_up_libvirt(tmp_path):
     add = vagrant("box", "add", "--force", "--name", BOX, str(box))
     assert add.returncode == 0, add.stderr
     try:
+        started = time.monotonic()
         up = vagrant("up", "--provider=libvirt")
+        print(f"vagrant up --provider=libvirt: exit {up.returncode} after {time.monotonic() - started:.0f} s")
         assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-3000:]
         mounts = vagrant("ssh", "-c", "cat /proc/mounts", timeout=600)
         assert mounts.returncode == 0
