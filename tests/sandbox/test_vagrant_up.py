@@ -2,8 +2,9 @@
 
 Set PMEMKIT_VAGRANT_UP=1. Needs root (debootstrap), libvirtd running (Debian's
 libvirt-daemon-system) and vagrant-libvirt; the domain is plain QEMU/TCG
-(PMEM_LIBVIRT_DRIVER=qemu) with memmap=512M!1G. The box is added under a test-only name and
-the VM destroyed afterwards, pass or fail.
+(PMEM_LIBVIRT_DRIVER=qemu) with memmap=512M!1G. The box is added under a test-only name; the VM,
+the box and the box's image in libvirt's storage pool are removed afterwards, pass or fail.
+docs/sandbox.md says what to install and how to run it in a network namespace of its own.
 """
 
 import os
@@ -26,6 +27,7 @@ pytestmark = [
 
 VM_DIR = Path(__file__).resolve().parents[2] / "vm"
 BOX = "pmemkit-test/debian12"
+POOL = "default"  # vagrant-libvirt's storage pool
 
 
 def test_vagrant_up_libvirt(tmp_path):
@@ -54,6 +56,9 @@ def test_vagrant_up_libvirt(tmp_path):
         up = vagrant("up", "--provider=libvirt")
         print(f"vagrant up --provider=libvirt: exit {up.returncode} after {time.monotonic() - started:.0f} s")
         assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-3000:]
+        cmdline = vagrant("ssh", "-c", "cat /proc/cmdline", timeout=600)
+        assert cmdline.returncode == 0
+        assert f"memmap={defaults.MEMMAP_SMALL}" in cmdline.stdout.split()
         mounts = vagrant("ssh", "-c", "cat /proc/mounts", timeout=600)
         assert mounts.returncode == 0
         for fs in defaults.FILESYSTEMS:
@@ -62,3 +67,19 @@ def test_vagrant_up_libvirt(tmp_path):
     finally:
         vagrant("destroy", "-f", timeout=600)
         vagrant("box", "remove", "--force", BOX, timeout=300)
+        _remove_box_volumes()
+
+
+def _remove_box_volumes():
+    """`vagrant box remove` leaves the box's base image in libvirt's storage pool (vagrant-libvirt
+    uploads it there as NAME-VAGRANTSLASH-..._vagrant_box_image_*): delete it too."""
+    virsh = shutil.which("virsh")
+    if not virsh:
+        return
+    prefix = BOX.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    vols = subprocess.run([virsh, "-c", "qemu:///system", "vol-list", "--pool", POOL, "--name"],
+                          capture_output=True, text=True, timeout=60)
+    for name in vols.stdout.split():
+        if name.startswith(prefix):
+            subprocess.run([virsh, "-c", "qemu:///system", "vol-delete", "--pool", POOL, name],
+                           capture_output=True, timeout=60)
