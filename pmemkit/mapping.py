@@ -134,7 +134,8 @@ def _not_dax_message(path, err):
         f"{err.strerror}). It lives on {fstype} mounted at {mountpoint} with options "
         f"'{opts or '(none)'}', which is not a DAX mount. Put the file on a filesystem on a pmem "
         f"device mounted with -o dax (e.g. mkfs.ext4 /dev/pmem0 && mount -o dax /dev/pmem0 "
-        f"/mnt/pmem), or run inside `pmemkit vm run`; use sync='auto' to accept a plain mapping")
+        f"{defaults.MOUNT_POINTS['ext4']}), or run inside `pmemkit vm run`; use sync='auto' to "
+        f"accept a plain mapping")
 
 
 # --- device DAX ----------------------------------------------------------------------

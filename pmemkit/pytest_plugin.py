@@ -33,7 +33,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "dax: needs a real DAX filesystem (MAP_SYNC works); skipped off DAX unless "
-        "--require-dax or PMEMKIT_REQUIRE_DAX=1")
+        f"--require-dax or {defaults.REQUIRE_DAX_ENV}=1")
 
 
 def _require_dax(config):

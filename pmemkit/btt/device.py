@@ -551,13 +551,6 @@ class Btt:
             if pos.size:
                 yield a, pos, lbas[pos] - a.lba_start
 
-    def _entries(self, a, pre):
-        ent = a.map_np[pre]
-        if a.overlay:
-            for k, v in a.overlay.items():
-                ent[pre == k] = v
-        return ent
-
     def read_many(self, lbas, out=None):
         """Read many blocks at once; returns a numpy uint8 array of shape (n, lbasize).
 
@@ -948,14 +941,6 @@ def _flush_blocks(r, base, blocks, stride, length):
     else:
         for s in b.tolist():
             r.flush(base + s * stride, length)
-
-
-def _flush_lanes(r, flogoff, lanes):
-    lo, hi = int(lanes.min()), int(lanes.max())
-    if hi - lo + 1 == lanes.size:
-        r.flush(flogoff + lo * L.FLOG_PAIR_SIZE, lanes.size * L.FLOG_PAIR_SIZE)
-    else:
-        _flush_lines(r, flogoff, lanes * L.FLOG_PAIR_SIZE)
 
 
 def _flush_lines(r, base, offsets):

@@ -281,8 +281,3 @@ def current_flog(pairs, slots=(0, 1)):
     return entries, next_slot, bad
 
 
-def map_state(entry):
-    """``"initial"``, ``"normal"``, ``"zero"`` or ``"error"`` for a raw map entry."""
-    flags = entry & MAP_FLAG_MASK
-    return {MAP_INITIAL: "initial", MAP_NORMAL: "normal", MAP_ZERO: "zero",
-            MAP_ERROR: "error"}[flags]

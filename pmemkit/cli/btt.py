@@ -59,10 +59,14 @@ def register(subparsers):
 def _open(args):
     from ..btt import Btt, locate
     from ..btt.pmemblk import SIGNATURE
-    from ..errors import BttCorruptError
+    from ..errors import BttCorruptError, MappingError
 
-    with open(args.path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(args.path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise MappingError(f"cannot read {args.path}: {exc.strerror or exc}; "
+                           f"give the path of a BTT image or a libpmemblk pool") from None
     if args.offset is None and head == SIGNATURE:
         return Btt.open_pmemblk(args.path, readonly=True)
     offset = args.offset

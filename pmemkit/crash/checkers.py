@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -120,12 +121,41 @@ class PersistentChecker:
 
     def _start(self):
         env = dict(os.environ, PMEMKIT_CHECK_PROTOCOL="1")
+        # stderr goes to a file: a pipe nobody reads would block a chatty checker
+        self._err = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
+                                          stderr=self._err, env=env, text=True, bufsize=1)
         except OSError as exc:
+            self._err.close()
             raise CrashError(f"cannot start checker {self.argv[0]!r}: {exc}") from None
         self._pid = os.getpid()
+
+    def _stop(self, proc, kill):
+        """End ``proc`` (politely unless ``kill``), reap it, close its pipes; return its stderr tail."""
+        try:
+            if kill:
+                proc.kill()
+            else:
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - it would not stop: force it
+            proc.kill()
+            proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001
+                pass
+        err = ""
+        try:
+            self._err.seek(0)
+            lines = self._err.read().decode(errors="replace").strip().splitlines()
+            err = f": {lines[-1]}" if lines else ""
+            self._err.close()
+        except Exception:  # noqa: BLE001 - best-effort diagnostics
+            pass
+        return err
 
     def __call__(self, image, info=None):
         if self._proc is None or self._pid != os.getpid():
@@ -139,18 +169,18 @@ class PersistentChecker:
         try:
             proc.stdin.write(line + "\n")
             proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
+            if not ready:
+                self._proc = None
+                err = self._stop(proc, kill=True)
+                raise CrashError(f"persistent checker {self.argv[0]!r} did not answer within "
+                                 f"{self.timeout} s; it was killed{err}")
             reply = proc.stdout.readline()
         except (BrokenPipeError, OSError):
             reply = ""
         if not reply:
-            err = ""
-            try:
-                proc.kill()
-                err = proc.stderr.read().strip().splitlines()
-                err = f": {err[-1]}" if err else ""
-            except Exception:  # noqa: BLE001 - best effort diagnostics
-                pass
             self._proc = None
+            err = self._stop(proc, kill=True)
             raise CrashError(f"persistent checker {self.argv[0]!r} exited or closed stdout "
                              f"instead of answering{err}; see the protocol in docs/crash.md")
         reply = reply.rstrip("\n")
@@ -161,17 +191,7 @@ class PersistentChecker:
     def close(self):
         proc, self._proc = self._proc, None
         if proc is not None and self._pid == os.getpid():
-            try:
-                proc.stdin.close()
-                proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001
-                proc.kill()
-                proc.wait()
-            for f in (proc.stdout, proc.stderr):
-                try:
-                    f.close()
-                except Exception:  # noqa: BLE001
-                    pass
+            self._stop(proc, kill=False)
         self._file.cleanup()
 
     def __getstate__(self):

@@ -81,12 +81,6 @@ def gray(radices):
         yield j, a[j]
 
 
-def exhaustive_vectors(dims):
-    """All vectors (dicts) - slow path, used by replay and tests."""
-    ranges = [range(len(d) + 1) for d in dims]
-    for combo in itertools.product(*ranges):
-        yield {i: a for i, a in enumerate(combo) if a}
-
 
 def bounded_count(dims, k):
     sizes = [len(d) for d in dims]

@@ -347,20 +347,22 @@ class _Explorer:
                 self.progress = None
 
     def close(self):
-        if self.pool is not None:
-            try:
-                while self.inflight:
-                    self._collect(self.inflight.pop(0))
-            finally:
-                self.pool.shutdown(cancel_futures=True)
-                self.pool = None
-        self._tick(force=True)
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        closer = getattr(self.check, "close", None)
-        if callable(closer):
-            closer()
+        try:
+            if self.pool is not None:
+                try:
+                    while self.inflight:
+                        self._collect(self.inflight.pop(0))
+                finally:
+                    self.pool.shutdown(cancel_futures=True)
+                    self.pool = None
+            self._tick(force=True)
+        finally:    # a failing checker must not leak the bar or a persistent checker process
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            closer = getattr(self.check, "close", None)
+            if callable(closer):
+                closer()
 
 
 def _warnings(region):
@@ -428,15 +430,17 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
                           store_points=store_points, keep_trace=False)
     ex.start_progress()
     try:
-        workload(region)
-        region.finish()
+        try:
+            workload(region)
+            region.finish()
+        finally:
+            ex.close()
+        elapsed = time.perf_counter() - t0
+        warnings = _warnings(region)
     finally:
-        ex.close()
-    elapsed = time.perf_counter() - t0
-    warnings = _warnings(region)
+        region.close()
     if not ex.complete:
         warnings.append(f"stopped after max_states={max_states} crash states: the verdict is incomplete")
-    region.close()
     return Report(violations=ex.violations, states_checked=ex.states, unique_images=ex.unique,
                   crash_points=ex.points, warnings=warnings, model=model, engine=str(spec),
                   engines=dict(ex.engines), seed=seed, complete=ex.complete,

@@ -346,10 +346,6 @@ class TracedRegion(Region):
         evs.sort(key=lambda ev: ev.seq)
         return evs
 
-    def persisted_image(self):
-        """The image if every pending store became durable (the working copy)."""
-        return bytes(self._work[:self.size])
-
     def unflushed_stores(self):
         """Stores with an event that no flush has covered yet (pmemcheck's 'not flushed')."""
         out = set()

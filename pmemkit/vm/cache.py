@@ -81,14 +81,19 @@ def run(argv, what, retries=1, env=None, cwd=None, progress=None):
     failure. Each output line goes to ``progress`` (prefixed by ``what``) as it comes. Retries
     ``retries`` times with a growing pause (mirror hiccups)."""
     for attempt in range(1, retries + 1):
-        proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env, cwd=cwd)
         lines = []
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if progress and line.strip():
-                progress(f"{what}: {line.strip()}")
-        returncode = proc.wait()
+        with subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
+                              cwd=cwd) as proc:
+            try:
+                for line in proc.stdout:
+                    lines.append(line.rstrip("\n"))
+                    if progress and line.strip():
+                        progress(f"{what}: {line.strip()}")
+            except BaseException:   # Ctrl-C or a failing progress callback: leave nothing behind
+                proc.kill()
+                raise
+        returncode = proc.returncode
         if returncode == 0:
             return "\n".join(lines)
         if attempt < retries:

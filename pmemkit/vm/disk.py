@@ -155,9 +155,6 @@ class DiskImage:
     root_uuid: str
     spec: DiskImageSpec
 
-    @property
-    def info_path(self):
-        return self.path.with_suffix(".json")
 
 
 def _need(tool):

@@ -49,8 +49,14 @@ def _kill_all():
     with _LOCK:
         groups = list(_LIVE)
         _LIVE.clear()
-    for pgid in groups:
-        _kill_group(pgid)
+    for key in groups:
+        if key < 0:         # a QEMU sharing our session (vm shell): kill the process itself
+            try:
+                os.kill(-key, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        else:
+            _kill_group(key)
 
 
 def _sigterm_to_exit(signum, frame):

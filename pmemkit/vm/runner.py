@@ -10,6 +10,7 @@ gone when it returns or raises.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -193,21 +194,27 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
                      f"fs={','.join(config.fs) or 'none'}, memory {format_size(config.memory)})")
         start = time.monotonic()
         out, err, setup = _Tail(job / "stdout"), _Tail(job / "stderr"), _Tail(job / "setup.log")
-        kw = {"stdin": None, "stdout": None, "stderr": None} if interactive else {}
+        # QEMU's own stderr goes to a file: a pipe read only at the end could fill and block it
+        qerr = None if interactive else open(job / "qemu.err", "wb")
+        kw = {"stdin": None, "stdout": None, "stderr": None} if interactive else {"stderr": qerr}
         guest_progress = None if interactive else progress  # the console shows it already
-        with qemu.Qemu(cmd, new_session=not interactive, **kw) as vm:
-            deadline = start + timeout
-            while vm.poll() is None:
-                if time.monotonic() > deadline:
-                    vm.kill()
-                    raise GuestError(
-                        f"the guest did not finish within {timeout:.0f} s; QEMU was killed.\n"
-                        f"console tail:\n{_tail_text(_read(job / 'console.log'))}")
+        try:
+            with qemu.Qemu(cmd, new_session=not interactive, **kw) as vm:
+                deadline = start + timeout
+                while vm.poll() is None:
+                    if time.monotonic() > deadline:
+                        vm.kill()
+                        raise GuestError(
+                            f"the guest did not finish within {timeout:.0f} s; QEMU was killed.\n"
+                            f"console tail:\n{_tail_text(_read(job / 'console.log'))}")
+                    _pump(out, err, setup, stream, guest_progress)
+                    time.sleep(0.1)
                 _pump(out, err, setup, stream, guest_progress)
-                time.sleep(0.1)
-            _pump(out, err, setup, stream, guest_progress)
-            qemu_err = vm.proc.stderr.read().decode(errors="replace") if vm.proc.stderr else ""
-            qemu_status = vm.proc.returncode
+                qemu_err = _read(job / "qemu.err") if qerr else ""
+                qemu_status = vm.proc.returncode
+        finally:
+            if qerr:
+                qerr.close()
         duration = time.monotonic() - start
         console = _read(job / "console.log")
         status = _read(job / "status").strip()
@@ -269,5 +276,5 @@ def test(config=None, pytest_args=(), **kw):
 
 def shell(config=None, progress=None):
     """An interactive shell on the guest's serial console (this terminal). Returns its exit status."""
-    result = run(config, (), action="shell", progress=progress)
+    result = run(config, (), action="shell", progress=progress, timeout=math.inf)  # no time limit
     return result.returncode

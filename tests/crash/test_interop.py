@@ -171,3 +171,18 @@ def test_persistent_checker_with_info_gets_point_json(tmp_path):
     import json
     infos = [json.loads(x) for x in log.read_text().splitlines()]
     assert {"point": 1, "kind": "end", "marker": "m", "records": [["k", 1]]} in infos
+
+
+def test_persistent_checker_that_hangs_is_killed_and_reported(tmp_path):
+    """A checker that never answers: CrashError after its timeout, the process reaped, stderr quoted."""
+    import psutil
+
+    path = tmp_path / "hang.py"
+    path.write_text("import sys, time\n"
+                    "sys.stderr.write('x' * 200000 + '\\nlast words\\n'); sys.stderr.flush()\n"
+                    "time.sleep(600)\n")
+    checker = crash.PersistentChecker([sys.executable, str(path)], timeout=2)
+    before = {p.pid for p in psutil.Process().children()}
+    with pytest.raises(CrashError, match="did not answer within 2 s.*last words"):
+        crash.explore(fixed, checker, progress=None)
+    assert {p.pid for p in psutil.Process().children()} <= before
