@@ -77,9 +77,10 @@ def _remove_box_volumes():
     if not virsh:
         return
     prefix = BOX.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
-    vols = subprocess.run([virsh, "-c", "qemu:///system", "vol-list", "--pool", POOL, "--name"],
+    # A table "Name Path": libvirt 9's vol-list has no --name.
+    vols = subprocess.run([virsh, "-c", "qemu:///system", "vol-list", "--pool", POOL],
                           capture_output=True, text=True, timeout=60)
-    for name in vols.stdout.split():
+    for name in (line.split()[0] for line in vols.stdout.splitlines() if line.strip()):
         if name.startswith(prefix):
             subprocess.run([virsh, "-c", "qemu:///system", "vol-delete", "--pool", POOL, name],
                            capture_output=True, timeout=60)
