@@ -80,13 +80,18 @@ def _open(args):
     return Btt.open(args.path, offset, readonly=True)
 
 
-def cmd_info(args, out=None):
+def _open_quiet(args):
+    """Open read-only; a backup-info fallback is reported in the output, not as a warning."""
     import warnings
 
-    out = out or sys.stdout
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        b = _open(args)
+        return _open(args)
+
+
+def cmd_info(args, out=None):
+    out = out or sys.stdout
+    b = _open_quiet(args)
     try:
         info = b.info()
         info["messages"] = b.messages
@@ -125,12 +130,8 @@ def cmd_info(args, out=None):
 
 
 def cmd_check(args, out=None):
-    import warnings
-
     out = out or sys.stdout
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        b = _open(args)
+    b = _open_quiet(args)
     try:
         problems = b.check()
         offset = b.offset
