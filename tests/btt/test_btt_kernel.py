@@ -13,6 +13,7 @@ while the guest is down:
 """
 
 import hashlib
+import inspect
 import json
 
 import pytest
@@ -34,13 +35,6 @@ for _ in range(200):
     if os.path.exists("/dev/pmem0s"):
         break
     time.sleep(0.1)
-def sector(tag, lba, n):
-    out = b""
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(f"{tag}:{lba}:{i}".encode()).digest()
-        i += 1
-    return out[:n]
 fd = os.open("/dev/pmem0s", os.O_RDWR)
 n = int(open("/sys/block/pmem0s/queue/logical_block_size").read())
 res = {"lbasize": n, "nblocks": os.lseek(fd, 0, 2) // n, "mismatch": []}
@@ -66,6 +60,10 @@ def sector(tag, lba, n):
     return out[:n]
 
 
+#: The guest script gets the same sector() as the host, so both sides derive identical data.
+GUEST_WITH_SECTOR = GUEST.replace("fd = os.open(", inspect.getsource(sector) + "fd = os.open(", 1)
+
+
 # The region of a labelled 64 MiB NVDIMM is 64 MiB - 128 KiB, not a multiple of the
 # region's 16 MiB alignment, so the namespace is created here with an aligned size;
 # v1.2 labels make ndctl write a BTT 2.0 (v1.1 labels give 1.1).
@@ -81,7 +79,7 @@ def boot(nv, labels, verify, write, mode="sector", setup=()):
     cfg = vm.VmConfig(nvdimm=NVDIMM, nvdimm_file=nv, labels=labels, mode=mode, fs=(),
                       share=False)
     spec = json.dumps({"verify": verify, "write": write, "setup": list(setup)})
-    res = vm.run(cfg, ["python3", "-c", GUEST, spec])
+    res = vm.run(cfg, ["python3", "-c", GUEST_WITH_SECTOR, spec])
     assert res.returncode == 0, (res.output, res.error_output, res.setup_log, res.console[-3000:])
     line = [ln for ln in res.output.splitlines() if ln.startswith("RESULT ")]
     assert line, res.output
