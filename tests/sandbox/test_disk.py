@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from pmemkit.errors import VmConfigError
-from pmemkit.vm import disk
+from pmemkit.sandbox import disk
 
 
 def test_cache_key_follows_every_input():

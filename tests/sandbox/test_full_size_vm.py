@@ -11,7 +11,7 @@ import pytest
 
 from pmemkit import defaults
 from pmemkit.units import format_size, parse_memmap, parse_size
-from pmemkit.vm import disk
+from pmemkit.sandbox import disk
 from sandbox_util import recap, run_playbook, write_inventory
 
 pytestmark = [

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from pmemkit import defaults
-from pmemkit.vm import disk
+from pmemkit.sandbox import disk
 from sandbox_util import recap, run_playbook, source_snapshot, write_inventory
 
 pytestmark = pytest.mark.vm

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pmemkit import defaults
-from pmemkit.vm import disk
+from pmemkit.sandbox import disk
 
 pytestmark = [
     pytest.mark.vm,

@@ -2,7 +2,7 @@
 
 The guest's sshd is reached through QEMU user networking with ``hostfwd`` bound to 127.0.0.1
 only (:func:`pmemkit.vm.qemu.net_args`); the key is handed to the guest through fw_cfg
-(:func:`pmemkit.vm.disk.seed_args`).
+(:func:`pmemkit.sandbox.disk.seed_args`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GuestError, MissingToolError
-from . import cache
+from ..vm import cache
 
 #: Options for a throwaway guest: its host key is new every build, so it is neither checked nor stored.
 SSH_OPTIONS = (

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..errors import GuestError, MissingToolError, VmConfigError, VmError
 from ..units import format_size, parse_size
-from . import cache, qemu
+from ..vm import cache, qemu
 from .ssh import SshTarget, generate_key
 
 #: Bump when the build recipe changes, so cached images are rebuilt.
@@ -102,7 +102,7 @@ Name=en* eth*
 DHCP=yes
 """
 
-_DEFAULT_GRUB = """# Written by pmemkit's disk-image builder (pmemkit.vm.disk); edit and run update-grub.
+_DEFAULT_GRUB = """# Written by pmemkit's disk-image builder (pmemkit.sandbox.disk); edit and run update-grub.
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=1
 GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
@@ -113,7 +113,7 @@ GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 """
 
-_GRUB_CFG = """# First boot entry, written by pmemkit.vm.disk; the guest's update-grub replaces this file.
+_GRUB_CFG = """# First boot entry, written by pmemkit.sandbox.disk; the guest's update-grub replaces this file.
 serial --unit=0 --speed=115200
 terminal_input console serial
 terminal_output console serial
