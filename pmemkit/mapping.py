@@ -301,6 +301,7 @@ class PmemMap(Region):
                 f"flush method {flush_method!r} needs the native extension pmemkit._flush")
         self._impl = impl
         self.native = bool(native)
+        self.nt_copies = self.native and flush_method != "msync"
         for name in _HOT:
             setattr(self, name, getattr(impl, name))
 

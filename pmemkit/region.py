@@ -54,14 +54,17 @@ class Region:
     """Base class of pmemkit regions: byte-addressable memory with persistence calls.
 
     Attributes every region has: ``path`` (or ``None``), ``size``, ``is_pmem``,
-    ``granularity`` (``"byte"``, ``"cache_line"`` or ``"page"``) and
-    ``flush_method``.
+    ``granularity`` (``"byte"``, ``"cache_line"`` or ``"page"``), ``flush_method`` and
+    ``nt_copies`` (``memcpy_persist`` of :data:`NT_THRESHOLD` bytes or more copies with
+    non-temporal stores, which bypass the cache: callers that copy many blocks then prefer
+    one ``memcpy_persist`` per block to cached stores and one flush).
     """
 
     path = None
     is_pmem = False
     granularity = "page"
     flush_method = "none"
+    nt_copies = False
 
     def __init__(self, view, *, path=None):
         view = memoryview(view).cast("B")

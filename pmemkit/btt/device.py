@@ -123,9 +123,7 @@ class Btt:
         self._mv = memoryview(region.buffer)   # our own view: released by close()
         self._zero = bytes(self.lbasize)
         self._arena1 = arenas[0] if len(arenas) == 1 else None
-        # a real pmem mapping copies with non-temporal stores in memcpy_persist
-        self._nt_copies = bool(region.is_pmem) and \
-            region.flush_method in ("clwb", "clflushopt", "clflush", "none")
+        self._nt_copies = bool(region.nt_copies)
         for a in arenas:
             self._attach_views(a)
         if self._arena1 is not None and not readonly and type(self).read is Btt.read \

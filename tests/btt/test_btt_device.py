@@ -335,7 +335,7 @@ def test_cpu_flush_path(tmp_path, monkeypatch):
     """The same BTT code on a mapping that flushes with CLWB/CLFLUSHOPT and fences."""
     monkeypatch.setenv("PMEMKIT_FORCE_PMEM", "1")
     pm = pmemkit.map_file(str(tmp_path / "f"), 20 << 20, create=True)
-    assert pm.is_pmem and pm.flush_method not in ("msync",)
+    assert pm.is_pmem and pm.flush_method not in ("msync",) and pm.nt_copies
     b = Btt.create(pm, lbasize=4096, nfree=32)
     b.write(3, block(4096, 3))
     rng = np.random.default_rng(3)
@@ -348,6 +348,28 @@ def test_cpu_flush_path(tmp_path, monkeypatch):
     assert b.read(3) == block(4096, 3) and b.check() == []
     b.close()
     pm.close()
+
+
+def test_write_many_copies_block_by_block_where_the_region_has_non_temporal_copies():
+    """The BTT asks the Region contract (``nt_copies``), not a concrete mapping class."""
+    from pmemkit.region import BufferRegion
+
+    class NtRegion(BufferRegion):
+        nt_copies = True
+        copies = 0
+
+        def memcpy_persist(self, offset, data):
+            NtRegion.copies += 1
+            super().memcpy_persist(offset, data)
+
+    for nt in (False, True):
+        NtRegion.nt_copies, NtRegion.copies = nt, 0
+        b = Btt.create(NtRegion(bytearray(1 << 20)), lbasize=512, nfree=8)
+        created = NtRegion.copies
+        b.write_many([1, 2, 3], bytes(range(256)) * 6)
+        assert NtRegion.copies - created == (3 if nt else 0)
+        assert b.read(2) == bytes(range(256)) * 2
+        b.close()
 
 
 def test_methods_taken_before_close_fail_cleanly():
