@@ -78,6 +78,11 @@ class TraceFormatError(CrashError, InvalidArgumentError):
     """A pmemcheck/pmreorder store log (or a pmemkit trace) could not be parsed."""
 
 
+class CheckerError(CrashError):
+    """An external checker failed instead of giving a verdict: not found, killed by a signal,
+    timed out, or it broke the line protocol. Not a violation: nothing was learned about the image."""
+
+
 # --- BTT ---------------------------------------------------------------------
 
 class BttError(PmemError):

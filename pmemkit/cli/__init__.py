@@ -14,6 +14,8 @@ import os
 import sys
 
 from ..errors import PmemError
+from .status import Status
+from .status import for_error as status_for_error
 
 #: Sub-command modules, in the order ``pmemkit --help`` lists them.
 COMMAND_MODULES = ("core", "crash", "btt", "vm")
@@ -37,16 +39,16 @@ def main(argv=None):
         status = args.func(args)
     except PmemError as exc:
         print(f"pmemkit: error: {exc}", file=sys.stderr)
-        return 2
+        return int(status_for_error(exc))
     except KeyboardInterrupt:
         print("pmemkit: interrupted", file=sys.stderr)
-        return 130
+        return int(Status.INTERRUPTED)
     except BrokenPipeError:
         # the reader went away (e.g. `pmemkit info | head`): not an error of ours.
         # Point stdout at /dev/null so the interpreter's final flush does not complain.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    return 0 if status is None else status
+    return 0 if status is None else int(status)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from . import status
+
 
 def register(subparsers):
     p = subparsers.add_parser(
@@ -29,8 +31,8 @@ def register(subparsers):
     q.set_defaults(func=cmd_info)
     q = sub.add_parser("check", help="check a BTT's consistency (like pmempool check)",
                        description="Check the BTT in PATH (info blocks and backups, flog, map: every "
-                                   "block referenced exactly once). Read-only. Exit status 0 when "
-                                   "consistent, 1 when problems were found.")
+                                   "block referenced exactly once). Read-only.",
+                       formatter_class=status.HelpFormatter, epilog=status.EPILOG)
     image_args(q)
     q.set_defaults(func=cmd_check)
 
@@ -38,8 +40,9 @@ def register(subparsers):
         "crash-suite", help="show BTT sector atomicity under every crash state, and raw mode tearing",
         description="Run sector-write workloads under pmemkit.crash at every persistence point, through "
                     "the BTT and in raw mode (memcpy + persist in place). Prints states checked, torn "
-                    "sectors and lost writes per workload. Exit status 0 when BTT never tore or lost a "
-                    "write and raw mode tore in every workload.")
+                    "sectors and lost writes per workload. OK (0) when the BTT never tore or lost a "
+                    "write and raw mode tore in every workload.",
+        formatter_class=status.HelpFormatter, epilog=status.EPILOG)
     from ..btt.crashsuite import WORKLOADS, SuiteConfig
     d = SuiteConfig()
     q.add_argument("--workload", action="append", choices=WORKLOADS,
@@ -145,7 +148,7 @@ def cmd_check(args, out=None):
         for p in problems:
             out.write(f"{args.path}: {p}\n")
         out.write(f"{args.path}: {'consistent' if not problems else 'NOT consistent'}\n")
-    return 0 if not problems else 1
+    return status.verdict(not problems)
 
 
 def cmd_crash_suite(args, out=None):
@@ -174,4 +177,4 @@ def cmd_crash_suite(args, out=None):
             if r.mode == "btt" and not r.ok:
                 for e in r.examples:
                     out.write(f"  btt/{r.workload}: {e}\n")
-    return 0 if btt_ok and raw_tore else 1
+    return status.verdict(btt_ok and raw_tore, all(r.complete for r in rows))

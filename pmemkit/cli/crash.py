@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-
+from . import status
 
 
 def register(subparsers):
@@ -16,8 +16,10 @@ def register(subparsers):
                     "images the persistency model allows at every fence and at the end, and run a checker "
                     "on each distinct image. The checker gets the image file's path as its last argument; "
                     "exit status 0 means consistent (with --persistent: one process, line protocol, see "
-                    "docs/crash.md). Exit status: 0 no violation, 1 violations, 2 error.",
-        epilog="example: pmemkit crash store.log --engine exhaustive --check ./check_pool --strict")
+                    "docs/crash.md).",
+        formatter_class=status.HelpFormatter,
+        epilog=status.epilog("example: pmemkit crash store.log --engine exhaustive --check ./check_pool "
+                             "--strict", ""))
     p.add_argument("log", metavar="LOG", help="pmemcheck store log (valgrind --tool=pmemcheck --log-stores=yes)")
     p.add_argument("--model", default="x86", choices=("x86", "x86-line", "eadr"),
                    help="persistency model (default: x86, independent 8-byte units)")
@@ -26,7 +28,7 @@ def register(subparsers):
     p.add_argument("--max-states", type=int, default=None, metavar="N", help="stop after N crash states")
     p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
-    p.add_argument("--initial", metavar="FILE", help="the file's contents before the logged run (default: zeros)")
+    p.add_argument("--initial", metavar="FILE", help="the file's contents before the logged run, or 'zeros' (default: zeros)")
     p.add_argument("--persistent", action="store_true",
                    help="start the checker once and send it image paths over stdin (line protocol)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
@@ -45,7 +47,7 @@ def cmd_crash(args, out=None):
         raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
     trace = pmemcheck.read_log(args.log)
     initial = None
-    if args.initial:
+    if args.initial and args.initial != "zeros":
         from pathlib import Path
         try:
             initial = Path(args.initial).read_bytes()
@@ -56,7 +58,8 @@ def cmd_crash(args, out=None):
     report = crash.explore(trace, check, size=size, initial=initial, model=args.model, engine=args.engine,
                            max_states=args.max_states, seed=args.seed, workers=args.workers)
     if args.json:
-        json.dump({"ok": report.ok, "violations": report.violation_count,
+        json.dump({"ok": report.ok, "status": int(status.verdict(report.ok, report.complete)),
+                   "violations": report.violation_count,
                    "states_checked": report.states_checked, "unique_images": report.unique_images,
                    "crash_points": report.crash_points, "complete": report.complete,
                    "engines": report.engines, "warnings": report.warnings,
@@ -64,7 +67,7 @@ def cmd_crash(args, out=None):
         out.write("\n")
     else:
         out.write(f"{report}\n")
-    return 0 if report.ok else 1
+    return status.verdict(report.ok, report.complete)
 
 
 

@@ -24,11 +24,12 @@ import inspect
 import json
 import os
 import select
+import signal
 import shutil
 import subprocess
 import tempfile
 
-from ..errors import CrashError, InvalidArgumentError
+from ..errors import CheckerError, InvalidArgumentError
 
 #: Seconds an external checker may take on one image before it is considered hung.
 CHECK_TIMEOUT = 60
@@ -47,9 +48,16 @@ def _argv(argv):
     if not argv:
         raise InvalidArgumentError("the checker's argv list is empty; give the program to run")
     if shutil.which(argv[0]) is None:
-        raise CrashError(f"checker program {argv[0]!r} was not found or is not executable; "
+        raise CheckerError(f"checker program {argv[0]!r} was not found or is not executable; "
                          f"give a path or a command on PATH")
     return argv
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class _ImageFile:
@@ -89,12 +97,17 @@ class ExternalChecker:
             proc = subprocess.run(self.argv + [path], stdin=subprocess.DEVNULL, capture_output=True,
                                   timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            raise CrashError(f"checker {self.argv[0]!r} took more than {self.timeout} s on one image") from None
+            raise CheckerError(f"checker {self.argv[0]!r} took more than {self.timeout} s on one image") from None
         except OSError as exc:
-            raise CrashError(f"cannot run checker {self.argv[0]!r}: {exc}") from None
+            raise CheckerError(f"cannot run checker {self.argv[0]!r}: {exc}") from None
         if proc.returncode != 0:
             out = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
             tail = f": {out[-1]}" if out else ""
+            if proc.returncode < 0:
+                raise CheckerError(
+                    f"checker {self.argv[0]!r} was killed by {_signal_name(-proc.returncode)}{tail}; "
+                    f"a checker must exit 0 (consistent) or non-zero (inconsistent), so this is a "
+                    f"checker error, not a verdict")
             raise CheckFailed(f"checker exited with status {proc.returncode}{tail}")
         return True
 
@@ -128,7 +141,7 @@ class PersistentChecker:
                                           stderr=self._err, env=env, text=True, bufsize=1)
         except OSError as exc:
             self._err.close()
-            raise CrashError(f"cannot start checker {self.argv[0]!r}: {exc}") from None
+            raise CheckerError(f"cannot start checker {self.argv[0]!r}: {exc}") from None
         self._pid = os.getpid()
 
     def _stop(self, proc, kill):
@@ -173,7 +186,7 @@ class PersistentChecker:
             if not ready:
                 self._proc = None
                 err = self._stop(proc, kill=True)
-                raise CrashError(f"persistent checker {self.argv[0]!r} did not answer within "
+                raise CheckerError(f"persistent checker {self.argv[0]!r} did not answer within "
                                  f"{self.timeout} s; it was killed{err}")
             reply = proc.stdout.readline()
         except (BrokenPipeError, OSError):
@@ -181,7 +194,7 @@ class PersistentChecker:
         if not reply:
             self._proc = None
             err = self._stop(proc, kill=True)
-            raise CrashError(f"persistent checker {self.argv[0]!r} exited or closed stdout "
+            raise CheckerError(f"persistent checker {self.argv[0]!r} exited or closed stdout "
                              f"instead of answering{err}; see the protocol in docs/crash.md")
         reply = reply.rstrip("\n")
         if reply == "0" or reply.startswith("0 "):

@@ -1,0 +1,60 @@
+"""The one exit-status table: its docs page, every verdict command's --help, and the codes used."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from pmemkit.cli import build_parser, main, status
+from pmemkit.crash import pmemcheck
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "exit-status.md"
+VERDICT_COMMANDS = (["crash"], ["btt", "check"], ["btt", "crash-suite"])
+
+
+def test_docs_table_is_the_code_table():
+    rows = re.findall(r"^\|\s*(\d+)\s*\|\s*(.+?)\s*\|$", DOCS.read_text(), re.M)
+    assert [(int(c), t) for c, t in rows] == [(int(c), t) for c, t in status.MEANINGS]
+
+
+@pytest.mark.parametrize("argv", VERDICT_COMMANDS, ids=" ".join)
+def test_every_verdict_command_prints_the_table(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*argv, "--help"])
+    assert exc.value.code == 0
+    assert status.EPILOG in capsys.readouterr().out
+
+
+def test_verdict_precedence():
+    assert status.verdict(True, True) is status.Status.OK
+    assert status.verdict(True, False) is status.Status.INCOMPLETE
+    assert status.verdict(False, False) is status.Status.VIOLATIONS
+
+
+def _log(tmp_path):
+    def buggy(pm):
+        pm.write(0, b"A" * 8)
+        pm.write(64, b"\x01" + bytes(7))
+        pm.persist(64, 8)
+        pm.persist(0, 8)
+    log = tmp_path / "store.log"
+    pmemcheck.write_log(pmemcheck.record(buggy, 4096), log)
+    return log
+
+
+def test_max_states_stop_is_incomplete_not_ok(tmp_path, capsys):
+    log = _log(tmp_path)
+    # the checker accepts everything: stopped early, nothing found -> incomplete (3), never 0
+    assert main(["crash", str(log), "--initial", "zeros", "--max-states", "1", "--check", "true"]) == 3
+    assert "incomplete" in capsys.readouterr().out
+
+
+def test_checker_killed_by_a_signal_is_a_checker_error(tmp_path, capsys):
+    log = _log(tmp_path)
+    killer = tmp_path / "killer.py"
+    killer.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    rc = main(["crash", str(log), "--initial", "zeros", "--check", sys.executable, str(killer)])
+    assert rc == status.Status.TOOL_ERROR
+    err = capsys.readouterr().err
+    assert "SIGSEGV" in err and "checker error" in err
