@@ -16,6 +16,7 @@ from .errors import (  # noqa: F401
     NotPmemError,
     OutOfRangeError,
     PmemError,
+    ReadOnlyError,
     UnsupportedFlushError,
 )
 from .region import BufferRegion, Region  # noqa: F401

@@ -45,6 +45,7 @@ static const char *const method_names[M_COUNT] = {"msync", "none", "clflush", "c
 /* Exception classes and the range checker, handed over by pmemkit.mapping. */
 static PyObject *ClosedError = NULL;
 static PyObject *ArgError = NULL;
+static PyObject *ReadOnlyErr = NULL;
 static PyObject *check_range_fn = NULL;
 
 /* ------------------------------------------------------------------ CPU ---- */
@@ -212,6 +213,7 @@ typedef struct {
     Py_ssize_t size;
     int method;
     int closed;
+    int readonly; /* mapped without PROT_WRITE: stores, flushes and persists raise */
     flush_fn_t flush_fn;
     fence_fn_t fence_fn;
     size_t page;
@@ -233,6 +235,24 @@ static int raise_closed(Flusher *self)
     do {                                   \
         if ((self)->closed) {              \
             raise_closed(self);            \
+            return NULL;                   \
+        }                                  \
+    } while (0)
+
+static int raise_readonly(Flusher *self)
+{
+    PyErr_Format(ReadOnlyErr ? ReadOnlyErr : PyExc_TypeError,
+                 "PmemMap for %S is read-only (writable=False): it cannot be stored to, "
+                 "flushed or persisted; open it writable to change it", self->name);
+    return -1;
+}
+
+/* Open and writable: what every store, flush and persist needs. */
+#define CHECK_WRITABLE(self)               \
+    do {                                   \
+        CHECK_OPEN(self);                  \
+        if ((self)->readonly) {            \
+            raise_readonly(self);          \
             return NULL;                   \
         }                                  \
     } while (0)
@@ -418,7 +438,7 @@ static void fill_nodrain(Flusher *self, char *dst, int c, size_t n)
 
 static PyObject *F_flush(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_OPEN(self);
+    CHECK_WRITABLE(self);
     Py_ssize_t off, len;
     if (nargs != 2)
         return wrong_nargs("flush", 2, nargs), NULL;
@@ -442,7 +462,7 @@ static PyObject *F_drain(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *F_persist(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_OPEN(self);
+    CHECK_WRITABLE(self);
     Py_ssize_t off, len;
     if (nargs != 2)
         return wrong_nargs("persist", 2, nargs), NULL;
@@ -470,7 +490,7 @@ static int get_data(PyObject *data, Py_buffer *view)
 
 static PyObject *F_write(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_OPEN(self);
+    CHECK_WRITABLE(self);
     if (nargs != 2)
         return wrong_nargs("write", 2, nargs), NULL;
     Py_buffer v;
@@ -501,7 +521,7 @@ static PyObject *F_read(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *F_memcpy_persist(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_OPEN(self);
+    CHECK_WRITABLE(self);
     if (nargs != 2)
         return wrong_nargs("memcpy_persist", 2, nargs), NULL;
     Py_buffer v;
@@ -533,7 +553,7 @@ static PyObject *F_memcpy_persist(Flusher *self, PyObject *const *args, Py_ssize
 
 static PyObject *F_memset_persist(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_OPEN(self);
+    CHECK_WRITABLE(self);
     if (nargs != 3)
         return wrong_nargs("memset_persist", 3, nargs), NULL;
     Py_ssize_t off, len;
@@ -694,8 +714,9 @@ static int Flusher_init(Flusher *self, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_RuntimeError, "this CPU cannot %s", method);
         return -1;
     }
-    if (PyObject_GetBuffer(obj, &self->buf, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    if (PyObject_GetBuffer(obj, &self->buf, PyBUF_C_CONTIGUOUS) < 0)
         return -1;
+    self->readonly = self->buf.readonly;
     self->base = (char *)self->buf.buf;
     self->size = self->buf.len;
     self->method = m;
@@ -732,8 +753,8 @@ static PyTypeObject FlusherType = {
     .tp_name = "pmemkit._flush.Flusher",
     .tp_basicsize = sizeof(Flusher),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Flusher(buffer, method, name=None): persistence primitives over a writable "
-              "buffer, with the flush path fixed at creation",
+    .tp_doc = "Flusher(buffer, method, name=None): persistence primitives over a buffer "
+              "(read-only buffers allow reads only), with the flush path fixed at creation",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Flusher_init,
     .tp_dealloc = (destructor)Flusher_dealloc,
@@ -746,14 +767,16 @@ static PyTypeObject FlusherType = {
 static PyObject *mod_configure(PyObject *m, PyObject *args)
 {
     (void)m;
-    PyObject *closed, *arg, *check;
-    if (!PyArg_ParseTuple(args, "OOO", &closed, &arg, &check))
+    PyObject *closed, *arg, *readonly, *check;
+    if (!PyArg_ParseTuple(args, "OOOO", &closed, &arg, &readonly, &check))
         return NULL;
     Py_INCREF(closed);
     Py_INCREF(arg);
+    Py_INCREF(readonly);
     Py_INCREF(check);
     Py_XSETREF(ClosedError, closed);
     Py_XSETREF(ArgError, arg);
+    Py_XSETREF(ReadOnlyErr, readonly);
     Py_XSETREF(check_range_fn, check);
     Py_RETURN_NONE;
 }
@@ -810,7 +833,8 @@ static PyObject *mod_nt_copy_kind(PyObject *m, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"configure", mod_configure, METH_VARARGS,
-     "configure(ClosedMappingError, InvalidArgumentError, check_range): set by pmemkit.mapping"},
+     "configure(ClosedMappingError, InvalidArgumentError, ReadOnlyError, check_range): "
+     "set by pmemkit.mapping"},
     {"cpu_features", mod_cpu_features, METH_NOARGS, "CPU features from cpuid, as a dict of bools"},
     {"methods", mod_methods, METH_NOARGS, "flush methods this build and CPU can perform"},
     {"nt_copy_kind", mod_nt_copy_kind, METH_NOARGS, "instruction set of the non-temporal copy"},

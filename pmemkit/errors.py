@@ -36,6 +36,10 @@ class ClosedMappingError(PmemError, ValueError):
     """A mapping (or BTT, or traced region) was used after ``close()``."""
 
 
+class ReadOnlyError(PmemError, OSError):
+    """A store, flush or persist was attempted on memory opened read-only (``writable=False``)."""
+
+
 class NotPmemError(MappingError):
     """Persistent-memory semantics (MAP_SYNC / DAX) were required but are not available."""
 
@@ -97,5 +101,5 @@ class BttIOError(BttError, OSError):
     """A block read failed the way the kernel returns EIO (e.g. an error-flagged block)."""
 
 
-class BttReadOnlyError(BttError, OSError):
+class BttReadOnlyError(BttError, ReadOnlyError):
     """A write was attempted on a BTT (or arena) that was opened read-only."""

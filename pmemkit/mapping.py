@@ -34,6 +34,7 @@ from .errors import (
     InvalidArgumentError,
     MappingError,
     NotPmemError,
+    ReadOnlyError,
     UnsupportedFlushError,
 )
 from .region import Region, check_range
@@ -53,7 +54,7 @@ PAGE_SIZE = mmap.PAGESIZE
 
 _native = cpu.native()
 if _native is not None:
-    _native.configure(ClosedMappingError, InvalidArgumentError, check_range)
+    _native.configure(ClosedMappingError, InvalidArgumentError, ReadOnlyError, check_range)
 
 
 # --- environment overrides --------------------------------------------------------
@@ -185,6 +186,7 @@ class _PyMsyncFlusher:
     def __init__(self, mm, name):
         self._mm = mm
         self._view = memoryview(mm)
+        self._readonly = self._view.readonly
         self._size = len(mm)
         self._name = name
         self._ranges = []
@@ -201,8 +203,16 @@ class _PyMsyncFlusher:
             raise ClosedMappingError(f"PmemMap for {self._name} is closed; map it again to use it")
         return view
 
+    def _writable(self):
+        view = self._live()
+        if self._readonly:
+            raise ReadOnlyError(
+                f"PmemMap for {self._name} is read-only (writable=False): it cannot be stored "
+                f"to, flushed or persisted; open it writable to change it")
+        return view
+
     def flush(self, offset, length):
-        self._live()
+        self._writable()
         offset, length = check_range(offset, length, self._size)
         if length:
             start = offset - offset % PAGE_SIZE
@@ -232,7 +242,7 @@ class _PyMsyncFlusher:
         self.drain()
 
     def write(self, offset, data):
-        view = self._live()
+        view = self._writable()
         data = _bytes_view(data)
         offset, length = check_range(offset, data.nbytes, self._size)
         view[offset:offset + length] = data
@@ -243,12 +253,13 @@ class _PyMsyncFlusher:
         return bytes(view[offset:offset + length])
 
     def memcpy_persist(self, offset, data):
+        self._writable()
         data = _bytes_view(data)
         self.write(offset, data)
         self.persist(offset, data.nbytes)
 
     def memset_persist(self, offset, value, length):
-        view = self._live()
+        view = self._writable()
         offset, length = check_range(offset, length, self._size)
         try:
             value = operator.index(value)
@@ -282,7 +293,7 @@ class PmemMap(Region):
 
     def __init__(self, mm, *, path, is_pmem, granularity, flush_method, map_sync=False,
                  device_dax=False, eadr=False, deep_flush_file=None, native=None):
-        super().__init__(mm, path=path)
+        super().__init__(mm, path=path, writable=not memoryview(mm).readonly)
         self._mmap = mm
         self.is_pmem = is_pmem
         self.granularity = granularity
@@ -329,7 +340,7 @@ class PmemMap(Region):
         libpmem2 semantics: for a file (fsdax or not) msync the page-aligned range;
         for device DAX write ``1`` to the region's ``deep_flush`` sysfs file.
         """
-        self._live_view()
+        self._writable_view()
         offset, length = check_range(offset, length, self.size)
         self.persist(offset, length)
         if self.device_dax:
@@ -383,17 +394,26 @@ def _parse_map_size(size):
     return size
 
 
-def map_file(path, size=None, *, create=False, sync="auto", mode=0o644):
+def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable=True):
     """Map ``path`` and return a :class:`PmemMap`.
 
     ``size=None`` maps the whole existing file; ``create=True`` creates the file or
     extends it to ``size`` (never shrinks it). ``sync``: ``"auto"`` asks for
     MAP_SYNC and accepts a plain shared mapping when the kernel refuses it,
     ``"require"`` raises :class:`NotPmemError` instead, ``"never"`` does not ask.
+    ``writable=False`` opens the file read-only (``O_RDONLY``, ``PROT_READ``): reads,
+    arrays and views work (arrays are read-only), stores, flushes and persists raise
+    :class:`ReadOnlyError`; a file without write permission can be mapped this way.
     On any error the file is left as it was (a file created here is removed again).
     """
     if not isinstance(sync, str) or sync not in SYNC_MODES:
         raise InvalidArgumentError(f"sync={sync!r} is not valid: use 'auto', 'require' or 'never'")
+    if not isinstance(writable, bool):
+        raise InvalidArgumentError(f"writable must be True or False, got {writable!r}")
+    if create and not writable:
+        raise InvalidArgumentError(
+            "create=True needs a writable mapping: a read-only mapping (writable=False) "
+            "cannot create or extend the file")
     try:
         mode = operator.index(mode)
     except TypeError:
@@ -438,11 +458,11 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644):
     elif not stat.S_ISREG(st.st_mode):
         raise MappingError(errno.EINVAL, f"{path} is not a regular file or a device-DAX device")
     else:
-        if not st.st_mode & 0o222:
+        if writable and not st.st_mode & 0o222:
             raise MappingError(
                 errno.EACCES,
-                f"{path} is read-only (mode {stat.filemode(st.st_mode)}); a pmem mapping must be "
-                f"writable: chmod u+w {path}")
+                f"{path} is read-only (mode {stat.filemode(st.st_mode)}); map it with "
+                f"writable=False to read it, or make it writable: chmod u+w {path}")
         if size is None:
             if st.st_size == 0:
                 raise MappingError(errno.EINVAL, f"{path} is empty; pass size= and create=True to extend it")
@@ -459,9 +479,10 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
             created = True
         else:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as exc:
-        raise MappingError(exc.errno, f"cannot open {path} for writing: {exc.strerror}") from None
+        how = "writing" if writable else "reading"
+        raise MappingError(exc.errno, f"cannot open {path} for {how}: {exc.strerror}") from None
 
     old_size = None if st is None else st.st_size
     extended = False
@@ -488,7 +509,7 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644):
                 if exc.errno == errno.ENOSPC:
                     raise MappingError(errno.ENOSPC, f"no space to extend {path} to {size} bytes") from None
                 os.ftruncate(fd, size)  # filesystems without fallocate (tmpfs before 2.6, 9p)
-        mm, map_sync = _mmap(fd, size, sync, path)
+        mm, map_sync = _mmap(fd, size, sync, path, writable)
     except BaseException:
         undo()
         os.close(fd)
@@ -513,9 +534,9 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644):
                    deep_flush_file=_devdax_deep_flush_file(st) if device_dax else None)
 
 
-def _mmap(fd, size, sync, path):
+def _mmap(fd, size, sync, path, writable):
     """Map ``size`` bytes of ``fd``; returns ``(mmap, map_sync_accepted)``."""
-    prot = mmap.PROT_READ | mmap.PROT_WRITE
+    prot = mmap.PROT_READ | mmap.PROT_WRITE if writable else mmap.PROT_READ
     if sync != "never":
         try:
             return mmap.mmap(fd, size, flags=MAP_SHARED_VALIDATE | MAP_SYNC, prot=prot), True

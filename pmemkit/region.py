@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 
-from .errors import ClosedMappingError, InvalidArgumentError, OutOfRangeError
+from .errors import ClosedMappingError, InvalidArgumentError, OutOfRangeError, ReadOnlyError
 
 #: Copies at least this long use non-temporal stores on pmem (libpmem's threshold).
 NT_THRESHOLD = 256
@@ -54,7 +54,9 @@ class Region:
     """Base class of pmemkit regions: byte-addressable memory with persistence calls.
 
     Attributes every region has: ``path`` (or ``None``), ``size``, ``is_pmem``,
-    ``granularity`` (``"byte"``, ``"cache_line"`` or ``"page"``), ``flush_method`` and
+    ``granularity`` (``"byte"``, ``"cache_line"`` or ``"page"``), ``flush_method``,
+    ``writable`` (``False``: reads only; stores, flushes and persists raise
+    :class:`~pmemkit.errors.ReadOnlyError`) and
     ``nt_copies`` (``memcpy_persist`` of :data:`NT_THRESHOLD` bytes or more copies with
     non-temporal stores, which bypass the cache: callers that copy many blocks then prefer
     one ``memcpy_persist`` per block to cached stores and one flush).
@@ -65,12 +67,15 @@ class Region:
     granularity = "page"
     flush_method = "none"
     nt_copies = False
+    writable = True
 
-    def __init__(self, view, *, path=None):
+    def __init__(self, view, *, path=None, writable=True):
         view = memoryview(view).cast("B")
-        if view.readonly:
-            raise InvalidArgumentError("the region's buffer is read-only; pass a writable buffer")
-        self._view = view
+        if view.readonly and writable:
+            raise InvalidArgumentError(
+                "the region's buffer is read-only; pass a writable buffer (or writable=False)")
+        self._view = view if writable else view.toreadonly()
+        self.writable = bool(writable)
         self.size = view.nbytes
         self.path = path
 
@@ -86,6 +91,15 @@ class Region:
             raise ClosedMappingError(
                 f"{type(self).__name__} for {self.path or 'buffer'} is closed; "
                 f"map it again to use it")
+        return view
+
+    def _writable_view(self):
+        view = self._live_view()
+        if not self.writable:
+            raise ReadOnlyError(
+                f"{type(self).__name__} for {self.path or 'buffer'} is read-only "
+                f"(writable=False): it cannot be stored to, flushed or persisted; "
+                f"open it writable to change it")
         return view
 
     def close(self):
@@ -117,7 +131,7 @@ class Region:
 
     @property
     def buffer(self):
-        """A writable memoryview of the whole region (no copy)."""
+        """A memoryview of the whole region (no copy); read-only when the region is."""
         return self._live_view()
 
     def read(self, offset, length):
@@ -128,7 +142,7 @@ class Region:
 
     def write(self, offset, data):
         """Store ``data`` (any bytes-like object) at ``offset``. Not durable until persisted."""
-        view = self._live_view()
+        view = self._writable_view()
         data = memoryview(data).cast("B")
         offset, length = check_range(offset, data.nbytes, self.size)
         view[offset:offset + length] = data
@@ -186,7 +200,7 @@ class Region:
 
     def memset_persist(self, offset, value, length):
         """Fill ``length`` bytes at ``offset`` with ``value`` (0-255) and make them durable."""
-        view = self._live_view()
+        view = self._writable_view()
         offset, length = check_range(offset, length, self.size)
         value = operator.index(value)
         if not 0 <= value <= 255:
@@ -212,7 +226,7 @@ class BufferRegion(Region):
     granularity = "byte"
 
     def flush(self, offset, length):
-        self._live_view()
+        self._writable_view()
         check_range(offset, length, self.size)
 
     def drain(self):
