@@ -87,6 +87,25 @@ class CheckerError(CrashError):
     timed out, or it broke the line protocol. Not a violation: nothing was learned about the image."""
 
 
+# --- control flow inside the crash simulator ------------------------------------
+# These never reach a caller of pmemkit: they carry a verdict or stop a run.
+
+class CheckFailed(Exception):
+    """A checker adapter's verdict "inconsistent"; its text is the whole message.
+
+    Raised by pmemkit's external and persistent checkers (and usable by any
+    checker); :func:`pmemkit.crash.explore` records it as a violation.
+    """
+
+
+class StateLimitReached(Exception):
+    """``max_states`` crash states were visited: exploration stops, the report is incomplete."""
+
+
+class ReplayPointReached(Exception):
+    """:func:`pmemkit.crash.replay` has built its image: the rest of the workload is skipped."""
+
+
 # --- BTT ---------------------------------------------------------------------
 
 class BttError(PmemError):

@@ -29,14 +29,10 @@ import shutil
 import subprocess
 import tempfile
 
-from ..errors import CheckerError, InvalidArgumentError
+from ..errors import CheckerError, CheckFailed, InvalidArgumentError
 
 #: Seconds an external checker may take on one image before it is considered hung.
 CHECK_TIMEOUT = 60
-
-
-class CheckFailed(Exception):
-    """Raised by pmemkit's own checker adapters; its text is the whole message."""
 
 
 def _argv(argv):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from dataclasses import dataclass
 
 from .. import defaults
 from ..errors import InvalidArgumentError
@@ -118,20 +119,37 @@ def random_vectors(dims, samples, rng):
         yield vec
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How one crash point is explored.
+
+    ``kind`` is ``"exhaustive"`` (every combination), ``"bounded"`` (every
+    combination with at most ``k`` dimensions off alternative 0, then ``samples``
+    random ones) or ``"random"`` (``samples`` random combinations). ``complete``
+    is true when the plan visits every state of the point.
+    """
+
+    label: str
+    kind: str
+    k: int = 0
+    samples: int = 0
+    complete: bool = True
+
+
 def plan(spec, dims, count):
-    """Decide how to explore a point: returns (label, kind) with kind in exhaustive/bounded/random/mixed."""
+    """Decide how to explore a crash point with ``dims`` (``count`` states): a :class:`Plan`."""
     name = spec.name
+    if name in ("exhaustive", "prefix") or (name == "auto"
+                                            and count <= defaults.CRASH_AUTO_EXHAUSTIVE_STATES):
+        return Plan(name if name != "auto" else "exhaustive", "exhaustive")
     if name == "auto":
-        if count <= defaults.CRASH_AUTO_EXHAUSTIVE_STATES:
-            return "exhaustive", ("exhaustive",)
         k = spec.k
         while k > 1 and bounded_count(dims, k) > defaults.CRASH_AUTO_BOUNDED_STATES:
             k -= 1
-        return f"bounded(k={k})+random(n={spec.samples})", ("bounded", k, spec.samples)
-    if name == "exhaustive" or name == "prefix":
-        return name, ("exhaustive",)
+        return Plan(f"bounded(k={k})+random(n={spec.samples})", "bounded", k, spec.samples,
+                    complete=bounded_count(dims, k) >= count)
     if name == "bounded":
-        return str(spec), ("bounded", spec.k, 0)
+        return Plan(str(spec), "bounded", spec.k, 0, complete=bounded_count(dims, spec.k) >= count)
     if name == "random":
-        return str(spec), ("random", spec.samples)
+        return Plan(str(spec), "random", 0, spec.samples, complete=False)
     raise InvalidArgumentError(name)  # pragma: no cover

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from .. import defaults
-from ..errors import CrashError, InvalidArgumentError
+from ..errors import CheckFailed, CrashError, InvalidArgumentError, StateLimitReached
 from .checkers import as_checker, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import dimensions, state_count
@@ -38,30 +38,32 @@ def _load_initial(initial):
             f"initial must be bytes-like or a path, got {type(initial).__name__}") from None
 
 
-class _Abort(Exception):
-    """max_states reached."""
-
-
 class _PointMeta:
-    __slots__ = ("info", "dims", "persisted", "label", "view", "stores", "_orig", "_batch", "_flush")
+    """What the explorer keeps of one crash point (its own copies, never the tracer's buffers)."""
+
+    __slots__ = ("info", "dims", "persisted", "label", "view", "stores", "_batch", "_flush")
 
     def __init__(self, info, dims, persisted, label, view, stores):
         self.info, self.dims, self.persisted = info, dims, persisted
         self.label, self.view, self.stores = label, view, stores
-        self._orig = self._batch = self._flush = None
+        self._batch = self._flush = None
 
 
 # --- worker processes ----------------------------------------------------------------
 
-_WORKER_CHECK = None
-_WORKER_WANTS_INFO = False
+# The checker of this worker process, installed by the pool's initializer from its arguments.
+_worker = {}
+
+
+def _worker_init(check, want):
+    _worker["check"], _worker["want"] = check, want
 
 
 def _worker_batch(items, info):
     out = []
-    check = _WORKER_CHECK
+    check, want = _worker["check"], _worker["want"]
     for i, image in items:
-        ok, msg = _run_one(check, memoryview(image).toreadonly(), info, _WORKER_WANTS_INFO)
+        ok, msg = _run_one(check, memoryview(image).toreadonly(), info, want)
         if not ok:
             out.append((i, msg))
     return out
@@ -80,12 +82,28 @@ def _run_one(check, view, info, want):
 
 
 def _message(exc):
-    from .checkers import CheckFailed
-
     if isinstance(exc, CheckFailed):
         return str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Scratch:
+    """The explorer's own image buffer: the durable image, patched and restored per crash state."""
+
+    def __init__(self, size):
+        self.size = size
+        self.img = None
+
+    def sync(self, state):
+        """Bring the buffer to ``state``'s durable image (only the units that changed)."""
+        durable = state.durable
+        if self.img is None or state.changed is None:
+            self.img = bytearray(durable)
+            return
+        img = self.img
+        for u in state.changed:
+            img[u * UNIT:u * UNIT + UNIT] = durable[u * UNIT:u * UNIT + UNIT]
 
 
 class _Explorer:
@@ -114,49 +132,48 @@ class _Explorer:
         self.progress = progress
         self.bar = None
         self.last_progress = 0.0
+        self.scratch = _Scratch(size)
+        self.last_state = None
 
     # --- per crash point -----------------------------------------------------------
 
-    def on_point(self, region, kind):
+    def on_point(self, state):
+        self.scratch.sync(state)
+        self.last_state = state
         if not self.complete:
             return
-        info = CrashPoint(self.points, kind, region.marker, tuple(region.records),
-                          region.fences, len(region.stores))
+        info = CrashPoint(self.points, state.kind, state.marker, state.records,
+                          state.fences, state.stores)
         self.points += 1
-        dims = dimensions(region, self.view)
+        dims = dimensions(state, self.view)
         count = state_count(dims)
         self.possible += count
-        label, how = plan(self.spec, dims, count)
-        self.engines[label] += 1
-        meta = _PointMeta(info, dims, None, label, self.view, region.stores)
-        img = region.durable
+        how = plan(self.spec, dims, count)
+        self.engines[how.label] += 1
+        meta = _PointMeta(info, dims, state.working, how.label, self.view, state.store_log)
+        orig = {}           # unit -> durable bytes, saved before the first write to it
         try:
-            self._explore_point(region, img, dims, how, meta)
-        except _Abort:
+            self._explore_point(state, orig, dims, how, meta)
+        except StateLimitReached:
             self.complete = False
         finally:
             if meta._flush is not None:
                 meta._flush()
-            self._restore(img, dims, meta)
-        self._tick(force=False)
-
-    def _restore(self, img, dims, meta):
-        orig = meta._orig
-        if orig:
+            img = self.scratch.img
             for u, v in orig.items():
                 img[u * UNIT:u * UNIT + UNIT] = v
+            if not isinstance(meta.persisted, bytes):   # the tracer's buffer: never kept
+                meta.persisted = None
+        self._tick(force=False)
 
-    def _explore_point(self, region, img, dims, how, meta):
-        orig = {}           # unit -> durable bytes, saved before the first write to it
-        meta._orig = orig
-        meta.persisted = region._work  # copied only if a violation needs it
+    def _explore_point(self, state, orig, dims, how, meta):
+        img = self.scratch.img
         view = memoryview(img)[:self.size].toreadonly()
         info = meta.info
         want = self.want
         keyed = (len(info.records), info.marker) if want else None
-        h0 = region.durable_hash
         cur = {}
-        state = {"h": h0}
+        hashes = {"h": state.durable_hash}
 
         def write(patch):
             for u, v in patch:
@@ -169,12 +186,12 @@ class _Explorer:
             if old == a:
                 return
             d = dims[j]
-            h = state["h"]
+            h = hashes["h"]
             if old:
                 h ^= d[old - 1].delta
             if a:
                 h ^= d[a - 1].delta
-            state["h"] = h
+            hashes["h"] = h
             if a == old + 1 and d[a - 1].step is not None:
                 write(d[a - 1].step)
             elif a == old - 1 and d[old - 1].unstep is not None:
@@ -197,29 +214,26 @@ class _Explorer:
                 if cur.get(j, 0) != a:
                     set_dim(j, a)
 
-        visit = self._visitor(view, info, keyed, meta, cur, state)
-        if how[0] == "exhaustive":
+        visit = self._visitor(view, info, keyed, meta, cur, hashes)
+        if how.kind == "exhaustive":
             visit()
             radices = [len(d) + 1 for d in dims]
             for j, a in gray(radices):
                 set_dim(j, a)
                 visit()
         else:
-            if how[0] == "bounded":
-                for vec in bounded_vectors(dims, how[1]):
+            if how.kind == "bounded":
+                for vec in bounded_vectors(dims, how.k):
                     goto(vec)
                     visit()
-                samples = how[2]
-            else:
-                samples = how[1]
-            if samples:
+            if how.samples:
                 rng = point_rng(self.seed, meta.info.index)
-                for vec in random_vectors(dims, samples, rng):
+                for vec in random_vectors(dims, how.samples, rng):
                     goto(vec)
                     visit()
         goto({})
 
-    def _visitor(self, view, info, keyed, meta, cur, state):
+    def _visitor(self, view, info, keyed, meta, cur, hashes):
         seen = self.seen
         check = self.check
         want = self.want
@@ -230,9 +244,9 @@ class _Explorer:
 
         def visit():
             if max_states is not None and self.states >= max_states:
-                raise _Abort
+                raise StateLimitReached
             self.states += 1
-            h = state["h"]
+            h = hashes["h"]
             key = h if keyed is None else (h, keyed)
             if key in seen:
                 return
@@ -282,10 +296,7 @@ class _Explorer:
             s = meta.stores[i]
             return StoreInfo(s.index, s.offset, len(s.data), s.via, s.marker)
 
-        persisted = meta.persisted
-        if not isinstance(persisted, bytes):
-            persisted = bytes(persisted[:self.size])
-            meta.persisted = persisted
+        persisted = self._persisted(meta)
         self.violations.append(Violation(
             point=meta.info, message=message, choice=choice, view=meta.view, engine=meta.label,
             seed=self.seed, durable_stores=[info(i) for i in sorted(durable)],
@@ -294,16 +305,21 @@ class _Explorer:
 
     # --- process pool ------------------------------------------------------------------
 
+    def _persisted(self, meta):
+        """The fully persisted image of ``meta``'s point, copied from the tracer on first need."""
+        if not isinstance(meta.persisted, bytes):
+            meta.persisted = bytes(meta.persisted[:self.size])
+        return meta.persisted
+
     def _submit(self, meta, batch):
         if self.pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            global _WORKER_CHECK, _WORKER_WANTS_INFO
-            _WORKER_CHECK, _WORKER_WANTS_INFO = self.check, self.want
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
-        if not isinstance(meta.persisted, bytes):
-            meta.persisted = bytes(meta.persisted[:self.size])
+            # fork: the checker (a closure, say) reaches the workers as the initializer's argument
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=_worker_init, initargs=(self.check, self.want))
+        self._persisted(meta)
         items = [(i, image) for i, (_, image) in enumerate(batch)]
         fut = self.pool.submit(_worker_batch, items, meta.info)
         self.inflight.append((fut, meta, batch))
@@ -365,17 +381,21 @@ class _Explorer:
                 closer()
 
 
-def _warnings(region):
+def _warnings(state, clean_flushes):
+    """Warnings about the end state of a workload (stores never made durable, redundant flushes)."""
     out = []
-    pending = sorted({ev.store for st in region.lines.values() for ev in st.events})
-    unflushed = set(region.unflushed_stores())
+    if state is None:
+        return out
+    pending = state.pending_stores()
+    unflushed = set(state.unflushed_stores())
     never = [i for i in pending if i in unflushed]
     flushed_unfenced = [i for i in pending if i not in unflushed]
+    log = state.store_log
 
     def fmt(ids):
         shown = ", ".join(
-            f"#{i} [{region.stores[i].offset:#x}, +{len(region.stores[i].data)}) via {region.stores[i].via}"
-            + (f" (marker {region.stores[i].marker!r})" if region.stores[i].marker else "")
+            f"#{i} [{log[i].offset:#x}, +{len(log[i].data)}) via {log[i].via}"
+            + (f" (marker {log[i].marker!r})" if log[i].marker else "")
             for i in ids[:5])
         return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
@@ -384,10 +404,10 @@ def _warnings(region):
     if flushed_unfenced:
         out.append(f"{len(flushed_unfenced)} store(s) flushed with no later fence, so not durable by the end: "
                    f"{fmt(flushed_unfenced)}")
-    if region.clean_flushes:
-        n = len(region.clean_flushes)
+    if clean_flushes:
+        n = len(clean_flushes)
         shown = ", ".join(f"[{o:#x}, +{ln})" + (f" (marker {m!r})" if m else "")
-                          for o, ln, m in region.clean_flushes[:5])
+                          for o, ln, m in clean_flushes[:5])
         out.append(f"{n} flush(es) of ranges with nothing pending (redundant): {shown}"
                    + (f" and {n - 5} more" if n > 5 else ""))
     return out
@@ -436,8 +456,9 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
         finally:
             ex.close()
         elapsed = time.perf_counter() - t0
-        warnings = _warnings(region)
+        warnings = _warnings(ex.last_state, region.clean_flushes)
     finally:
+        ex.last_state = None
         region.close()
     if not ex.complete:
         warnings.append(f"stopped after max_states={max_states} crash states: the verdict is incomplete")

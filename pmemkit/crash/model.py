@@ -101,15 +101,18 @@ def _prefix_alternatives(events, durable, H):
     return alts
 
 
-def dimensions(region, model):
-    """The dimensions of the crash state of ``region`` under ``model`` (or ``"prefix"``)."""
-    durable = region.durable
+def dimensions(state, model):
+    """The dimensions of a crash at ``state`` (a :class:`~.trace.PendingState`) under ``model``.
+
+    ``model`` is ``x86``, ``x86-line``, ``eadr`` or ``"prefix"`` (program-order prefixes).
+    """
+    durable = state.durable
     H = _Hasher()
     dims = []
     if model == "x86":
         per_unit = {}
-        for st in region.lines.values():
-            for ev in st.events:
+        for _, events, _ in state.lines:
+            for ev in events:
                 per_unit.setdefault(ev.unit, []).append(ev)
         for u in sorted(per_unit):
             old = _old(durable, u)
@@ -124,12 +127,12 @@ def dimensions(region, model):
             if alts:
                 dims.append(alts)
     elif model == "x86-line":
-        for li in sorted(region.lines):
-            alts = _prefix_alternatives(region.lines[li].events, durable, H)
+        for _, events, _ in state.lines:
+            alts = _prefix_alternatives(events, durable, H)
             if alts:
                 dims.append(alts)
     elif model in ("eadr", "prefix"):
-        alts = _prefix_alternatives(region.pending_events(), durable, H)
+        alts = _prefix_alternatives(state.pending_events(), durable, H)
         if alts:
             dims.append(alts)
     else:  # pragma: no cover - validated by the caller

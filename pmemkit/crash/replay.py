@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import CrashError, InvalidArgumentError
+from ..errors import CrashError, InvalidArgumentError, ReplayPointReached
 from .model import dimensions
 from .trace import UNIT, TracedRegion
-
-
-class _Stop(Exception):
-    pass
 
 
 def replay(workload, point=None, choice=None, *, model="x86", view=None, size=None, initial=None,
@@ -39,13 +35,13 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
     out = {}
     counter = [0]
 
-    def on_point(region, kind):
+    def on_point(state):
         i = counter[0]
         counter[0] += 1
         if i != point:
             return
-        dims = dimensions(region, view)
-        img = bytearray(region.durable)
+        dims = dimensions(state, view)
+        img = bytearray(state.durable)
         for j, a in choice.items():
             if not 0 <= j < len(dims) or not 1 <= a <= len(dims[j]):
                 raise InvalidArgumentError(
@@ -54,14 +50,14 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
             for u, val in dims[j][a - 1].patch:
                 img[u * UNIT:u * UNIT + UNIT] = val
         out["image"] = bytes(img[:size])
-        raise _Stop
+        raise ReplayPointReached
 
     region = TracedRegion(size, initial, model=model, on_crash_point=on_point,
                           store_points=store_points, keep_trace=False)
     try:
         workload(region)
         region.finish()
-    except _Stop:
+    except ReplayPointReached:
         pass
     finally:
         region.close()

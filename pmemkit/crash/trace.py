@@ -10,13 +10,17 @@
 Every store becomes one *event* per aligned 8-byte unit it touches, filed under
 its 64-byte cache line. A flush marks the events of its lines as flushed; a
 fence makes flushed events durable (model ``x86``/``x86-line``) or every event
-durable (``eadr``). Before each fence, and at the end, the region hands the
-pending events to a crash-point callback, which enumerates the crash images.
+durable (``eadr``). Before each fence, and at the end, the region hands an
+immutable :class:`PendingState` (durable bytes, pending events, records,
+marker, counters) to a crash-point callback, which enumerates the crash images
+in memory of its own; the callback never touches the region's buffers.
 """
 
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -105,13 +109,58 @@ class Store:
         return f"Store(#{self.index}, offset={self.offset:#x}, size={len(self.data)}, via={self.via})"
 
 
+@dataclass(frozen=True, eq=False)
+class PendingState:
+    """What a crash at one point can leave: handed to the crash-point callback.
+
+    ``durable`` and ``working`` are read-only views of the region's durable image
+    and of what loads see (every pending store durable); like ``lines`` they
+    describe this crash point and are valid only during the callback (copy what
+    must outlive it). ``changed`` lists the units of ``durable`` that changed
+    since the previous crash point (``None`` at the first), so a consumer can
+    keep its own copy of the durable image up to date without re-reading it.
+    ``lines`` holds ``(line index, pending events in program order, number of
+    events a fence would make durable)`` for each line with pending events, by
+    line index; ``store_log`` maps the index of every store with a pending event
+    to its :class:`Store`.
+    """
+
+    index: int
+    kind: str
+    marker: str | None
+    records: tuple
+    fences: int
+    stores: int
+    durable: memoryview
+    durable_hash: int
+    changed: tuple | None
+    lines: tuple
+    store_log: MappingProxyType
+    working: memoryview
+
+    def pending_events(self):
+        """Pending events in program order."""
+        evs = [ev for _, events, _ in self.lines for ev in events]
+        evs.sort(key=lambda ev: ev.seq)
+        return evs
+
+    def pending_stores(self):
+        """Indices of the stores with a pending event, ascending."""
+        return sorted(self.store_log)
+
+    def unflushed_stores(self):
+        """Stores with an event that no flush has covered yet (pmemcheck's 'not flushed')."""
+        return sorted({ev.store for _, events, flushed in self.lines for ev in events[flushed:]})
+
+
 class TracedRegion(Region):
     """A region whose stores, flushes and fences are recorded for crash exploration.
 
     ``size`` bytes (or the length of ``initial``), initially holding ``initial``
-    (durable from the start). ``on_crash_point(region, kind)`` is called before
-    every fence (``kind="fence"``), after every store when ``store_points`` is
-    true (``"store"``), and by :meth:`finish` (``"end"``).
+    (durable from the start). ``on_crash_point(state)`` receives a
+    :class:`PendingState` before every fence (``kind="fence"``), after every
+    store when ``store_points`` is true (``"store"``), and from :meth:`finish`
+    (``"end"``).
 
     Besides the Region interface it offers :meth:`record` (a log the checker
     sees), :attr:`trace` (the operations, for export) and the pending state.
@@ -158,6 +207,7 @@ class TracedRegion(Region):
         self._seq = 0
         self._views_out = False
         self.durable_hash = image_hash(self.durable)
+        self._changed = None        # durable units changed since the last crash point (None: all)
         self.trace = []             # ("store", Store) / ("flush", off, len) / ("fence",) / ("mark", name)
         self.stores = []            # Store objects by index
         self.records = []           # (key, value) appended by record()
@@ -266,6 +316,7 @@ class TracedRegion(Region):
         durable = self.durable
         h = self.durable_hash
         lines = self.lines
+        changed = self._changed
         for li in self._flushed_lines:
             st = lines[li]
             done = st.events[:st.flushed]
@@ -275,6 +326,8 @@ class TracedRegion(Region):
                 if old != ev.value:
                     h ^= unit_hash(u, old) ^ unit_hash(u, ev.value)
                     durable[u * UNIT:u * UNIT + UNIT] = ev.value
+                    if changed is not None:
+                        changed.add(u)
             del st.events[:st.flushed]
             st.flushed = 0
             if not st.events:
@@ -293,9 +346,25 @@ class TracedRegion(Region):
     # --- internals -----------------------------------------------------------------
 
     def _crash_point(self, kind):
-        if self.on_crash_point is not None:
-            self.on_crash_point(self, kind)
-            self.crash_points += 1
+        if self.on_crash_point is None:
+            return
+        self.on_crash_point(self.pending_state(kind))
+        self.crash_points += 1
+
+    def pending_state(self, kind):
+        """The :class:`PendingState` of a crash right now (``kind``: fence, store or end)."""
+        lines = tuple((li, tuple(st.events), st.flushed) for li, st in sorted(self.lines.items()))
+        stores = self.stores
+        log = {ev.store: stores[ev.store] for _, events, _ in lines for ev in events}
+        changed = self._changed
+        self._changed = set()
+        return PendingState(
+            index=self.crash_points, kind=kind, marker=self.marker, records=tuple(self.records),
+            fences=self.fences, stores=len(stores), durable=memoryview(self.durable).toreadonly(),
+            durable_hash=self.durable_hash,
+            changed=None if changed is None else tuple(sorted(changed)),
+            lines=lines, store_log=MappingProxyType(log),
+            working=memoryview(self._work).toreadonly())
 
     def _record_store(self, offset, length, via):
         index = len(self.stores)
@@ -337,22 +406,6 @@ class TracedRegion(Region):
             s, e = s * UNIT, min(e * UNIT, self.size)
             self._shadow[s:e] = self._work[s:e]
             self._record_store(s, e - s, "view")
-
-    # --- views of the pending state -----------------------------------------------
-
-    def pending_events(self):
-        """Pending events in program order."""
-        evs = [ev for st in self.lines.values() for ev in st.events]
-        evs.sort(key=lambda ev: ev.seq)
-        return evs
-
-    def unflushed_stores(self):
-        """Stores with an event that no flush has covered yet (pmemcheck's 'not flushed')."""
-        out = set()
-        for st in self.lines.values():
-            for ev in st.events[st.flushed:]:
-                out.add(ev.store)
-        return sorted(out)
 
     def close(self):
         super().close()
