@@ -52,6 +52,26 @@ CRASH_DEFAULT_SIZE = 4096
 # --- VM harness (pmemkit vm) ---------------------------------------------------
 #: Debian metapackage naming the guest kernel (generic flavour: the cloud kernel has no 9p).
 VM_KERNEL_METAPACKAGE = "linux-image-amd64"
+#: Guest kernels by name: the Debian suite whose generic amd64 kernel is used (None: the host's
+#: own apt sources, i.e. Debian 12's 6.1) and the kernel series it must be. Backports suites are
+#: read through pmemkit's own apt configuration in the cache (the host's /etc/apt is not touched).
+VM_KERNELS = {"debian": (None, "6.1"),
+              "debian-6.12": ("bookworm-backports", "6.12"),
+              "debian-7.3": ("trixie-backports", "7.3")}
+VM_KERNEL = "debian"
+#: Seconds a backports package list in the cache is used before `apt-get update` reads it again.
+VM_KERNEL_LISTS_MAX_AGE = 86400
+#: Kernel options (CONFIG_*) the guest needs, by feature; a kernel whose config lacks one (neither
+#: =y nor =m) is refused before it boots.
+VM_KERNEL_OPTIONS = {
+    "guest": ("BLK_DEV_INITRD", "VIRTIO_PCI", "VIRTIO_BLK", "NET_9P_VIRTIO", "9P_FS", "EXT4_FS"),
+    "pmem": ("LIBNVDIMM", "BLK_DEV_PMEM", "FS_DAX", "ZONE_DEVICE"),
+    "memmap": ("X86_PMEM_LEGACY",),
+    "nvdimm": ("ACPI_NFIT",),
+    "cxl": ("CXL_BUS", "CXL_PCI", "CXL_ACPI", "CXL_MEM", "CXL_PMEM", "CXL_REGION"),
+    "sector": ("BTT",),
+    "xfs": ("XFS_FS",),
+}
 #: Debian suite and mirror of the guest root filesystem (debootstrap --variant=minbase).
 VM_SUITE = "bookworm"
 VM_MIRROR = "http://deb.debian.org/debian"

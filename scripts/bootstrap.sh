@@ -12,7 +12,7 @@ APT_PACKAGES=(
   # PMDK: libpmem/libpmemblk for the benchmarks' C drivers and as interop oracles, pmempool
   libpmem1 libpmem-dev libpmemblk1 libpmemblk-dev pmdk-tools
   # emulated pmem in a QEMU guest (pmemkit.vm)
-  qemu-system-x86 qemu-utils busybox-static kmod cpio debootstrap debian-archive-keyring
+  qemu-system-x86 qemu-utils busybox-static kmod cpio zstd debootstrap debian-archive-keyring
   ndctl xfsprogs e2fsprogs
   # the developer VM sandbox (ansible/, vm/Vagrantfile): disk images, SSH, vagrant validate
   fdisk openssh-client vagrant vagrant-libvirt

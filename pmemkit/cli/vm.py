@@ -26,6 +26,7 @@ def _add_vm_options(p):
                    help=f"namespace mode (default {defaults.NAMESPACE_MODE}); sector gives /dev/pmem0s")
     g.add_argument("--memory", metavar="SIZE", help="guest RAM (default: the memmap range's end + "
                    f"{defaults.VM_MEMORY_HEADROOM})")
+    _add_kernel_options(g)
     g.add_argument("--cpus", type=int, default=defaults.VM_CPUS, help=f"vCPUs (default {defaults.VM_CPUS})")
     g.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=defaults.VM_ACCEL,
                    help="auto tries KVM and falls back to TCG (default auto)")
@@ -39,6 +40,16 @@ def _add_vm_options(p):
     g.add_argument("--timeout", type=float, default=defaults.VM_TIMEOUT,
                    help=f"seconds before the guest is killed (default {defaults.VM_TIMEOUT})")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+
+def _add_kernel_options(g):
+    g.add_argument("--kernel", metavar="NAME|PATH",
+                   help=f"guest kernel: {', '.join(defaults.VM_KERNELS)} (default {defaults.VM_KERNEL}, "
+                        "Debian 12's 6.1; the others come from Debian backports), or the path of "
+                        "a bzImage/vmlinux you built")
+    g.add_argument("--modules", metavar="DIR",
+                   help="the modules of a --kernel PATH (what `make modules_install "
+                        "INSTALL_MOD_PATH=DIR` installed)")
 
 
 def register(subparsers):
@@ -70,6 +81,7 @@ def register(subparsers):
     s.set_defaults(func=cmd_shell)
 
     b = sub.add_parser("build", help="build (or check) the cached kernel, root image and initramfs")
+    _add_kernel_options(b)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     b.set_defaults(func=cmd_build)
 
@@ -103,7 +115,7 @@ def config_from_args(args):
         env[name] = value
     return VmConfig(memmap=args.memmap, fs=args.fs, mode=args.mode, memory=args.memory,
                     cpus=args.cpus, accel=args.accel, share=False if args.no_share else args.share,
-                    env=env, timeout=args.timeout, **kw)
+                    env=env, timeout=args.timeout, kernel=args.kernel, modules=args.modules, **kw)
 
 
 def _progress(args):
@@ -165,7 +177,8 @@ def cmd_shell(args):
 
 def cmd_build(args):
     from .. import vm
-    image = vm.prepare(vm.VmConfig(share=False), progress=_progress(args))
+    image = vm.prepare(vm.VmConfig(share=False, kernel=args.kernel, modules=args.modules),
+                       progress=_progress(args))
     print(f"kernel:    {image.kernel.vmlinuz}")
     print(f"initramfs: {image.initramfs}")
     print(f"root:      {image.rootfs.image}")

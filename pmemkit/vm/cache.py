@@ -30,6 +30,7 @@ TOOL_PACKAGES = {
     "depmod": "kmod",
     "modprobe": "kmod",
     "cpio": "cpio",
+    "zstd": "zstd",
     "dpkg": "dpkg",
     "apt-get": "apt",
     "apt-cache": "apt",
@@ -66,7 +67,7 @@ def need_tool(name):
         raise MissingToolError(
             f"{name} is not installed: install it with `sudo apt-get install {pkg}` "
             f"(all VM tools: sudo apt-get install qemu-system-x86 qemu-utils debootstrap "
-            f"busybox-static kmod cpio e2fsprogs)")
+            f"busybox-static kmod cpio zstd e2fsprogs)")
     return found
 
 

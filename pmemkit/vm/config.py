@@ -62,6 +62,9 @@ class VmConfig:
       current directory); ``False`` for none. ``cwd``: where the command starts (default: the
       host's current directory when inside the share, else the share).
     * ``env``: extra environment for the command. ``timeout``: seconds before QEMU is killed.
+    * ``kernel``: a name of :data:`pmemkit.defaults.VM_KERNELS` (default ``debian``, Debian 12's
+      6.1) or the path of a kernel image (bzImage/vmlinux); ``modules``: that kernel's modules
+      directory (``make modules_install INSTALL_MOD_PATH=DIR``).
     """
 
     memmap: object = None
@@ -79,6 +82,8 @@ class VmConfig:
     timeout: float = defaults.VM_TIMEOUT
     cache_dir: object = None
     kernel_package: object = None
+    kernel: object = None
+    modules: object = None
 
     def __post_init__(self):
         s = object.__setattr__
@@ -177,9 +182,39 @@ class VmConfig:
             s(self, "share", p)
         if self.cwd is not None:
             s(self, "cwd", str(self.cwd))
+        self._check_kernel()
         s(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
         if not self.timeout or self.timeout <= 0:
             raise VmConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+
+    def _check_kernel(self):
+        s = object.__setattr__
+        spec = self.kernel if self.kernel is not None else defaults.VM_KERNEL
+        if str(spec) in defaults.VM_KERNELS:
+            if self.modules is not None:
+                raise VmConfigError(f"--modules goes with --kernel PATH, not with --kernel {spec}")
+            s(self, "kernel", str(spec))
+            return
+        p = Path(spec).expanduser().absolute()
+        if not p.is_file():
+            raise VmConfigError(f"kernel {spec!r} is neither one of {', '.join(defaults.VM_KERNELS)} "
+                                "nor an existing kernel image (bzImage or vmlinux)")
+        s(self, "kernel", p)
+        if self.modules is not None:
+            m = Path(self.modules).expanduser().absolute()
+            if not m.is_dir():
+                raise VmConfigError(f"modules directory {m} does not exist")
+            s(self, "modules", m)
+
+    @property
+    def kernel_features(self):
+        """What the guest kernel must support: keys of :data:`pmemkit.defaults.VM_KERNEL_OPTIONS`."""
+        features = ["guest", "pmem", "memmap" if self.memmap is not None else "nvdimm"]
+        if self.mode == "sector":
+            features.append("sector")
+        if "xfs" in self.fs:
+            features.append("xfs")
+        return features
 
     # --- derived values ------------------------------------------------------
     @property

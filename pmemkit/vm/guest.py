@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import defaults
 from ..errors import VmError
 from . import cache
-from .kernel import Kernel
+from .kernel import Kernel, module_bytes, module_name
 
 #: Bump when the root filesystem recipe changes (forces a rebuild).
 ROOTFS_RECIPE = 1
@@ -174,7 +174,8 @@ def build_initramfs(kernel: Kernel, cache_root=None, progress=None):
         raise VmError(f"{busybox} is dynamically linked: install the static one with "
                       "`sudo apt-get install busybox-static`")
     chain = kernel.module_chain(GUEST_MODULES)
-    inputs = {"recipe": INITRAMFS_RECIPE, "kernel": kernel.release, "stage1": _STAGE1,
+    inputs = {"recipe": INITRAMFS_RECIPE, "kernel": kernel.release, "root": str(kernel.root),
+              "stage1": _STAGE1,
               "modules": [str(p.relative_to(kernel.root)) for p in chain],
               "init": GUEST_INIT.read_text(), "launcher": GUEST_LAUNCHER.read_text(),
               "busybox": os.path.getsize(busybox)}
@@ -194,11 +195,10 @@ def build_initramfs(kernel: Kernel, cache_root=None, progress=None):
         shutil.copy2(busybox, tree / "bin" / "busybox")
         order = []
         for ko in chain:
-            src = kernel.root / ko.relative_to(kernel.root) if ko.is_absolute() else kernel.root / ko
-            if src.suffix == ".xz" or src.name.endswith(".ko.xz"):
-                raise VmError(f"compressed module {src} is not supported by the busybox stage")
-            (tree / "modules" / src.name).write_bytes(strip_module_signature(src.read_bytes()))
-            order.append(src.name)
+            src = ko if ko.is_absolute() else kernel.root / ko
+            name = module_name(src)
+            (tree / "modules" / name).write_bytes(strip_module_signature(module_bytes(src)))
+            order.append(name)
         (tree / "modules" / "order").write_text("\n".join(order) + "\n")
         (tree / "init").write_text(_STAGE1)
         (tree / "init").chmod(0o755)

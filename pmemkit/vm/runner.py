@@ -64,16 +64,20 @@ def prepare(config=None, progress=None):
     config = config or VmConfig()
     from concurrent.futures import ThreadPoolExecutor
 
-    def kernel_and_initramfs():
-        k = kernel_mod.get_kernel(config.kernel_package, config.cache_dir, progress)
-        k.boot_image()
-        return k, guest.build_initramfs(k, config.cache_dir, progress)
+    k = kernel_mod.resolve(config.kernel, config.modules, config.cache_dir, progress,
+                           package=config.kernel_package, features=config.kernel_features)
+    if k.config() is None and progress:
+        progress(f"kernel {k.release} comes without its config: its options were not checked")
 
-    # On a cold cache the kernel download overlaps the (longer) root filesystem build.
+    def kernel_and_initramfs():
+        k.boot_image()
+        return guest.build_initramfs(k, config.cache_dir, progress)
+
+    # On a cold cache the initramfs build overlaps the (longer) root filesystem build.
     with ThreadPoolExecutor(max_workers=1) as pool:
         side = pool.submit(kernel_and_initramfs)
         rootfs = guest.build_rootfs(cache_root=config.cache_dir, progress=progress)
-        k, initramfs = side.result()
+        initramfs = side.result()
     return GuestImage(k, initramfs, rootfs)
 
 
