@@ -1,8 +1,9 @@
-"""Builds the optional native flush primitives (pmemkit._flush).
+"""Builds the optional native parts: flush primitives (pmemkit._flush) and page write
+tracking for the crash simulator (pmemkit.crash._dirty).
 
-The extension is optional: without a C compiler (or if it fails to build)
-``pip install`` still succeeds and pmemkit falls back to msync; ``pmemkit doctor``
-says so.
+Both are optional: without a C compiler (or if a build fails) ``pip install`` still
+succeeds; pmemkit then falls back to msync (``pmemkit doctor`` says so) and the crash
+simulator to diffing the whole region at each persistence point.
 """
 
 import sys
@@ -29,6 +30,8 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension("pmemkit._flush", sources=["pmemkit/_flush.c"],
+                           extra_compile_args=["-O2"]),
+                 Extension("pmemkit.crash._dirty", sources=["pmemkit/crash/_dirty.c"],
                            extra_compile_args=["-O2"])],
     cmdclass={"build_ext": OptionalBuildExt},
 )

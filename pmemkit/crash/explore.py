@@ -14,7 +14,7 @@ from .checkers import as_checker, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import dimensions, state_count
 from .report import CrashPoint, Report, StoreInfo, Violation
-from .trace import MODELS, UNIT, TracedRegion
+from .trace import MODELS, UNIT, TracedRegion, blank_image
 
 #: Violations kept with their images (more are only counted).
 MAX_KEPT_VIOLATIONS = 100
@@ -98,10 +98,12 @@ class _Scratch:
     def sync(self, state):
         """Bring the buffer to ``state``'s durable image (only the units that changed)."""
         durable = state.durable
-        if self.img is None or state.changed is None:
-            self.img = bytearray(durable)
-            return
+        if self.img is None:
+            self.img = blank_image(len(durable))     # zeros; pages take memory once written
         img = self.img
+        if state.changed is None:
+            img[:] = durable
+            return
         for u in state.changed:
             img[u * UNIT:u * UNIT + UNIT] = durable[u * UNIT:u * UNIT + UNIT]
 

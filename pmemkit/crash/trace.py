@@ -1,11 +1,18 @@
 """The traced region: a :class:`~pmemkit.region.Region` that records persistence.
 
-:class:`TracedRegion` keeps three copies of the region:
+:class:`TracedRegion` keeps:
 
 * the *working* copy - what loads see, what ``buffer``/``array()`` views alias;
-* a *shadow* copy - the working copy as of the last recorded store, used to
-  discover stores made through views (a numpy diff at every flush and fence);
-* the *durable* image - what is guaranteed to survive a crash.
+* the *durable* image - what is guaranteed to survive a crash;
+* what is needed to discover stores made through ``buffer``/``array()`` views:
+  with the native tracker (:mod:`pmemkit.crash._dirty`), once a view is handed
+  out the working copy's pages are write-protected, the first write to a page
+  saves its old contents, and each flush and fence compares only the pages
+  written since the last look; without it, a *shadow* copy of the whole region
+  is diffed at every flush and fence.
+
+The working copy and the durable image are anonymous mappings: pages never
+written take no memory, so the cost follows what the workload writes.
 
 Every store becomes one *event* per aligned 8-byte unit it touches, filed under
 its 64-byte cache line. A flush marks the events of its lines as flushed; a
@@ -18,6 +25,7 @@ in memory of its own; the callback never touches the region's buffers.
 
 from __future__ import annotations
 
+import mmap
 import operator
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -26,6 +34,11 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..region import CACHE_LINE, Region, check_range
+
+try:
+    from ._dirty import Tracker
+except ImportError:  # pragma: no cover - built by setup.py; without it, whole-region diffs
+    Tracker = None
 
 UNIT = 8
 UNITS_PER_LINE = CACHE_LINE // UNIT
@@ -74,6 +87,11 @@ def image_hash(image):
     return out
 
 
+def blank_image(size):
+    """Zeroed private memory that takes space only where it is written."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+
+
 class Event:
     """One store's effect on one 8-byte unit: the unit's value right after the store."""
 
@@ -117,7 +135,8 @@ class PendingState:
     and of what loads see (every pending store durable); like ``lines`` they
     describe this crash point and are valid only during the callback (copy what
     must outlive it). ``changed`` lists the units of ``durable`` that changed
-    since the previous crash point (``None`` at the first), so a consumer can
+    since the previous crash point (at the first: since an all-zero image, or
+    ``None`` - all - when the region had initial contents), so a consumer can
     keep its own copy of the durable image up to date without re-reading it.
     ``lines`` holds ``(line index, pending events in program order, number of
     events a fence would make durable)`` for each line with pending events, by
@@ -191,12 +210,14 @@ class TracedRegion(Region):
         if size <= 0:
             raise InvalidArgumentError(f"region size must be positive, got {size}")
         padded = -(-size // UNIT) * UNIT
-        work = bytearray(padded)
+        self._tracker = Tracker(padded) if Tracker is not None else None
+        work = memoryview(self._tracker) if self._tracker is not None else blank_image(padded)
+        self.durable = blank_image(padded)
         if initial:
             work[:len(initial)] = initial
+            self.durable[:len(initial)] = initial
         self._work = work
-        self._shadow = bytearray(work)
-        self.durable = bytearray(work)
+        self._shadow = None if self._tracker is not None else bytearray(work)
         super().__init__(memoryview(work)[:size])
         self.model = model
         self.on_crash_point = on_crash_point
@@ -206,8 +227,12 @@ class TracedRegion(Region):
         self._flushed_lines = set()
         self._seq = 0
         self._views_out = False
-        self.durable_hash = image_hash(self.durable)
-        self._changed = None        # durable units changed since the last crash point (None: all)
+        # fingerprint of the durable image relative to the initial one (image_hash(durable)
+        # ^ image_hash(initial)): images of one region compare equal iff these do
+        self.durable_hash = 0
+        # durable units changed since the last crash point; None: all. With no initial
+        # contents the first point's changes are relative to an all-zero image.
+        self._changed = None if initial else set()
         self.trace = []             # ("store", Store) / ("flush", off, len) / ("fence",) / ("mark", name)
         self.stores = []            # Store objects by index
         self.records = []           # (key, value) appended by record()
@@ -225,12 +250,19 @@ class TracedRegion(Region):
     @property
     def buffer(self):
         view = self._live_view()
-        self._views_out = True
+        self._view_handed_out()
         return view
 
     def array(self, dtype, shape=None, offset=0):
-        self._views_out = True
+        self._live_view()
+        self._view_handed_out()
         return super().array(dtype, shape, offset)
+
+    def _view_handed_out(self):
+        if not self._views_out:
+            if self._tracker is not None:
+                self._tracker.start()
+            self._views_out = True
 
     def write(self, offset, data):
         view = self._live_view()
@@ -241,7 +273,10 @@ class TracedRegion(Region):
         if self._views_out:
             self._collect_view_stores()
         view[offset:offset + length] = data
-        self._shadow[offset:offset + length] = data
+        if self._tracker is not None:
+            self._tracker.resync(offset, length)
+        else:
+            self._shadow[offset:offset + length] = data
         self._record_store(offset, length, "write")
 
     def memset_persist(self, offset, value, length):
@@ -388,12 +423,17 @@ class TracedRegion(Region):
             self._crash_point("store")
 
     def _collect_view_stores(self):
-        """Record stores made through buffer/array views since the last look (numpy diff).
+        """Record stores made through buffer/array views since the last look.
 
-        Changed 8-byte units are compared as uint64 and runs of consecutive
-        changed units become one store each (in address order: the order of
-        stores made through a view is not observable).
+        Runs of consecutive changed 8-byte units become one store each (in
+        address order: the order of stores made through a view is not
+        observable). The tracker compares only the pages written since the last
+        look; without it the whole region is diffed against the shadow copy.
         """
+        if self._tracker is not None:
+            for s, e in self._tracker.collect():
+                self._record_store(s, min(e, self.size) - s, "view")
+            return
         work = np.frombuffer(self._work, dtype=np.uint64)
         shadow = np.frombuffer(self._shadow, dtype=np.uint64)
         changed = np.flatnonzero(work != shadow)
@@ -408,5 +448,7 @@ class TracedRegion(Region):
             self._record_store(s, e - s, "view")
 
     def close(self):
+        if self._tracker is not None:
+            self._tracker.close()   # the memory stays valid while a view of it lives
         super().close()
 
