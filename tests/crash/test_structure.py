@@ -35,7 +35,7 @@ def test_crash_point_callback_gets_an_immutable_pending_state():
     pm.finish()
     first, end = states
     assert first[:6] == (0, "fence", "one", (("k", 1),), 0, 2)
-    assert first[6] == bytes(16) and first[7] is None
+    assert first[6] == bytes(16) and first[7] == ()   # no initial contents: changes since zeros
     assert first[8] == [(0, 1, 1), (1, 1, 0)] and first[9] == [0, 1] and first[10] == [1]
     # the fence made store 0 durable: unit 0 changed; store 1 is still pending, never flushed
     assert end[1] == "end" and end[6] == struct.pack("<Q", 7) + bytes(8) and end[7] == (0,)
