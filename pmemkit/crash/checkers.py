@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import mmap
 import os
 import select
 import signal
@@ -30,6 +31,12 @@ import subprocess
 import tempfile
 
 from ..errors import CheckerError, CheckFailed, InvalidArgumentError
+
+try:
+    from ._dirty import PAGE_SIZE as PAGE
+    from ._dirty import changed_pages
+except ImportError:  # pragma: no cover - built by setup.py; without it every image is written whole
+    PAGE, changed_pages = mmap.PAGESIZE, None
 
 #: Seconds an external checker may take on one image before it is considered hung.
 CHECK_TIMEOUT = 60
@@ -57,23 +64,60 @@ def _signal_name(number):
 
 
 class _ImageFile:
+    """The file a checker program reads: rewritten only where an image differs from it.
+
+    The file stays mapped; each image is compared with it page by page and only
+    the pages that differ are copied (what the checker itself changed in the file
+    differs from the next image, so it is restored too). A file replaced or
+    resized behind pmemkit's back is written again in full.
+    """
+
     def __init__(self):
         self.dir = None
         self.path = None
+        self._map = None
+        self._ident = None
 
     def write(self, image):
         if self.path is None or self._pid != os.getpid():
             self._pid = os.getpid()
+            self._map = None
             base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
             self.dir = tempfile.mkdtemp(prefix="pmemkit-crash-", dir=base)
             self.path = os.path.join(self.dir, "image")
-        with open(self.path, "wb") as f:
+        image = memoryview(image).cast("B")
+        m = self._map
+        if m is not None and changed_pages is not None and len(m) == image.nbytes and self._same_file():
+            for p in changed_pages(m, image, PAGE):
+                m[p * PAGE:(p + 1) * PAGE] = image[p * PAGE:(p + 1) * PAGE]
+            return self.path
+        self._unmap()
+        with open(self.path, "wb+") as f:
             f.write(image)
+            f.flush()
+            if image.nbytes and changed_pages is not None:
+                self._map = mmap.mmap(f.fileno(), image.nbytes)
+                st = os.fstat(f.fileno())
+                self._ident = (st.st_ino, st.st_size)
         return self.path
+
+    def _same_file(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_ino, st.st_size) == self._ident
+
+    def _unmap(self):
+        m, self._map = self._map, None
+        if m is not None:
+            m.close()
 
     def cleanup(self):
         if self.dir is not None and self._pid == os.getpid():
+            self._unmap()
             shutil.rmtree(self.dir, ignore_errors=True)
+        self._map = None
         self.dir = self.path = None
 
 

@@ -1,6 +1,7 @@
 """Page write tracking (mprotect) for the traced region: same images as whole-region diffs, safe faults."""
 
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -162,3 +163,32 @@ def test_memory_follows_the_pages_written():
     """)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) < 64, f"{proc.stdout.strip()} MiB for 200 written pages"
+
+
+def test_checker_file_is_patched_and_restored(tmp_path):
+    """Only differing pages are copied; what a checker wrote into the file is undone."""
+    from pmemkit.crash.checkers import _ImageFile
+
+    f = _ImageFile()
+    try:
+        one = bytes(range(256)) * 64                     # 4 pages
+        path = f.write(one)
+        with open(path, "rb") as fh:
+            assert fh.read() == one
+        two = bytearray(one)
+        two[5000:5008] = b"ABCDEFGH"
+        with open(path, "r+b") as fh:                   # the checker scribbles on page 3
+            fh.seek(3 * PAGE + 1)
+            fh.write(b"zz")
+        assert f.write(two) == path
+        with open(path, "rb") as fh:
+            assert fh.read() == bytes(two)
+        os.unlink(path)                                  # replaced behind our back: written whole
+        with open(path, "wb") as fh:
+            fh.write(b"short")
+        f.write(one)
+        with open(path, "rb") as fh:
+            assert fh.read() == one
+    finally:
+        f.cleanup()
+    assert f.dir is None
