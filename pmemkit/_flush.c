@@ -476,11 +476,13 @@ static PyObject *F_persist(Flusher *self, PyObject *const *args, Py_ssize_t narg
 static int get_data(PyObject *data, Py_buffer *view)
 {
     if (PyObject_GetBuffer(data, view, PyBUF_C_CONTIGUOUS) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_BufferError)) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_BufferError) ||
+            PyErr_ExceptionMatches(PyExc_ValueError)) {
             PyErr_Clear();
             PyErr_Format(ArgError ? ArgError : PyExc_TypeError,
-                         "data must be a contiguous bytes-like object (bytes, bytearray, "
-                         "memoryview, numpy array), got %.200s",
+                         "data must be a C-contiguous bytes-like object (bytes, bytearray, "
+                         "memoryview, numpy array), got %.200s; for a Fortran-ordered or "
+                         "strided numpy array pass numpy.ascontiguousarray(a)",
                          Py_TYPE(data)->tp_name);
         }
         return -1;
@@ -559,7 +561,9 @@ static PyObject *F_memset_persist(Flusher *self, PyObject *const *args, Py_ssize
     Py_ssize_t off, len;
     if (get_range(self, args[0], args[2], &off, &len) < 0)
         return NULL;
-    PyObject *idx = PyNumber_Index(args[1]);
+    PyObject *idx = PyBool_Check(args[1]) ? NULL : PyNumber_Index(args[1]);
+    if (!idx && !PyErr_Occurred())
+        PyErr_SetNone(PyExc_TypeError);
     if (!idx) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();

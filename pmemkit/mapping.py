@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import mmap
-import operator
 import os
 import re
 import stat
@@ -37,7 +36,7 @@ from .errors import (
     ReadOnlyError,
     UnsupportedFlushError,
 )
-from .region import Region, check_range
+from .region import Region, as_int, byte_value, bytes_view, check_range
 from .units import parse_size
 
 __all__ = ["map_file", "PmemMap", "MAP_SHARED_VALIDATE", "MAP_SYNC", "SYNC_MODES"]
@@ -50,6 +49,8 @@ MAP_SYNC = 0x80000
 NOT_DAX_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 
 SYNC_MODES = ("auto", "require", "never")
+#: The largest mapping length (and file size) the kernel can address: off_t is 64-bit signed.
+MAX_MAP_SIZE = (1 << 63) - 1
 PAGE_SIZE = mmap.PAGESIZE
 
 _native = cpu.native()
@@ -169,15 +170,6 @@ def _devdax_deep_flush_file(st):
 
 # --- the pure-Python msync path (no native extension) --------------------------------
 
-def _bytes_view(data):
-    try:
-        return memoryview(data).cast("B")
-    except TypeError:
-        raise InvalidArgumentError(
-            f"data must be a contiguous bytes-like object (bytes, bytearray, memoryview, "
-            f"numpy array), got {type(data).__name__}") from None
-
-
 class _PyMsyncFlusher:
     """flush/drain/persist over ``mmap.flush`` with the same semantics as the C msync path."""
 
@@ -243,7 +235,7 @@ class _PyMsyncFlusher:
 
     def write(self, offset, data):
         view = self._writable()
-        data = _bytes_view(data)
+        data = bytes_view(data)
         offset, length = check_range(offset, data.nbytes, self._size)
         view[offset:offset + length] = data
 
@@ -254,25 +246,21 @@ class _PyMsyncFlusher:
 
     def memcpy_persist(self, offset, data):
         self._writable()
-        data = _bytes_view(data)
+        data = bytes_view(data)
         self.write(offset, data)
         self.persist(offset, data.nbytes)
 
     def memset_persist(self, offset, value, length):
         view = self._writable()
         offset, length = check_range(offset, length, self._size)
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value!r}") from None
-        if not 0 <= value <= 255:
-            raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value}")
+        value = byte_value(value)
         view[offset:offset + length] = bytes([value]) * length
         self.persist(offset, length)
 
     def close(self):
         view, self._view = self._view, None
         self._ranges = []
+        self._mm = None
         if view is not None:
             view.release()
 
@@ -372,6 +360,7 @@ class PmemMap(Region):
                 mm.close()
             except BufferError:
                 pass  # exported views still alive: unmapped when the last one goes
+            self._mmap = None
 
 
 # --- map_file ----------------------------------------------------------------------------
@@ -379,18 +368,15 @@ class PmemMap(Region):
 def _parse_map_size(size):
     if size is None:
         return None
-    if isinstance(size, bool):
-        raise InvalidArgumentError(f"size must be a number of bytes, not {size!r}")
-    if not isinstance(size, (int, str)):
-        try:
-            size = operator.index(size)
-        except TypeError:
-            raise InvalidArgumentError(
-                f"size must be an integer number of bytes or a string like '64M', "
-                f"got {type(size).__name__}") from None
+    if not isinstance(size, str):
+        size = as_int(size, "size (a number of bytes or a string like '64M')")
     size = parse_size(size, "mapping size")
     if size == 0:
         raise InvalidArgumentError("cannot map 0 bytes: give a size > 0 (e.g. size='64M')")
+    if size > MAX_MAP_SIZE:
+        raise InvalidArgumentError(
+            f"cannot map {size} bytes: a mapping is at most {MAX_MAP_SIZE} bytes "
+            f"(the largest file offset); give a smaller size")
     return size
 
 
@@ -414,10 +400,11 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
         raise InvalidArgumentError(
             "create=True needs a writable mapping: a read-only mapping (writable=False) "
             "cannot create or extend the file")
-    try:
-        mode = operator.index(mode)
-    except TypeError:
-        raise InvalidArgumentError(f"mode must be an integer like 0o644, got {mode!r}") from None
+    mode = as_int(mode, "mode (permission bits like 0o644)")
+    if not 0 <= mode <= 0o777:
+        raise InvalidArgumentError(
+            f"mode {mode:#o} is not permission bits: give a value from 0o000 to 0o777 "
+            f"(setuid, setgid and sticky bits are not accepted)")
     size = _parse_map_size(size)
     try:
         path = os.fspath(path)
@@ -427,6 +414,8 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
         path = os.fsdecode(path)
     if not path:
         raise InvalidArgumentError("path is empty")
+    if "\0" in path:
+        raise InvalidArgumentError(f"path {path!r} contains a NUL character; no file can have that name")
     force_pmem = _force_pmem_from_env()
     forced_method = _flush_from_env()
 
@@ -503,12 +492,7 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
     try:
         if not device_dax and (old_size or 0) < size:
             extended = not created
-            try:
-                os.posix_fallocate(fd, 0, size)  # allocate blocks: no SIGBUS on a full fs later
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise MappingError(errno.ENOSPC, f"no space to extend {path} to {size} bytes") from None
-                os.ftruncate(fd, size)  # filesystems without fallocate (tmpfs before 2.6, 9p)
+            _extend(fd, size, path)
         mm, map_sync = _mmap(fd, size, sync, path, writable)
     except BaseException:
         undo()
@@ -532,6 +516,22 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
     return PmemMap(mm, path=path, is_pmem=is_pmem, granularity=granularity, flush_method=method,
                    map_sync=map_sync, device_dax=device_dax, eadr=eadr,
                    deep_flush_file=_devdax_deep_flush_file(st) if device_dax else None)
+
+
+def _extend(fd, size, path):
+    """Make the file ``size`` bytes long, with its blocks allocated where the filesystem can."""
+    try:
+        os.posix_fallocate(fd, 0, size)  # allocate blocks: no SIGBUS on a full fs later
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG):
+            raise MappingError(exc.errno, f"cannot extend {path} to {size} bytes: {exc.strerror} "
+                                          f"(give a smaller size or free space)") from None
+    try:
+        os.ftruncate(fd, size)  # filesystems without fallocate (tmpfs before 2.6, 9p)
+    except OSError as exc:
+        raise MappingError(exc.errno, f"cannot extend {path} to {size} bytes: "
+                                      f"{exc.strerror}") from None
 
 
 def _mmap(fd, size, sync, path, writable):

@@ -17,6 +17,7 @@ method for speed; the generic implementations here are correct, not fast.
 from __future__ import annotations
 
 import operator
+import pickle
 
 from .errors import ClosedMappingError, InvalidArgumentError, OutOfRangeError, ReadOnlyError
 
@@ -25,20 +26,67 @@ NT_THRESHOLD = 256
 CACHE_LINE = 64
 
 
+#: numpy dtype kinds that are plain bytes (no object pointers, no variable-width strings).
+PLAIN_DTYPE_KINDS = frozenset("biufcmMSUV")
+
+
+def as_int(value, what):
+    """``operator.index(value)``, refusing ``bool`` and non-integers with :class:`InvalidArgumentError`.
+
+    The one integer-argument check of the library: an offset, length, size or count
+    that is ``True``, ``1.0`` or ``"1"`` is a mistake, never a number.
+    """
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"{what} must be an integer, not a bool ({value!r})")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{what} must be an integer, got {type(value).__name__}") from None
+
+
+def bytes_view(data):
+    """A flat byte memoryview of ``data`` (any C-contiguous bytes-like object), no copy."""
+    try:
+        view = memoryview(data)
+    except (TypeError, ValueError, BufferError):
+        view = None
+    if view is None or not view.c_contiguous:
+        raise InvalidArgumentError(
+            f"data must be a C-contiguous bytes-like object (bytes, bytearray, memoryview, "
+            f"numpy array), got {type(data).__name__}; for a Fortran-ordered or strided numpy "
+            f"array pass numpy.ascontiguousarray(a)")
+    return view.cast("B")
+
+
+def byte_value(value):
+    """A memset fill value as an int 0-255; anything else is :class:`InvalidArgumentError`."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"memset value must be a byte (0-255), got {type(value).__name__}") from None
+    if not 0 <= value <= 255:
+        raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value}")
+    return value
+
+
 def check_range(offset, length, size, what="mapping"):
     """Validate ``[offset, offset+length)`` inside ``size`` bytes; return ints.
 
     Raises :class:`OutOfRangeError` (an ``IndexError`` and ``ValueError``) for
     negative values or a range past the end, and :class:`InvalidArgumentError`
-    for values that are not integers.
+    for values that are not integers (``bool`` included).
     """
-    try:
-        offset = operator.index(offset)
-        length = operator.index(length)
-    except TypeError:
+    if (isinstance(offset, bool) or isinstance(length, bool)
+            or not (hasattr(type(offset), "__index__") and hasattr(type(length), "__index__"))):
         raise InvalidArgumentError(
             f"offset and length must be integers, got {type(offset).__name__} "
-            f"and {type(length).__name__}") from None
+            f"and {type(length).__name__}")
+    offset = operator.index(offset)
+    length = operator.index(length)
     if offset < 0 or length < 0:
         raise OutOfRangeError(
             f"negative offset or length (offset={offset}, length={length}); "
@@ -129,10 +177,23 @@ class Region:
 
     # --- data ---------------------------------------------------------------------
 
+    def _export(self):
+        """An object exporting the region's memory that keeps it valid while it lives.
+
+        It holds a buffer export of the region's view, so ``close()`` cannot release
+        (or unmap) the memory under it: numpy arrays built on it, their views and
+        slices keep the memory mapped until the last of them is gone.
+        """
+        return pickle.PickleBuffer(self._live_view())
+
     @property
     def buffer(self):
-        """A memoryview of the whole region (no copy); read-only when the region is."""
-        return self._live_view()
+        """A memoryview of the whole region (no copy); read-only when the region is.
+
+        Views, slices and ``numpy.frombuffer`` of it keep the memory valid after
+        :meth:`close` until they are released.
+        """
+        return memoryview(self._export())
 
     def read(self, offset, length):
         """Return ``length`` bytes at ``offset`` as ``bytes``."""
@@ -143,35 +204,36 @@ class Region:
     def write(self, offset, data):
         """Store ``data`` (any bytes-like object) at ``offset``. Not durable until persisted."""
         view = self._writable_view()
-        data = memoryview(data).cast("B")
+        data = bytes_view(data)
         offset, length = check_range(offset, data.nbytes, self.size)
         view[offset:offset + length] = data
 
     def array(self, dtype, shape=None, offset=0):
-        """A numpy array viewing the region at ``offset`` (no copy; numpy is imported here)."""
+        """A numpy array viewing the region at ``offset`` (no copy; numpy is imported here).
+
+        ``dtype`` must be plain data (numbers, bytes, fixed-width strings, records of
+        them): dtypes holding Python objects are refused. The array (and every view
+        of it) keeps the memory valid after :meth:`close` until it is released.
+        """
         import numpy as np
 
-        view = self._live_view()
-        dtype = np.dtype(dtype)
-        try:
-            offset = operator.index(offset)
-        except TypeError:
-            raise InvalidArgumentError(f"offset must be an integer, got {offset!r}") from None
+        self._live_view()
+        dtype = plain_dtype(dtype)
+        offset = as_int(offset, "offset")
         if shape is None:
             if offset < 0 or offset > self.size:
                 raise OutOfRangeError(f"offset {offset} is outside the {self.size}-byte mapping")
             shape = ((self.size - offset) // dtype.itemsize,)
-        elif isinstance(shape, int):
+        elif not isinstance(shape, (tuple, list)):
             shape = (shape,)
-        shape = tuple(operator.index(s) for s in shape)
+        shape = tuple(as_int(s, "shape") for s in shape)
         if any(s < 0 for s in shape):
             raise OutOfRangeError(f"negative dimension in shape {shape}")
         count = 1
         for s in shape:
             count *= s
         check_range(offset, count * dtype.itemsize, self.size)
-        # A view of its own keeps the memory alive (and mapped) as long as the array lives.
-        return np.ndarray(shape, dtype=dtype, buffer=memoryview(view), offset=offset)
+        return np.ndarray(shape, dtype=dtype, buffer=self._export(), offset=offset)
 
     # --- persistence ---------------------------------------------------------------
 
@@ -194,7 +256,7 @@ class Region:
 
     def memcpy_persist(self, offset, data):
         """Copy ``data`` to ``offset`` and make it durable."""
-        data = memoryview(data).cast("B")
+        data = bytes_view(data)
         self.write(offset, data)
         self.persist(offset, data.nbytes)
 
@@ -202,9 +264,7 @@ class Region:
         """Fill ``length`` bytes at ``offset`` with ``value`` (0-255) and make them durable."""
         view = self._writable_view()
         offset, length = check_range(offset, length, self.size)
-        value = operator.index(value)
-        if not 0 <= value <= 255:
-            raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value}")
+        value = byte_value(value)
         view[offset:offset + length] = bytes([value]) * length
         self.persist(offset, length)
 
@@ -213,6 +273,27 @@ class Region:
 
     def record(self, key, value=None):
         """Note that an operation has returned, for the crash simulator's checker (a no-op elsewhere)."""
+
+
+def plain_dtype(dtype):
+    """``numpy.dtype(dtype)`` if it is plain data, else :class:`InvalidArgumentError`.
+
+    Refused: dtypes holding Python objects (``object``, records with object fields),
+    variable-width strings, and zero-sized items: reading file bytes as object
+    pointers would crash the interpreter.
+    """
+    import numpy as np
+
+    try:
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"{dtype!r} is not a numpy dtype: {exc}") from None
+    if dtype.hasobject or dtype.kind not in PLAIN_DTYPE_KINDS or dtype.itemsize == 0:
+        raise InvalidArgumentError(
+            f"dtype {dtype} is not plain data: an array over persistent memory can hold "
+            f"numbers, bytes, fixed-width strings and records of them, not Python objects "
+            f"or variable-size items")
+    return dtype
 
 
 class BufferRegion(Region):

@@ -26,14 +26,13 @@ in memory of its own; the callback never touches the region's buffers.
 from __future__ import annotations
 
 import mmap
-import operator
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from ..region import CACHE_LINE, Region, check_range
+from ..region import CACHE_LINE, Region, as_int, byte_value, bytes_view, check_range
 
 try:
     from ._dirty import Tracker
@@ -203,10 +202,7 @@ class TracedRegion(Region):
                     f"pass size >= len(initial) or omit size")
         if size is None:
             raise InvalidArgumentError("give the region's size (bytes) or its initial contents")
-        try:
-            size = operator.index(size)
-        except TypeError:
-            raise InvalidArgumentError(f"size must be an integer, got {size!r}") from None
+        size = as_int(size, "size")
         if size <= 0:
             raise InvalidArgumentError(f"region size must be positive, got {size}")
         padded = -(-size // UNIT) * UNIT
@@ -249,7 +245,7 @@ class TracedRegion(Region):
 
     @property
     def buffer(self):
-        view = self._live_view()
+        view = super().buffer
         self._view_handed_out()
         return view
 
@@ -266,7 +262,7 @@ class TracedRegion(Region):
 
     def write(self, offset, data):
         view = self._live_view()
-        data = memoryview(data).cast("B")
+        data = bytes_view(data)
         offset, length = check_range(offset, data.nbytes, self.size)
         if length == 0:
             return
@@ -282,9 +278,7 @@ class TracedRegion(Region):
     def memset_persist(self, offset, value, length):
         self._live_view()
         offset, length = check_range(offset, length, self.size)
-        value = operator.index(value)
-        if not 0 <= value <= 255:
-            raise InvalidArgumentError(f"memset value must be a byte (0-255), got {value}")
+        value = byte_value(value)
         self.write(offset, bytes([value]) * length)
         self.persist(offset, length)
 

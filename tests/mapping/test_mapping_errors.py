@@ -391,3 +391,44 @@ def test_error_classes_are_exported():
     for cls in (ClosedMappingError, InvalidArgumentError, MappingError, NotPmemError,
                 OutOfRangeError, UnsupportedFlushError):
         assert issubclass(cls, pmemkit.PmemError)
+
+
+# --- arguments no file can satisfy: PmemError subclasses, nothing created ------------------
+
+@pytest.mark.parametrize("mode", [-1, 0o4755, 0o2644, 0o1777, 0o10000, True, 6.0])
+def test_mode_must_be_permission_bits(tmp_path, snapshot, mode):
+    snap = snapshot(tmp_path / "m")
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        mapping.map_file(tmp_path / "m", 4096, create=True, mode=mode)
+    snap.assert_untouched()
+
+
+@pytest.mark.parametrize("size", [2**62, 2**63 - 4096])
+def test_huge_size_is_a_mapping_error_and_the_file_is_not_left(tmp_path, snapshot, size):
+    snap = snapshot(tmp_path / "huge")
+    with pytest.raises(MappingError, match="cannot"):
+        mapping.map_file(tmp_path / "huge", size, create=True)
+    snap.assert_untouched()
+
+
+def test_huge_size_extending_an_existing_file_restores_it(existing, snapshot):
+    snap = snapshot(existing)
+    with pytest.raises(MappingError):
+        mapping.map_file(existing, 2**62, create=True)
+    snap.assert_untouched()
+
+
+@pytest.mark.parametrize("size", [2**63, 2**70, "8388608T"])
+def test_size_beyond_any_file_offset(tmp_path, snapshot, size):
+    snap = snapshot(tmp_path / "huge")
+    with pytest.raises(InvalidArgumentError, match="at most"):
+        mapping.map_file(tmp_path / "huge", size, create=True)
+    snap.assert_untouched()
+
+
+@pytest.mark.parametrize("path", ["a\0b", b"a\0b"])
+def test_nul_in_path(tmp_path, path):
+    full = os.path.join(os.fsencode(tmp_path) if isinstance(path, bytes) else str(tmp_path), path)
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        mapping.map_file(full, 4096, create=True)
+    assert os.listdir(tmp_path) == []
