@@ -91,6 +91,10 @@ VM_MIN_FREE_MEMORY = "512M"
 #: Default NVDIMM size and label area (QEMU nvdimm label-size).
 VM_NVDIMM_SIZE = "1G"
 VM_NVDIMM_LABEL_SIZE = "128K"
+#: Default CXL type-3 device size, its (non-zero) serial number and the fixed memory window.
+VM_CXL_SIZE = "512M"
+VM_CXL_SERIAL = "0x5eed"
+VM_CXL_WINDOW = "4G"
 #: Seconds `pmemkit vm run/test` waits for the guest before killing QEMU.
 VM_TIMEOUT = 1800
 #: Seconds the KVM probe may take before `--accel auto` falls back to TCG.

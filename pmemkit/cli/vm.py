@@ -19,6 +19,10 @@ def _add_vm_options(p):
     pm.add_argument("--nvdimm", metavar="SIZE[,labels][,file=PATH]",
                     help="a QEMU NVDIMM of SIZE instead; its backing file is kept across runs "
                          "(default: one in the cache); 'labels' gives it a label area")
+    pm.add_argument("--cxl", metavar="SIZE[,file=PATH]",
+                    help="a CXL type-3 persistent memory device of SIZE (a multiple of 256M) "
+                         "instead; its backing file is kept across runs (default: one in the "
+                         "cache), its label area in PATH.lsa")
     g.add_argument("--fs", metavar="LIST",
                    help=f"filesystems to make and mount: comma list of {','.join(defaults.FILESYSTEMS)} "
                         "or none (default: all in fsdax mode, none otherwise)")
@@ -86,20 +90,27 @@ def register(subparsers):
     b.set_defaults(func=cmd_build)
 
 
-def _parse_nvdimm(text):
-    size, labels, path = None, False, None
+def _parse_device(text, option, default, flags=()):
+    """``SIZE[,FLAG...][,file=PATH]`` -> (size, set of flags, path)."""
+    size, seen, path = None, set(), None
     for part in text.split(","):
         part = part.strip()
-        if part == "labels":
-            labels = True
+        if part in flags:
+            seen.add(part)
         elif part.startswith("file="):
             path = part[5:]
         elif part and size is None:
             size = part
         else:
-            raise VmConfigError(f"cannot parse --nvdimm {text!r}: write SIZE[,labels][,file=PATH], "
-                                "e.g. 1G,labels")
-    return size or defaults.VM_NVDIMM_SIZE, labels, path
+            form = "".join(f"[,{f}]" for f in flags)
+            raise VmConfigError(f"cannot parse {option} {text!r}: write SIZE{form}[,file=PATH], "
+                                f"e.g. {default}{',' + flags[0] if flags else ''}")
+    return size or default, seen, path
+
+
+def _parse_nvdimm(text):
+    size, flags, path = _parse_device(text, "--nvdimm", defaults.VM_NVDIMM_SIZE, ("labels",))
+    return size, "labels" in flags, path
 
 
 def config_from_args(args):
@@ -107,6 +118,8 @@ def config_from_args(args):
     kw = {}
     if args.nvdimm:
         kw["nvdimm"], kw["labels"], kw["nvdimm_file"] = _parse_nvdimm(args.nvdimm)
+    if args.cxl:
+        kw["cxl"], _, kw["cxl_file"] = _parse_device(args.cxl, "--cxl", defaults.VM_CXL_SIZE)
     env = {}
     for item in args.env:
         name, sep, value = item.partition("=")

@@ -30,6 +30,23 @@ def _size(value, what):
         raise VmConfigError(str(exc)) from None
 
 
+def _backing_file(path, size, what, option):
+    """``path`` (absolute) after checking it can back a ``size``-byte device; None stays None."""
+    if path is None:
+        return None
+    p = Path(path).expanduser().absolute()
+    if p.exists() and not p.is_file():
+        raise VmConfigError(f"{what} backing file {p} exists and is not a regular file")
+    if p.exists() and p.stat().st_size not in (0, size):
+        raise VmConfigError(
+            f"{what} backing file {p} is {format_size(p.stat().st_size)}, not "
+            f"{format_size(size)}: pass {option} {format_size(p.stat().st_size)} or another file")
+    if not os.access(p.parent, os.W_OK):
+        raise VmConfigError(f"cannot create the {what} backing file in {p.parent}: "
+                            "directory missing or not writable")
+    return p
+
+
 def pc_ram_ranges(memory):
     """Guest-physical RAM ranges ``[(start, end), ...]`` of QEMU's ``pc`` machine with ``memory`` bytes."""
     if memory >= _PC_LOWMEM_LIMIT:
@@ -62,6 +79,9 @@ class VmConfig:
       current directory); ``False`` for none. ``cwd``: where the command starts (default: the
       host's current directory when inside the share, else the share).
     * ``env``: extra environment for the command. ``timeout``: seconds before QEMU is killed.
+    * ``cxl``: a size (``"256M"``, a multiple of 256M) for a CXL type-3 persistent memory device
+      instead (QEMU ``q35``); ``cxl_file`` its backing file (default: one in the cache, kept
+      across runs; its label area is kept beside it in ``<file>.lsa``).
     * ``kernel``: a name of :data:`pmemkit.defaults.VM_KERNELS` (default ``debian``, Debian 12's
       6.1) or the path of a kernel image (bzImage/vmlinux); ``modules``: that kernel's modules
       directory (``make modules_install INSTALL_MOD_PATH=DIR``).
@@ -84,6 +104,8 @@ class VmConfig:
     kernel_package: object = None
     kernel: object = None
     modules: object = None
+    cxl: object = None
+    cxl_file: object = None
 
     def __post_init__(self):
         s = object.__setattr__
@@ -94,12 +116,22 @@ class VmConfig:
             raise VmConfigError(f"unknown accelerator {self.accel!r}: use auto, kvm or tcg")
         if not isinstance(self.cpus, int) or self.cpus < 1:
             raise VmConfigError(f"cpus must be a positive whole number, got {self.cpus!r}")
-        # pmem: memmap or NVDIMM
-        if self.nvdimm is not None and self.memmap is not None:
-            raise VmConfigError("choose either memmap or nvdimm, not both")
+        # pmem: memmap, NVDIMM or CXL
+        if self.cxl is None and self.cxl_file is not None:
+            s(self, "cxl", defaults.VM_CXL_SIZE)
+        if sum(x is not None for x in (self.memmap, self.nvdimm, self.cxl)) > 1:
+            raise VmConfigError("choose either memmap or nvdimm or cxl, not several")
         if self.nvdimm is None and self.nvdimm_file is not None:
             s(self, "nvdimm", defaults.VM_NVDIMM_SIZE)
-        if self.nvdimm is None:
+        if self.cxl is not None:
+            size = _size(self.cxl, "CXL size")
+            if size < 256 << 20 or size % (256 << 20):
+                raise VmConfigError(f"CXL size {self.cxl!r} must be a multiple of 256M (the CXL "
+                                    "region granularity), e.g. 256M or 1G")
+            s(self, "cxl", size)
+            s(self, "cxl_file", _backing_file(self.cxl_file, size, "CXL", "--cxl"))
+            pmem_size = size
+        elif self.nvdimm is None:
             mm = self.memmap if self.memmap is not None else defaults.MEMMAP
             if not isinstance(mm, Memmap):
                 try:
@@ -114,19 +146,7 @@ class VmConfig:
                 raise VmConfigError(f"NVDIMM size {self.nvdimm!r} must be a multiple of 16M (the "
                                     "fsdax namespace alignment) and at least 16M, e.g. 1G")
             s(self, "nvdimm", size)
-            if self.nvdimm_file is not None:
-                p = Path(self.nvdimm_file).expanduser().absolute()
-                if p.exists() and not p.is_file():
-                    raise VmConfigError(f"NVDIMM backing file {p} exists and is not a regular file")
-                if p.exists() and p.stat().st_size not in (0, size):
-                    raise VmConfigError(
-                        f"NVDIMM backing file {p} is {format_size(p.stat().st_size)}, not "
-                        f"{format_size(size)}: pass --nvdimm {format_size(p.stat().st_size)} "
-                        "or another file")
-                if not os.access(p.parent, os.W_OK):
-                    raise VmConfigError(f"cannot create the NVDIMM backing file in {p.parent}: "
-                                        "directory missing or not writable")
-                s(self, "nvdimm_file", p)
+            s(self, "nvdimm_file", _backing_file(self.nvdimm_file, size, "NVDIMM", "--nvdimm"))
             pmem_size = size
         # filesystems
         if self.fs is None:
@@ -209,7 +229,7 @@ class VmConfig:
     @property
     def kernel_features(self):
         """What the guest kernel must support: keys of :data:`pmemkit.defaults.VM_KERNEL_OPTIONS`."""
-        features = ["guest", "pmem", "memmap" if self.memmap is not None else "nvdimm"]
+        features = ["guest", "pmem", self.backend]
         if self.mode == "sector":
             features.append("sector")
         if "xfs" in self.fs:
@@ -218,7 +238,16 @@ class VmConfig:
 
     # --- derived values ------------------------------------------------------
     @property
+    def backend(self):
+        """How pmem is emulated: ``memmap``, ``nvdimm`` or ``cxl``."""
+        if self.cxl is not None:
+            return "cxl"
+        return "nvdimm" if self.nvdimm is not None else "memmap"
+
+    @property
     def pmem_size(self):
+        if self.cxl is not None:
+            return self.cxl
         return self.nvdimm if self.nvdimm is not None else self.memmap.size
 
     @property

@@ -43,6 +43,8 @@ GUEST_MODULES = (
     "9pnet_virtio", "9p",
     "libnvdimm", "nd_btt", "nd_pmem", "nd_e820", "nfit",
 )
+#: Modules loaded only in a guest with a CXL device (``pmemkit.cxl=1`` on the kernel command line).
+GUEST_CXL_MODULES = ("cxl_acpi", "cxl_pci", "cxl_mem", "cxl_pmem")
 
 #: Directories dropped from the root filesystem (documentation, translations, apt caches).
 _PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
@@ -59,6 +61,11 @@ echo "pmemkit-stage1: loading modules"
 while read -r ko; do
     insmod "/modules/$ko" 2>/dev/null || echo "pmemkit-stage1: insmod $ko failed"
 done < /modules/order
+if grep -q "pmemkit.cxl=1" /proc/cmdline; then
+    while read -r ko; do
+        insmod "/modules/$ko" 2>/dev/null || echo "pmemkit-stage1: insmod $ko failed"
+    done < /modules/cxl-order
+fi
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 if ! mount -t ext4 -o rw,noatime /dev/vda /newroot; then
@@ -174,9 +181,11 @@ def build_initramfs(kernel: Kernel, cache_root=None, progress=None):
         raise VmError(f"{busybox} is dynamically linked: install the static one with "
                       "`sudo apt-get install busybox-static`")
     chain = kernel.module_chain(GUEST_MODULES)
+    cxl_chain = [ko for ko in kernel.module_chain(GUEST_CXL_MODULES) if ko not in chain]
     inputs = {"recipe": INITRAMFS_RECIPE, "kernel": kernel.release, "root": str(kernel.root),
               "stage1": _STAGE1,
               "modules": [str(p.relative_to(kernel.root)) for p in chain],
+              "cxl_modules": [str(p.relative_to(kernel.root)) for p in cxl_chain],
               "init": GUEST_INIT.read_text(), "launcher": GUEST_LAUNCHER.read_text(),
               "busybox": os.path.getsize(busybox)}
     k = cache.key(inputs)
@@ -193,13 +202,14 @@ def build_initramfs(kernel: Kernel, cache_root=None, progress=None):
         (tree / "bin").mkdir(parents=True)
         (tree / "modules").mkdir()
         shutil.copy2(busybox, tree / "bin" / "busybox")
-        order = []
-        for ko in chain:
-            src = ko if ko.is_absolute() else kernel.root / ko
-            name = module_name(src)
-            (tree / "modules" / name).write_bytes(strip_module_signature(module_bytes(src)))
-            order.append(name)
-        (tree / "modules" / "order").write_text("\n".join(order) + "\n")
+        for listing, modules in (("order", chain), ("cxl-order", cxl_chain)):
+            order = []
+            for ko in modules:
+                src = ko if ko.is_absolute() else kernel.root / ko
+                name = module_name(src)
+                (tree / "modules" / name).write_bytes(strip_module_signature(module_bytes(src)))
+                order.append(name)
+            (tree / "modules" / listing).write_text("".join(f"{n}\n" for n in order))
         (tree / "init").write_text(_STAGE1)
         (tree / "init").chmod(0o755)
         shutil.copy2(GUEST_INIT, tree / "guest-init.sh")

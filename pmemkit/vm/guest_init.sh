@@ -49,44 +49,103 @@ FSLIST=$(cfg fs)
 LABELS=$(cfg labels)
 
 # --- the namespace ------------------------------------------------------------
-i=0
-while ! ndctl list -N -n namespace0.0 2>/dev/null | grep -q namespace0.0; do
-    i=$((i + 1)); [ $i -gt 100 ] && fail "no pmem namespace appeared (memmap= / NVDIMM missing?)"
-    sleep 0.1
-done
-current=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p')
-size=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"size":\([0-9]*\).*/\1/p')
-log "namespace0.0: mode ${current:-?}, size ${size:-0}"
-if [ "$current" != "$MODE" ] || [ "${size:-0}" = 0 ]; then
-    if [ "$LABELS" = 1 ]; then
-        # A labelled NVDIMM: (re)initialise its label area, then make a namespace of the
-        # region's whole available size, rounded down to the 16 MiB fsdax alignment.
-        ndctl disable-region all >/dev/null 2>&1
-        ndctl init-labels -f all >>"$JOB/setup.log" 2>&1 || fail "ndctl init-labels"
-        ndctl enable-region all >/dev/null 2>&1
-        avail=$(ndctl list -R -r region0 | sed -n 's/.*"available_size":\([0-9]*\).*/\1/p')
-        align=16777216
-        nsize=$(( ${avail:-0} / align * align ))
+wait_for() {  # wait_for TENTHS MESSAGE COMMAND...: poll COMMAND until it succeeds
+    tenths=$1 msg=$2
+    shift 2
+    i=0
+    until "$@" >/dev/null 2>&1; do
+        i=$((i + 1)); [ $i -gt "$tenths" ] && fail "$msg"
+        sleep 0.1
+    done
+}
+ns_field() {  # ns_field NAME: a field of the first active namespace of $REGION
+    ndctl list -N -r "$REGION" | sed -n "s/.*\"$1\":\"*\([a-z0-9.]*\).*/\1/p" | head -n 1
+}
+if [ "$(cfg cxl)" = 1 ]; then
+    # CXL type-3 pmem: the region is made again at every boot (the kernel does not remember
+    # it); its namespace then comes back from the labels. `cxl create-region` has exited 0
+    # without making a region, so `cxl list -R` is the check.
+    wait_for 300 "no CXL memory device mem0 appeared (cxl_pci/cxl_mem not loaded?)" \
+        sh -c 'cxl list -M | grep -q "\"memdev\":\"mem0\""'
+    cxl create-region -m -d decoder0.0 -t pmem -w 1 mem0 >>"$JOB/setup.log" 2>&1 \
+        || fail "cxl create-region -m -d decoder0.0 -t pmem -w 1 mem0"
+    cxl list -R 2>/dev/null | grep -q '"region":"region' \
+        || fail "cxl create-region made no region (cxl list -R is empty)"
+    log "CXL region: $(cxl list -R | tr -d ' \n')"
+    wait_for 100 "the CXL region has no nvdimm region" sh -c 'ndctl list -R | grep -q region'
+    REGION=$(ndctl list -R | sed -n 's/.*"dev":"\(region[0-9]*\)".*/\1/p' | head -n 1)
+    sleep 0.5  # let the namespaces from the labels appear
+    current=$(ns_field mode)
+    log "$REGION: namespace $(ns_field dev) mode ${current:-none}"
+    if [ "$current" != "$MODE" ]; then
+        ns=$(ns_field dev)
+        [ -n "$ns" ] && { ndctl destroy-namespace -f "$ns" >>"$JOB/setup.log" 2>&1 \
+            || fail "ndctl destroy-namespace $ns"; }
         mapopt=""
         [ "$MODE" = fsdax ] && mapopt=--map=mem
-        ndctl create-namespace -r region0 --mode="$MODE" $mapopt --size="$nsize" >>"$JOB/setup.log" 2>&1 \
-            || fail "ndctl create-namespace --mode=$MODE (labels, size $nsize)"
-    elif [ "$MODE" = fsdax ]; then
-        ndctl create-namespace -f -e namespace0.0 --mode=fsdax --map=mem >>"$JOB/setup.log" 2>&1 \
-            || fail "ndctl create-namespace --mode=fsdax"
-    else
-        ndctl create-namespace -f -e namespace0.0 --mode="$MODE" >>"$JOB/setup.log" 2>&1 \
-            || fail "ndctl create-namespace --mode=$MODE"
+        # shellcheck disable=SC2086
+        ndctl create-namespace -r "$REGION" --mode="$MODE" $mapopt >>"$JOB/setup.log" 2>&1 \
+            || fail "ndctl create-namespace -r $REGION --mode=$MODE"
     fi
+    DEV=/dev/$(ns_field blockdev)
+    [ "$DEV" = /dev/ ] && fail "the CXL namespace has no block device"
+else
+    i=0
+    while ! ndctl list -N -n namespace0.0 2>/dev/null | grep -q namespace0.0; do
+        i=$((i + 1)); [ $i -gt 100 ] && fail "no pmem namespace appeared (memmap= / NVDIMM missing?)"
+        sleep 0.1
+    done
+    current=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p')
+    size=$(ndctl list -N -n namespace0.0 | sed -n 's/.*"size":\([0-9]*\).*/\1/p')
+    log "namespace0.0: mode ${current:-?}, size ${size:-0}"
+    if [ "$current" != "$MODE" ] || [ "${size:-0}" = 0 ]; then
+        if [ "$LABELS" = 1 ]; then
+            # A labelled NVDIMM: (re)initialise its label area, then make a namespace of the
+            # region's whole available size, rounded down to the 16 MiB fsdax alignment.
+            ndctl disable-region all >/dev/null 2>&1
+            ndctl init-labels -f all >>"$JOB/setup.log" 2>&1 || fail "ndctl init-labels"
+            ndctl enable-region all >/dev/null 2>&1
+            avail=$(ndctl list -R -r region0 | sed -n 's/.*"available_size":\([0-9]*\).*/\1/p')
+            align=16777216
+            nsize=$(( ${avail:-0} / align * align ))
+            mapopt=""
+            [ "$MODE" = fsdax ] && mapopt=--map=mem
+            ndctl create-namespace -r region0 --mode="$MODE" $mapopt --size="$nsize" >>"$JOB/setup.log" 2>&1 \
+                || fail "ndctl create-namespace --mode=$MODE (labels, size $nsize)"
+        elif [ "$MODE" = fsdax ]; then
+            ndctl create-namespace -f -e namespace0.0 --mode=fsdax --map=mem >>"$JOB/setup.log" 2>&1 \
+                || fail "ndctl create-namespace --mode=fsdax"
+        else
+            ndctl create-namespace -f -e namespace0.0 --mode="$MODE" >>"$JOB/setup.log" 2>&1 \
+                || fail "ndctl create-namespace --mode=$MODE"
+        fi
+    fi
+    DEV=/dev/pmem0
+    [ "$MODE" = sector ] && DEV=/dev/pmem0s
 fi
-DEV=/dev/pmem0
-[ "$MODE" = sector ] && DEV=/dev/pmem0s
 i=0
 while [ ! -b "$DEV" ]; do
     i=$((i + 1)); [ $i -gt 100 ] && fail "$DEV did not appear"
     sleep 0.1
 done
 log "$DEV ready ($MODE)"
+
+# --- the data path ----------------------------------------------------------------
+# A block of random bytes written and read back with O_DIRECT in the device's last MiB (never
+# partitioned) before anything is trusted: an emulated device that drops writes while every
+# tool reports success (CXL on QEMU 7.2 with one root port) is caught here.
+if [ -n "$FSLIST" ]; then
+    probe=$(( $(cat /sys/class/block/$(basename $DEV)/size) / 8 - 256 ))
+    head -c 4096 /dev/urandom >/tmp/pmemkit-probe.w
+    dd if=/tmp/pmemkit-probe.w of="$DEV" bs=4096 seek=$probe count=1 oflag=direct conv=notrunc status=none \
+        2>>"$JOB/setup.log" || fail "cannot write to $DEV"
+    dd if="$DEV" of=/tmp/pmemkit-probe.r bs=4096 skip=$probe count=1 iflag=direct status=none \
+        2>>"$JOB/setup.log" || fail "cannot read from $DEV"
+    cmp -s /tmp/pmemkit-probe.w /tmp/pmemkit-probe.r \
+        || fail "data written to $DEV did not read back: the emulated device drops writes"
+    rm -f /tmp/pmemkit-probe.w /tmp/pmemkit-probe.r
+    log "data path of $DEV verified (4 KiB written and read back with O_DIRECT)"
+fi
 
 # --- filesystems ----------------------------------------------------------------
 DAX_DIRS=""

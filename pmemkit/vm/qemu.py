@@ -133,10 +133,10 @@ class Qemu:
 # --- the command line ----------------------------------------------------------
 
 def base_args(*, accel, memory, cpus=None, machine="pc", machine_opts=(), maxmem=None, slots=0,
-              exit_on_reboot=True):
-    """The machine: accelerator, CPU, RAM, no display, no default devices; by default QEMU
-    exits when the guest reboots (a guest that reboots itself on purpose passes False)."""
-    cpu = "host" if accel == "kvm" else "max"
+              exit_on_reboot=True, cpu_opts=()):
+    """The machine: accelerator, CPU (with ``cpu_opts``), RAM, no display, no default devices;
+    by default QEMU exits when the guest reboots (a guest that reboots on purpose passes False)."""
+    cpu = ",".join(("host" if accel == "kvm" else "max", *cpu_opts))
     mem = str(memory) + (f",slots={slots},maxmem={maxmem}" if maxmem else "")
     return [qemu_binary(), "-machine", ",".join((machine, f"accel={accel}", *machine_opts)),
             "-cpu", cpu, "-smp", str(cpus or defaults.VM_CPUS), "-m", mem,
@@ -148,23 +148,33 @@ def kernel_args(kernel, initrd, append):
     return ["-kernel", kernel, "-initrd", initrd, "-append", " ".join(append)]
 
 
-def drive_args(image, *, snapshot=True, fmt="raw", readonly=False):
-    opts = [f"file={image}", "if=virtio", f"format={fmt}", "cache=unsafe"]
+def drive_args(image, *, snapshot=True, fmt="raw", readonly=False, bus=None):
+    """A virtio disk; ``bus`` names the PCI bus explicitly (``pcie.0`` beside a CXL host bridge,
+    where QEMU would otherwise plug it into the CXL bus and refuse to start)."""
+    opts = [f"file={image}", "if=virtio" if bus is None else "if=none,id=disk0", f"format={fmt}",
+            "cache=unsafe"]
     if snapshot:
         opts.append("snapshot=on")
     if readonly:
         opts.append("readonly=on")
-    return ["-drive", ",".join(opts)]
+    argv = ["-drive", ",".join(opts)]
+    if bus is not None:
+        argv += ["-device", f"virtio-blk-pci,drive=disk0,bus={bus}"]
+    return argv
 
 
-def share_args(path, tag, *, readonly=False):
-    """A 9p share (virtio-9p-pci) of host ``path`` under mount tag ``tag``."""
+def share_args(path, tag, *, readonly=False, bus=None):
+    """A 9p share (virtio-9p-pci) of host ``path`` under mount tag ``tag`` (on PCI bus ``bus``
+    when given, see :func:`drive_args`)."""
     if "," in str(path):
         raise VmConfigError(f"cannot share {path}: QEMU option values may not contain a comma")
-    opts = ["local", f"path={path}", f"mount_tag={tag}", "security_model=none", "multidevs=remap"]
+    opts = [f"path={path}", "security_model=none", "multidevs=remap"]
     if readonly:
         opts.append("readonly=on")
-    return ["-virtfs", ",".join(opts)]
+    if bus is None:
+        return ["-virtfs", ",".join(["local", *opts[:1], f"mount_tag={tag}", *opts[1:]])]
+    return ["-fsdev", ",".join(["local", f"id=fs-{tag}", *opts]),
+            "-device", f"virtio-9p-pci,fsdev=fs-{tag},mount_tag={tag},bus={bus}"]
 
 
 def nvdimm_args(path, size, *, label_size=None, index=0):
@@ -177,6 +187,29 @@ def nvdimm_args(path, size, *, label_size=None, index=0):
         dev += f",label-size={label_size}"
     return ["-object", f"memory-backend-file,id=pmem{index},share=on,mem-path={path},size={size}",
             "-device", dev]
+
+
+def cxl_args(path, size, lsa_path, *, root_ports=2, window="4G"):
+    """A CXL type-3 persistent memory device backed by file ``path`` (label area in
+    ``lsa_path``) behind one CXL host bridge, for QEMU 7.2's ``q35`` with ``cxl=on``.
+
+    Two QEMU 7.2 traps are avoided here: with a single root port Linux 6.1 never programs the
+    host bridge's HDM decoder and QEMU drops every access (``root_ports=2`` adds an empty second
+    port); and a zero serial number makes the kernel reject the labels on the next boot, so
+    the device gets a fixed non-zero ``sn``. ``window`` is the fixed memory window's size."""
+    for p in (path, lsa_path):
+        if "," in str(p):
+            raise VmConfigError(f"cannot use {p} as CXL backing file: no commas, please")
+    argv = ["-object", f"memory-backend-file,id=cxl-mem0,share=on,mem-path={path},size={size}",
+            "-object", f"memory-backend-file,id=cxl-lsa0,share=on,mem-path={lsa_path},"
+                       f"size={defaults.VM_NVDIMM_LABEL_SIZE}",
+            "-device", "pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1",
+            "-device", "cxl-rp,port=0,bus=cxl.1,id=rp0,chassis=0,slot=2",
+            "-device", f"cxl-type3,bus=rp0,memdev=cxl-mem0,lsa=cxl-lsa0,id=cxl-pmem0,"
+                       f"sn={defaults.VM_CXL_SERIAL}"]
+    for port in range(1, root_ports):
+        argv += ["-device", f"cxl-rp,port={port},bus=cxl.1,id=rp{port},chassis=0,slot={2 + port}"]
+    return argv + ["-M", f"cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size={window}"]
 
 
 def net_args(forwards=(), *, model="virtio-net-pci"):

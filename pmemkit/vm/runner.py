@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .. import defaults
 from ..errors import GuestError, VmConfigError
-from ..units import format_size
+from ..units import format_size, parse_size
 from . import cache, guest, kernel as kernel_mod, qemu
 from .config import VmConfig
 
@@ -82,7 +83,11 @@ def prepare(config=None, progress=None):
 
 
 def nvdimm_path(config):
-    """The NVDIMM backing file ``config`` uses (created on first use, kept across runs)."""
+    """The NVDIMM or CXL backing file ``config`` uses (created on first use, kept across runs)."""
+    if config.cxl is not None:
+        if config.cxl_file is not None:
+            return Path(config.cxl_file)
+        return cache.cache_dir(config.cache_dir) / "cxl" / f"cxl-{format_size(config.cxl)}.img"
     if config.nvdimm is None:
         return None
     if config.nvdimm_file is not None:
@@ -91,12 +96,44 @@ def nvdimm_path(config):
     return cache.cache_dir(config.cache_dir) / "nvdimm" / f"pmem-{format_size(config.nvdimm)}{suffix}.img"
 
 
+def lsa_path(config):
+    """The CXL device's label storage area: ``<backing file>.lsa``, beside it."""
+    path = nvdimm_path(config)
+    return path.with_name(path.name + ".lsa")
+
+
+def _cxl_quirks(release):
+    """How a kernel needs QEMU 7.2's CXL emulation: (root ports, kernel args, CPU options).
+
+    6.1 never programs the host bridge's decoder behind a single root port (QEMU 7.2 then
+    drops every access): it gets a second, empty port. Newer kernels find no memory device
+    without ``pcie_ports=compat`` and make no region without ``hypervisor=off``; with those,
+    one port works."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if m and (int(m.group(1)), int(m.group(2))) <= (6, 1):
+        return 2, [], []
+    return 1, ["pcie_ports=compat"], ["hypervisor=off"]
+
+
+def _create_backing(config):
+    """Create the backing file(s) of an NVDIMM or CXL device (sparse) if missing."""
+    files = [(nvdimm_path(config), config.pmem_size)]
+    if config.cxl is not None:
+        files.append((lsa_path(config), parse_size(defaults.VM_NVDIMM_LABEL_SIZE)))
+    for path, size in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.stat().st_size == 0:
+            with open(path, "wb") as f:
+                f.truncate(size)
+
+
 def _write_cfg(job, config, action):
     cfg = job / "cfg"
     cfg.mkdir()
     values = {
         "action": action, "mode": config.mode, "fs": " ".join(config.fs),
         "labels": "1" if (config.labels and config.nvdimm is not None) else "0",
+        "cxl": "1" if config.cxl is not None else "0",
         "share": config.guest_share or "", "mount_options": defaults.MOUNT_OPTIONS,
     }
     for fs in defaults.FILESYSTEMS:
@@ -110,23 +147,31 @@ def qemu_argv(config, image, job, accel, *, interactive=False):
     """The full QEMU command line for ``config`` (a list; nothing goes through a shell)."""
     append = ["console=ttyS0", "panic=-1", "rdinit=/init", "loglevel=4" if not interactive else "quiet",
               "nokaslr", "tsc=reliable", "no_timer_check", "mitigations=off"]
-    machine_opts, maxmem, slots = (), None, 0
+    machine, machine_opts, maxmem, slots, cpu_opts, bus, ports = "pc", (), None, 0, [], None, 0
     if config.memmap is not None:
         append.append(config.memmap.kernel_arg)
+    elif config.cxl is not None:
+        machine, machine_opts, bus = "q35", ("cxl=on",), "pcie.0"
+        ports, extra_append, cpu_opts = _cxl_quirks(image.kernel.release)
+        append += [*extra_append, "pmemkit.cxl=1"]
     else:
         machine_opts = ("nvdimm=on",)
         slots = 2
         maxmem = format_size(config.memory + config.nvdimm + (1 << 30))
     argv = qemu.base_args(accel=accel, memory=format_size(config.memory), cpus=config.cpus,
-                          machine_opts=machine_opts, maxmem=maxmem, slots=slots)
+                          machine=machine, machine_opts=machine_opts, maxmem=maxmem, slots=slots,
+                          cpu_opts=cpu_opts)
     argv += qemu.kernel_args(image.kernel.boot_image(), image.initramfs, append)
-    argv += qemu.drive_args(image.rootfs.image, snapshot=True)
-    argv += qemu.share_args(job, "pmemkit-job")
+    argv += qemu.drive_args(image.rootfs.image, snapshot=True, bus=bus)
+    argv += qemu.share_args(job, "pmemkit-job", bus=bus)
     if config.share is not None:
-        argv += qemu.share_args(config.share, "pmemkit-share")
+        argv += qemu.share_args(config.share, "pmemkit-share", bus=bus)
     if config.nvdimm is not None:
         label = defaults.VM_NVDIMM_LABEL_SIZE if config.labels else None
         argv += qemu.nvdimm_args(nvdimm_path(config), config.nvdimm, label_size=label)
+    if config.cxl is not None:
+        argv += qemu.cxl_args(nvdimm_path(config), config.cxl, lsa_path(config), root_ports=ports,
+                              window=defaults.VM_CXL_WINDOW)
     argv += qemu.serial_args("mon:stdio" if interactive else job / "console.log")
     return [str(a) for a in argv]
 
@@ -174,10 +219,7 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     accel = qemu.choose_accel(config.accel, image.kernel.vmlinuz, progress, config.cache_dir)
     nv = nvdimm_path(config)
     if nv is not None:
-        nv.parent.mkdir(parents=True, exist_ok=True)
-        if not nv.exists() or nv.stat().st_size == 0:
-            with open(nv, "wb") as f:
-                f.truncate(config.nvdimm)
+        _create_backing(config)
     job_parent = Path(tempfile.gettempdir())
     job = Path(tempfile.mkdtemp(prefix="pmemkit-vm-", dir=job_parent))
     try:
@@ -193,7 +235,8 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
         interactive = action == "shell"
         cmd = qemu_argv(config, image, job, accel, interactive=interactive)
         if progress:
-            pm = f"memmap={config.memmap}" if config.memmap else f"NVDIMM {format_size(config.nvdimm)} ({nv})"
+            pm = (f"memmap={config.memmap}" if config.memmap else
+                  f"{config.backend.upper()} {format_size(config.pmem_size)} ({nv})")
             progress(f"booting guest ({accel}, {pm}, {config.mode}, "
                      f"fs={','.join(config.fs) or 'none'}, memory {format_size(config.memory)})")
         start = time.monotonic()
