@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ._linux import cpuinfo
+
 #: Flush instructions, best first (libpmem's order of preference).
 FLUSH_INSTRUCTIONS = ("clwb", "clflushopt", "clflush")
 #: Every flush method a mapping can use.
@@ -18,23 +20,15 @@ _FEATURES = ("clflush", "clflushopt", "clwb", "sse2", "avx", "avx2", "avx512f")
 
 
 def native():
-    """The native extension module ``pmemkit._flush``, or ``None`` when it was not built."""
+    """The native extension module ``pmemkit._flush``, or ``None`` when it was not built.
+
+    The one answer to "is the extension built" (``pmemkit doctor`` and the mappings ask it).
+    """
     try:
         from . import _flush
     except ImportError:
         return None
     return _flush
-
-
-def _cpuinfo_flags(path="/proc/cpuinfo"):
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
 
 
 @lru_cache(maxsize=None)
@@ -46,7 +40,7 @@ def features():
     mod = native()
     if mod is not None:
         return dict(mod.cpu_features())
-    flags = _cpuinfo_flags()
+    flags = cpuinfo.cpu_flags() or frozenset()
     return {name: name in flags for name in _FEATURES}
 
 

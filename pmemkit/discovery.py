@@ -9,12 +9,14 @@ cache-flush instructions and eADR. :func:`diagnose` turns that into advice
 Two backends read the machine, like psutil's per-platform split:
 
 * ``"live"`` (the default for ``root="/"``): pyudev enumerates the ``nd``,
-  ``block`` and ``dax`` subsystems and psutil lists mounts and RAM;
+  ``block`` and ``dax`` subsystems and psutil gives the RAM size;
 * ``"files"``: a reader over a directory tree laid out like ``/sys`` and
   ``/proc``, used for fixture trees (pyudev cannot be pointed at one) and as a
   fallback when libudev is missing.
 
 Both build the same model; the test suite checks they agree on the real machine.
+The machine facts underneath (sysfs, the mount table, statx, /proc/cpuinfo) are read
+by :mod:`pmemkit._linux`.
 
 The small helpers :func:`has_eadr`, :func:`dax_mount_points` and :func:`is_dax`
 are called by the mapping code on hot-ish paths: they import neither pyudev nor
@@ -23,19 +25,19 @@ numpy and read only what they need.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
-import errno
-import glob
 import os
-import platform
 import re
-import struct
 from dataclasses import dataclass
 from typing import Optional
 
-from . import defaults
+from . import cpu, defaults
+from ._linux import cpuinfo
+from ._linux import join as _join
+from ._linux.mounts import read_mounts as _read_mounts_file
+from ._linux.statx import STATX_ATTR_DAX, is_dax  # noqa: F401 - re-exported
+from ._linux.statx import statx_attributes as _statx_raw  # noqa: F401 - old name
+from ._linux.sysfs import has_eadr
 from .errors import DiscoveryError, InvalidArgumentError
 from .units import Memmap, format_size, parse_memmap
 
@@ -213,29 +215,6 @@ class Discovery:
 
 # --- cheap helpers other modules call -------------------------------------------
 
-def _join(root, path):
-    return os.path.join(root, path.lstrip("/"))
-
-
-def has_eadr(root="/"):
-    """True when every nd region's ``persistence_domain`` reads ``cpu_cache``.
-
-    False when there are no regions or one cannot be read. Cheap: a glob and a
-    few small reads, no pyudev.
-    """
-    files = glob.glob(_join(root, "/sys/bus/nd/devices/region*/persistence_domain"))
-    if not files:
-        return False
-    for path in files:
-        try:
-            with open(path) as f:
-                if f.read().strip() != "cpu_cache":
-                    return False
-        except OSError:
-            return False
-    return True
-
-
 def _dax_option(options):
     found = None
     for opt in options:
@@ -244,46 +223,9 @@ def _dax_option(options):
     return found
 
 
-_ESCAPE_RE = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(text):
-    # /proc/mounts writes space, tab, newline and backslash as \040 \011 \012 \134.
-    return _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)), text)
-
-
-def _read_mounts_file(root):
-    """All mounts from ROOT/proc/self/mounts (or proc/mounts) as (device, mp, fstype, opts)."""
-    for rel in ("/proc/self/mounts", "/proc/mounts"):
-        path = _join(root, rel)
-        if os.path.exists(path):
-            break
-    else:
-        return []
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as exc:
-        raise DiscoveryError(f"cannot read {path}: {exc.strerror}") from None
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        out.append((_unescape(parts[0]), _unescape(parts[1]), parts[2], parts[3]))
-    return out
-
-
-def _psutil_mounts():
-    import psutil
-    # psutil reports the device "none" (tmpfs, devpts, ...) as an empty string
-    return [(p.device or "none", p.mountpoint, p.fstype, p.opts)
-            for p in psutil.disk_partitions(all=True)]
-
-
 def dax_mount_points(root="/"):
     """Mount points of filesystems mounted with ``dax`` or ``dax=always``."""
-    mounts = _psutil_mounts() if _is_live_root(root) else _read_mounts_file(root)
+    mounts = _read_mounts_file(root)
     seen = []
     for _dev, mp, _fs, opts in mounts:
         if _dax_option(opts.split(",")) in ("dax", "dax=always") and mp not in seen:
@@ -291,68 +233,9 @@ def dax_mount_points(root="/"):
     return seen
 
 
-# statx(2): STATX_ATTR_DAX is reported in stx_attributes when stx_attributes_mask has it.
-STATX_ATTR_DAX = 0x00200000
-_STATX_BASIC_STATS = 0x000007FF
-_AT_FDCWD = -100
-_STATX_NR = {"x86_64": 332, "aarch64": 291, "riscv64": 291, "ppc64le": 383, "ppc64": 383,
-             "s390x": 379, "i686": 383, "i386": 383, "armv7l": 397}
-_libc = None
-
-
-def _statx_raw(path):
-    """Return (stx_attributes, stx_attributes_mask), or None if statx is unavailable."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    buf = ctypes.create_string_buffer(256)
-    bpath = os.fsencode(path)
-    nr = _STATX_NR.get(platform.machine())
-    if nr is None:
-        return None
-    syscall = _libc.syscall
-    syscall.restype = ctypes.c_long
-    rc = syscall(ctypes.c_long(nr), ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(bpath),
-                 ctypes.c_int(0), ctypes.c_uint(_STATX_BASIC_STATS), buf)
-    if rc != 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOSYS:
-            return None
-        raise DiscoveryError(f"cannot statx {path!r}: {os.strerror(err)}")
-    attributes, = struct.unpack_from("=Q", buf.raw, 8)
-    attributes_mask, = struct.unpack_from("=Q", buf.raw, 56)
-    return attributes, attributes_mask
-
-
-def is_dax(path):
-    """Whether the kernel accesses ``path`` with DAX (statx ``STATX_ATTR_DAX``).
-
-    Returns ``None`` where the kernel cannot tell (no statx, or a kernel before
-    5.8 that does not report the attribute). Raises :class:`DiscoveryError`
-    if ``path`` cannot be examined (missing, no permission).
-    """
-    raw = _statx_raw(path)
-    if raw is None:
-        return None
-    attributes, mask = raw
-    if not mask & STATX_ATTR_DAX:
-        return None
-    return bool(attributes & STATX_ATTR_DAX)
-
-
 def native_flush_available():
     """True when pmemkit's C flush extension is importable (else mappings fall back to msync)."""
-    import importlib
-    for name in _NATIVE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue
-        return True
-    return False
-
-
-_NATIVE_MODULES = ("pmemkit._flush",)
+    return cpu.native() is not None
 
 
 # --- backends ------------------------------------------------------------------
@@ -450,11 +333,11 @@ class _FileBackend:
         return int(m.group(1)) * 1024 if m else None
 
     def cpu(self):
-        return _cpu_from_cpuinfo(_join(self.root, "/proc/cpuinfo"), self.problems)
+        return _cpu_from_cpuinfo(self.root, self.problems)
 
 
 class _LiveBackend:
-    """The running system through pyudev (devices) and psutil (mounts, RAM)."""
+    """The running system through pyudev (devices), the mount table and psutil (RAM)."""
 
     name = "live"
 
@@ -497,7 +380,7 @@ class _LiveBackend:
         return self._list("dax", "dax")
 
     def mounts(self):
-        return _psutil_mounts()
+        return _read_mounts_file("/")
 
     def ram_bytes(self):
         import psutil
@@ -518,53 +401,21 @@ def _read_text(path, problems):
         return None
 
 
-def _cpu_from_cpuinfo(path, problems):
-    text = _read_text(path, problems)
-    if text is None:
+def _cpu_from_cpuinfo(root, problems):
+    try:
+        flags = cpuinfo.cpu_flags(root)
+    except OSError as exc:
+        problems.append(Problem(_join(root, "/proc/cpuinfo"), f"unreadable: {exc.strerror}"))
         return None
-    m = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
-    if not m:
+    if flags is None:
         return None
-    flags = set(m.group(1).split())
     return CpuFeatures("clflush" in flags, "clflushopt" in flags, "clwb" in flags, "/proc/cpuinfo")
 
 
 def _cpu_live(problems):
-    """CPU features from pmemkit.cpu (cpuid) when it exists, else /proc/cpuinfo."""
-    try:
-        from . import cpu as cpu_mod
-    except ImportError:
-        cpu_mod = None
-    if cpu_mod is not None:
-        feats = _cpu_from_module(cpu_mod)
-        if feats is not None:
-            return feats
-    return _cpu_from_cpuinfo("/proc/cpuinfo", problems)
-
-
-def _cpu_from_module(cpu_mod):
-    getter = getattr(cpu_mod, "features", None)
-    if getter is None:
-        return None
-    try:
-        f = getter()
-    except Exception:  # noqa: BLE001 - a broken cpuid probe must not break discovery
-        return None
-
-    def flag(name):
-        if isinstance(f, dict):
-            return bool(f.get(name, False))
-        if isinstance(f, (set, frozenset, list, tuple)):
-            return name in f
-        return bool(getattr(f, name, False))
-
-    source = "pmemkit.cpu"
-    if hasattr(cpu_mod, "feature_source"):
-        try:
-            source = cpu_mod.feature_source()
-        except Exception:  # noqa: BLE001
-            pass
-    return CpuFeatures(flag("clflush"), flag("clflushopt"), flag("clwb"), source)
+    """CPU features from pmemkit.cpu (cpuid through the extension, else /proc/cpuinfo)."""
+    f = cpu.features()
+    return CpuFeatures(f["clflush"], f["clflushopt"], f["clwb"], cpu.feature_source())
 
 
 # --- parsing ---------------------------------------------------------------------

@@ -24,10 +24,10 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import re
 import stat
 
 from . import cpu, defaults
+from ._linux import mounts, sysfs
 from .errors import (
     ClosedMappingError,
     InvalidArgumentError,
@@ -100,36 +100,12 @@ def _check_method_available(method, why):
             f"choose one it has, or unset {defaults.FLUSH_ENV}")
 
 
-def _has_eadr():
-    """Whether every nd region's persistence domain is the CPU cache (eADR)."""
-    from .discovery import has_eadr  # lazy: keeps ``import pmemkit`` light
-
-    return has_eadr()
-
-
-# --- filesystem facts for error messages ----------------------------------------------
-
-def mount_of(path):
-    """``(mountpoint, fstype, options)`` of the mount holding ``path`` (longest match)."""
-    import psutil
-
-    real = os.path.realpath(path)
-    best = None
-    for part in psutil.disk_partitions(all=True):
-        mp = part.mountpoint
-        if real == mp or real.startswith(mp.rstrip("/") + "/"):
-            if best is None or len(mp) > len(best.mountpoint):
-                best = part
-    if best is None:
-        return ("/", "unknown", "")
-    return (best.mountpoint, best.fstype, best.opts)
-
-
 def _not_dax_message(path, err):
     try:
-        mountpoint, fstype, opts = mount_of(path)
+        entry = mounts.mount_of(path)
     except Exception:  # noqa: BLE001 - the message must not fail
-        mountpoint, fstype, opts = "?", "unknown", ""
+        entry = None
+    mountpoint, fstype, opts = entry[1:] if entry else ("?", "unknown", "")
     code = errno.errorcode.get(err.errno, str(err.errno))
     return (
         f"{path} is not on persistent memory: the kernel refused MAP_SYNC ({code}: "
@@ -140,32 +116,14 @@ def _not_dax_message(path, err):
         f"accept a plain mapping")
 
 
-# --- device DAX ----------------------------------------------------------------------
-
-def _devdax_sysfs(st):
-    return f"/sys/dev/char/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-
-
 def _devdax_size(path, st):
     try:
-        with open(os.path.join(_devdax_sysfs(st), "size")) as f:
-            return int(f.read().strip())
+        return sysfs.devdax_size(st)
     except (OSError, ValueError):
         raise MappingError(
             errno.ENODEV,
             f"{path} is a character device but not a device-DAX device (no size in "
-            f"{_devdax_sysfs(st)}); map a regular file or a /dev/daxX.Y device") from None
-
-
-def _devdax_deep_flush_file(st):
-    """``/sys/.../regionN/deep_flush`` of the region holding a device-DAX device, or None."""
-    real = os.path.realpath(_devdax_sysfs(st))
-    while real not in ("/", ""):
-        if re.fullmatch(r"region\d+", os.path.basename(real)):
-            candidate = os.path.join(real, "deep_flush")
-            return candidate if os.path.exists(candidate) else None
-        real = os.path.dirname(real)
-    return None
+            f"{sysfs.char_device_dir(st)}); map a regular file or a /dev/daxX.Y device") from None
 
 
 # --- the pure-Python msync path (no native extension) --------------------------------
@@ -503,7 +461,7 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
     is_pmem = map_sync or device_dax
     if force_pmem is not None:
         is_pmem = force_pmem
-    eadr = bool(is_pmem and _has_eadr())
+    eadr = bool(is_pmem and sysfs.has_eadr())
     granularity = ("byte" if eadr else "cache_line") if is_pmem else "page"
     if forced_method is not None:
         method = forced_method
@@ -515,7 +473,7 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
         method = cpu.best_flush_method()
     return PmemMap(mm, path=path, is_pmem=is_pmem, granularity=granularity, flush_method=method,
                    map_sync=map_sync, device_dax=device_dax, eadr=eadr,
-                   deep_flush_file=_devdax_deep_flush_file(st) if device_dax else None)
+                   deep_flush_file=sysfs.devdax_deep_flush_file(st) if device_dax else None)
 
 
 def _extend(fd, size, path):

@@ -320,11 +320,13 @@ def test_is_dax_on_a_plain_file(tmp_path):
 
 
 def test_is_dax_reads_the_attribute(monkeypatch):
-    monkeypatch.setattr(discovery, "_statx_raw", lambda p: (0x200000, 0x200000 | 0x1000))
+    from pmemkit._linux import statx
+
+    monkeypatch.setattr(statx, "statx_attributes", lambda p: (0x200000, 0x200000 | 0x1000))
     assert is_dax("/x") is True
-    monkeypatch.setattr(discovery, "_statx_raw", lambda p: (0, 0x1000))     # kernel cannot tell
+    monkeypatch.setattr(statx, "statx_attributes", lambda p: (0, 0x1000))     # kernel cannot tell
     assert is_dax("/x") is None
-    monkeypatch.setattr(discovery, "_statx_raw", lambda p: None)            # no statx
+    monkeypatch.setattr(statx, "statx_attributes", lambda p: None)            # no statx
     assert is_dax("/x") is None
 
 
@@ -472,10 +474,14 @@ def test_live_and_file_backends_agree_on_this_machine():
 
 
 def test_psutil_and_proc_mounts_agree():
+    import psutil
+
     # mounts can change while we read (other processes): compare a snapshot that held still
     for _ in range(5):
         before = discovery._read_mounts_file("/")
-        via_psutil = discovery._psutil_mounts()
+        # psutil reports the device "none" (tmpfs, devpts, ...) as an empty string
+        via_psutil = [(p.device or "none", p.mountpoint, p.fstype, p.opts)
+                      for p in psutil.disk_partitions(all=True)]
         if discovery._read_mounts_file("/") == before:
             break
     assert via_psutil == before

@@ -21,6 +21,8 @@ from pmemkit import (
     mapping,
 )
 
+from pmemkit._linux import mounts
+
 KIB = 1024
 
 
@@ -174,7 +176,7 @@ def test_require_off_dax_existing(existing, snapshot):
     with pytest.raises(NotPmemError) as info:
         mapping.map_file(existing, sync="require")
     msg = str(info.value)
-    mountpoint, fstype, opts = mapping.mount_of(existing)
+    _device, mountpoint, fstype, opts = mounts.mount_of(existing)
     assert fstype in msg and mountpoint in msg and (opts or "(none)") in msg
     assert "mount -o dax" in msg and "pmemkit vm run" in msg
     assert "MAP_SYNC" in msg
@@ -203,7 +205,9 @@ def test_require_off_dax_new_file_is_removed(tmp_path, snapshot):
 def test_mount_of_finds_the_longest_mountpoint(tmp_path):
     import psutil
 
-    mountpoint, fstype, _ = mapping.mount_of(tmp_path)
+    from pmemkit._linux.mounts import mount_of
+
+    _device, mountpoint, fstype, _ = mount_of(tmp_path)
     real = os.path.realpath(tmp_path)
     assert real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
     others = [p.mountpoint for p in psutil.disk_partitions(all=True)

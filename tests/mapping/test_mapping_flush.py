@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from mapping_helpers import CPU_METHODS, disable_native, file_bytes
 
 from pmemkit import cpu, mapping
+from pmemkit._linux import cpuinfo
 
 PAGE = mmap.PAGESIZE
 
@@ -24,7 +25,7 @@ def test_features_shape():
 
 def test_cpuid_agrees_with_proc_cpuinfo():
     """The C extension's cpuid and the kernel's flags line tell the same story."""
-    flags = cpu._cpuinfo_flags()
+    flags = cpuinfo.cpu_flags()
     if not flags:
         pytest.skip("/proc/cpuinfo has no flags line on this architecture")
     feats = cpu.features()
@@ -38,7 +39,7 @@ def test_cpuinfo_fallback(monkeypatch):
     try:
         feats = cpu.features()
         assert cpu.feature_source() == "/proc/cpuinfo"
-        assert feats["clflush"] == ("clflush" in cpu._cpuinfo_flags())
+        assert feats["clflush"] == ("clflush" in cpuinfo.cpu_flags())
         assert cpu.best_flush_method() == "msync"  # nothing can be issued from Python
         assert cpu.available_methods() == ["msync"]
     finally:
