@@ -440,7 +440,7 @@ static int file_for(int fd, const struct stat *st)
 	if (n < 0)
 		n = 0;
 	path[n] = 0;
-	emit(T_FILE, fid, 0, (uint64_t)n, path, (size_t)n);
+	emit(T_FILE, fid, (uint64_t)st->st_size, (uint64_t)n, path, (size_t)n);
 	return fid;
 }
 

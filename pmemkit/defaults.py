@@ -49,6 +49,11 @@ CRASH_BATCH = 256
 #: Size of the traced region when explore() gets neither size nor initial contents.
 CRASH_DEFAULT_SIZE = 4096
 
+#: Environment variables of the LD_PRELOAD interposer (pmemkit/_interpose.c repeats them; a test
+#: pins them equal): the trace file's path, and the pid of the one process that records.
+INTERPOSE_TRACE_ENV = "PMEMKIT_TRACE"
+INTERPOSE_OWNER_ENV = "PMEMKIT_TRACE_PID"
+
 # --- VM harness (pmemkit vm) ---------------------------------------------------
 #: Debian metapackage naming the guest kernel (generic flavour: the cloud kernel has no 9p).
 VM_KERNEL_METAPACKAGE = "linux-image-amd64"

@@ -87,6 +87,15 @@ class CheckerError(CrashError):
     timed out, or it broke the line protocol. Not a violation: nothing was learned about the image."""
 
 
+class InterposeError(CrashError):
+    """A program cannot be traced by pmemkit's interposer (statically linked, no persistence calls
+    reached it, several pool files, a forked child wrote the pool): refused, no verdict."""
+
+
+class TraceIncompleteError(InterposeError):
+    """The initial image plus the traced stores is not the file the program left behind."""
+
+
 # --- control flow inside the crash simulator ------------------------------------
 # These never reach a caller of pmemkit: they carry a verdict or stop a run.
 

@@ -14,6 +14,7 @@ import os
 import sys
 
 from ..errors import PmemError
+from . import crash_run
 from .status import Status
 from .status import for_error as status_for_error
 
@@ -32,11 +33,19 @@ def build_parser():
     return parser
 
 
+def _own_parser(argv):
+    """``pmemkit crash run|record ... -- PROGRAM``: a command whose parser is its own (cli/crash_run.py)."""
+    if argv[:1] == ["crash"] and argv[1:2] and argv[1] in crash_run.SUBCOMMANDS:
+        return lambda: crash_run.main(argv[1], argv[2:])
+    return None
+
+
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    own = _own_parser(argv)
+    args = None if own else build_parser().parse_args(argv)
     try:
-        status = args.func(args)
+        status = own() if own else args.func(args)
     except PmemError as exc:
         print(f"pmemkit: error: {exc}", file=sys.stderr)
         return int(status_for_error(exc))

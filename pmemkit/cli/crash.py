@@ -16,7 +16,8 @@ def register(subparsers):
                     "images the persistency model allows at every fence and at the end, and run a checker "
                     "on each distinct image. The checker gets the image file's path as its last argument; "
                     "exit status 0 means consistent (with --persistent: one process, line protocol, see "
-                    "docs/crash.md).",
+                    "docs/crash.md). To trace a C/C++ program instead of reading a log: "
+                    "`pmemkit crash run --help`, `pmemkit crash record --help`.",
         formatter_class=status.HelpFormatter,
         epilog=status.epilog("example: pmemkit crash store.log --engine exhaustive --check ./check_pool "
                              "--strict", ""))

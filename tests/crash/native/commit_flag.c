@@ -1,5 +1,5 @@
 /*
- * A commit-flag program: a 256-byte payload at offset 0, a 64-bit flag at offset
+ * A commit-flag program: a 64-byte payload at offset 0, a 64-bit flag at offset
  * 4096 (a different page and cache line). Consistent: flag == 1 implies the payload
  * is complete; once the program records "committed", the flag must be 1.
  *
@@ -8,7 +8,8 @@
  *   MODE: correct, correct-memcpy, flag-first, payload-unflushed, flush-no-drain,
  *         unpersisted-unmap, unpersisted-return, unpersisted-exit
  *
- * It finds pmemkit_record with dlsym, so it runs without pmemkit too.
+ * It finds pmemkit_record with dlsym, so it runs without pmemkit too. -DNO_LIBPMEM and
+ * -DNO_PMEM2 leave the libraries out (the msync backend only).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -19,13 +20,15 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#ifndef NO_LIBPMEM
 #include <libpmem.h>
+#endif
 #ifndef NO_PMEM2
 #include <libpmem2.h>
 #endif
 
 #define POOL 16384
-#define PAYLOAD 256
+#define PAYLOAD 64
 #define FLAG 4096
 
 static void (*persist)(const void *, size_t);
@@ -51,7 +54,9 @@ static void *ms_memcpy_persist(void *d, const void *s, size_t n)
 	return d;
 }
 
+#ifndef NO_LIBPMEM
 static void *pm_memcpy_persist(void *d, const void *s, size_t n) { return pmem_memcpy_persist(d, s, n); }
+#endif
 
 #ifndef NO_PMEM2
 static pmem2_memcpy_fn p2_memcpy;
@@ -68,6 +73,7 @@ static void record(const char *k, const char *v)
 
 static void open_pool(const char *backend, const char *path)
 {
+#ifndef NO_LIBPMEM
 	if (strcmp(backend, "pmem") == 0) {
 		size_t len;
 		int is_pmem;
@@ -79,6 +85,7 @@ static void open_pool(const char *backend, const char *path)
 		memcpy_persist = pm_memcpy_persist;
 		return;
 	}
+#endif
 	int fd = open(path, O_RDWR | O_CREAT, 0644);
 	if (fd < 0 || ftruncate(fd, POOL) != 0) { perror(path); exit(2); }
 	if (strcmp(backend, "msync") == 0) {
@@ -153,17 +160,19 @@ int main(int argc, char **argv)
 		flush((void *)flag, 8);
 		drain();
 	} else if (strncmp(mode, "unpersisted-", 12) == 0) {
-		memcpy(base, payload, PAYLOAD);
-		*flag = 1;
+		memcpy_persist(base, payload, PAYLOAD);
+		*flag = 1;   /* never persisted */
 	} else {
 		fprintf(stderr, "unknown mode %s\n", mode);
 		return 2;
 	}
 	record("committed", "1");
 	if (strcmp(mode, "unpersisted-unmap") == 0) {
+#ifndef NO_LIBPMEM
 		if (strcmp(argv[1], "pmem") == 0)
 			pmem_unmap(base, POOL);
 		else
+#endif
 			munmap(base, POOL);
 	} else if (strcmp(mode, "unpersisted-exit") == 0) {
 		_exit(0);

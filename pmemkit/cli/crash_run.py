@@ -1,0 +1,149 @@
+"""``pmemkit crash run|record ... -- PROGRAM [ARGS...]``: crash-test an unmodified C/C++ program.
+
+``run`` traces the program under pmemkit's LD_PRELOAD interposer, checks the trace is
+complete, explores every crash image of its pool file and runs the checker on each;
+``record`` writes the trace as a pmemcheck store log (pmreorder's input) instead.
+Everything before ``--`` is pmemkit's, everything after it is the program's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import InvalidArgumentError, TraceIncompleteError
+from . import status
+
+SUBCOMMANDS = ("run", "record")
+
+
+def _parser(name):
+    prog = f"pmemkit crash {name}"
+    if name == "run":
+        p = argparse.ArgumentParser(
+            prog=prog, formatter_class=status.HelpFormatter,
+            usage=f"{prog} [options] [--check CMD ...] -- PROGRAM [ARGS ...]",
+            description="Run PROGRAM under pmemkit's LD_PRELOAD interposer (stores, flushes and fences "
+                        "of libpmem, libpmem2, libpmemobj or plain mmap + msync are traced), check that "
+                        "the initial pool image plus every traced store equals the file the program left "
+                        "behind, then enumerate every crash image the persistency model allows and run "
+                        "the checker on each. The checker gets the image file's path as its last "
+                        "argument; exit status 0 means consistent (with --persistent: one process, line "
+                        "protocol with the crash point, markers and pmemkit_record() records; see "
+                        "docs/crash-c.md).",
+            epilog=status.epilog("example: pmemkit crash run --check ./check_pool -- ./my_program "
+                                 "pool.obj", ""))
+        p.add_argument("--model", default="x86", choices=("x86", "x86-line", "eadr"),
+                       help="persistency model (default: x86, independent 8-byte units)")
+        p.add_argument("--engine", default="auto",
+                       help="auto, exhaustive, bounded[:K], random[:N] or prefix (default: auto)")
+        p.add_argument("--max-states", type=int, default=None, metavar="N",
+                       help="stop after N crash states")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
+        p.add_argument("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
+        p.add_argument("--persistent", action="store_true",
+                       help="start the checker once and send it image paths (and the crash point) over "
+                            "stdin (line protocol)")
+        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
+    else:
+        p = argparse.ArgumentParser(
+            prog=prog, formatter_class=status.HelpFormatter,
+            usage=f"{prog} -o LOG [--initial-out FILE] -- PROGRAM [ARGS ...]",
+            description="Run PROGRAM under pmemkit's LD_PRELOAD interposer and write its pool's trace as "
+                        "a pmemcheck store log (the input of PMDK's pmreorder and of `pmemkit crash LOG`). "
+                        "The log has no place for the pool's contents before the run: --initial-out "
+                        "saves them (give them back with `pmemkit crash LOG --initial FILE`).",
+            epilog=status.epilog("example: pmemkit crash record -o store.log --initial-out pool.initial "
+                                 "-- ./my_program pool.obj", ""))
+        p.add_argument("-o", "--output", required=True, metavar="LOG", help="the store log to write")
+        p.add_argument("--initial-out", metavar="FILE", help="write the pool's contents before the run here")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="kill the program after this long (default: no limit)")
+    if name == "run":
+        p.add_argument("--check", nargs=argparse.REMAINDER, required=True, metavar="CMD",
+                       help="the checker program and its arguments (last before --)")
+    return p
+
+
+def main(name, argv, out=None):
+    """Parse and run ``pmemkit crash NAME ARGV``; returns the exit status."""
+    argv = list(argv)
+    if "--" not in argv:
+        if any(a in ("-h", "--help") for a in argv):
+            _parser(name).parse_args(["--help"])
+        raise InvalidArgumentError(
+            f"pmemkit crash {name}: put -- before the program, e.g. pmemkit crash {name} "
+            f"{'--check ./check_pool ' if name == 'run' else '-o store.log '}-- ./my_program pool.obj")
+    cut = argv.index("--")
+    args = _parser(name).parse_args(argv[:cut])
+    args.program = argv[cut + 1:]
+    if not args.program:
+        raise InvalidArgumentError(f"pmemkit crash {name}: give the program to run after --")
+    out = out or sys.stdout
+    return cmd_run(args, out) if name == "run" else cmd_record(args, out)
+
+
+def _trace(args, out):
+    from ..crash import native
+
+    prog = native.run(args.program, timeout=args.timeout)
+    t = prog.trace
+    pool = t.pool()
+    out.write(f"traced {' '.join(args.program)}: {prog.describe_exit()}; pool {pool.path} "
+              f"({len(prog.final)} bytes): {pool.stores} store(s), {t.flushes} flush(es), {t.fences} "
+              f"fence(s), {len(t.threads)} thread(s), {len(t.records)} record(s)\n")
+    if t.cross_thread_fences:
+        out.write(f"note: {t.cross_thread_fences} fence(s) made another thread's flushes durable "
+                  f"(one fence domain for all threads: see docs/crash-c.md)\n")
+    try:
+        return prog, prog.workload()
+    except TraceIncompleteError as exc:
+        out.write(f"pmemkit: {exc}\n")
+        raise
+
+
+def cmd_run(args, out):
+    from .. import crash
+
+    if not args.check:
+        raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
+    try:
+        _, work = _trace(args, out)
+    except TraceIncompleteError:
+        return status.Status.INCOMPLETE
+    check = crash.PersistentChecker(args.check, info=True) if args.persistent else args.check
+    report = crash.explore(work, check, size=work.size, initial=work.initial, model=args.model,
+                           engine=args.engine, max_states=args.max_states, seed=args.seed,
+                           workers=args.workers)
+    verdict = status.verdict(report.ok, report.complete)
+    if args.json:
+        json.dump({"ok": report.ok, "status": int(verdict), "violations": report.violation_count,
+                   "states_checked": report.states_checked, "unique_images": report.unique_images,
+                   "crash_points": report.crash_points, "complete": report.complete,
+                   "engines": report.engines, "warnings": report.warnings,
+                   "elapsed": report.elapsed}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"{report}\n")
+    return verdict
+
+
+def cmd_record(args, out):
+    from ..crash import pmemcheck
+
+    try:
+        _, work = _trace(args, out)
+    except TraceIncompleteError:
+        return status.Status.INCOMPLETE
+    path = Path(args.output)
+    try:
+        pmemcheck.write_log(work.exportable(), path)
+        if args.initial_out:
+            Path(args.initial_out).write_bytes(work.initial)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write {exc.filename!r}: {exc.strerror}") from None
+    init = f" --initial {args.initial_out}" if args.initial_out else ""
+    out.write(f"wrote {path} ({work.stats}); explore it with: pmemkit crash {path}{init} --check CMD\n")
+    return status.Status.OK

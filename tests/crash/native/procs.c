@@ -1,0 +1,64 @@
+/*
+ * Processes and threads under the interposer. A 16 KiB file, mapped shared.
+ *
+ *   procs fork-child-writes FILE   a forked child stores to the pool (must be refused)
+ *   procs killed FILE              persists, stores more, then is killed by SIGKILL
+ *   procs threads FILE             two threads, each persisting its own counter 100 times
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <libpmem.h>
+
+#define POOL 16384
+
+static char *base;
+
+static void *worker(void *arg)
+{
+	uint64_t *c = (uint64_t *)(base + 4096 * (uintptr_t)arg);
+	for (int i = 0; i < 100; i++) {
+		*c += 1;
+		pmem_persist(c, 8);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	int fd = open(argv[2], O_RDWR | O_CREAT, 0644);
+	if (fd < 0 || ftruncate(fd, POOL) != 0)
+		return 2;
+	base = mmap(NULL, POOL, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED)
+		return 2;
+	strcpy(base, "parent");
+	pmem_persist(base, 64);
+	if (strcmp(argv[1], "fork-child-writes") == 0) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			strcpy(base + 64, "child");
+			msync(base, 4096, MS_SYNC);
+			_exit(0);
+		}
+		waitpid(pid, NULL, 0);
+	} else if (strcmp(argv[1], "killed") == 0) {
+		strcpy(base + 128, "never seen");
+		kill(getpid(), SIGKILL);
+	} else if (strcmp(argv[1], "threads") == 0) {
+		pthread_t t[2];
+		for (uintptr_t i = 0; i < 2; i++)
+			pthread_create(&t[i], NULL, worker, (void *)(i + 1));
+		for (int i = 0; i < 2; i++)
+			pthread_join(t[i], NULL);
+	}
+	return 0;
+}

@@ -1,0 +1,229 @@
+"""`pmemkit crash run/record` on real C programs built with gcc against Debian's PMDK.
+
+The programs (tests/crash/native/*.c) are built once per session; each test runs one under
+the LD_PRELOAD interposer (a subprocess) and checks the verdict of the whole command.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pmemkit import defaults
+from pmemkit.cli import main
+from pmemkit.cli.status import Status
+from pmemkit.crash import native, pmemcheck
+from pmemkit.errors import InterposeError, TraceFormatError
+
+HERE = Path(__file__).parent / "native"
+ROOT = Path(__file__).resolve().parents[2]
+
+#: commit_flag modes and whether a correct harness finds a violation
+COMMIT_MODES = {
+    "correct": False, "correct-memcpy": False, "flag-first": True, "payload-unflushed": True,
+    "flush-no-drain": True, "unpersisted-unmap": True, "unpersisted-return": True,
+    "unpersisted-exit": True,
+}
+
+CHECK_COMMIT = r'''
+import json, sys
+want = bytes((i * 7 + 1) & 0xff for i in range(64))
+for line in sys.stdin:
+    path, _, info = line.rstrip("\n").partition("\t")
+    info = json.loads(info) if info else {}
+    img = open(path, "rb").read()
+    flag = int.from_bytes(img[4096:4104], "little")
+    committed = any(k == "committed" for k, v in info.get("records", []))
+    if flag == 1 and img[:64] != want:
+        print("1 flag set but payload incomplete", flush=True)
+    elif committed and flag != 1:
+        print("1 committed but the flag is not durable", flush=True)
+    else:
+        print("0", flush=True)
+'''
+
+
+def _gcc(out, *args):
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), *map(str, args)], check=True,
+                   capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def progs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("native-progs")
+    cf = HERE / "commit_flag.c"
+    built = {
+        "commit_flag": _gcc(d / "commit_flag", cf, "-lpmem", "-lpmem2", "-ldl"),
+        "obj_tx": _gcc(d / "obj_tx", HERE / "obj_tx.c", "-lpmemobj"),
+        "procs": _gcc(d / "procs", HERE / "procs.c", "-pthread", "-lpmem"),
+        # libpmem linked in statically: its flushes never reach the interposer
+        "static_libpmem": _gcc(d / "static_libpmem", "-DNO_PMEM2", cf,
+                               "/usr/lib/x86_64-linux-gnu/libpmem.a", "-lndctl", "-ldaxctl", "-ldl",
+                               "-pthread"),
+        # everything static: LD_PRELOAD cannot reach it at all
+        "static": _gcc(d / "static", "-static", "-DNO_PMEM2", "-DNO_LIBPMEM", cf),
+    }
+    checker = d / "check_commit.py"
+    checker.write_text(CHECK_COMMIT)
+    built["check_commit"] = checker
+    return built
+
+
+def _run(capsys, *argv):
+    status = main(["crash", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return status, out + err
+
+
+@pytest.mark.parametrize("backend", ["pmem", "pmem2", "msync"])
+@pytest.mark.parametrize("mode", list(COMMIT_MODES))
+def test_commit_flag(progs, tmp_path, capsys, backend, mode):
+    pool = tmp_path / "pool"
+    status, out = _run(capsys, "run", "--engine", "exhaustive", "--persistent", "--check",
+                       sys.executable, progs["check_commit"], "--", progs["commit_flag"], backend, mode,
+                       pool)
+    # msync flushes and waits in one call: "flush without drain" cannot happen with it
+    bug = COMMIT_MODES[mode] and not (backend == "msync" and mode == "flush-no-drain")
+    assert status == (Status.VIOLATIONS if bug else Status.OK), out
+    assert "traced" in out and "exit status 0" in out
+    assert not list(tmp_path.glob("pmemkit-*"))
+
+
+@pytest.fixture(scope="session")
+def obj_pool(progs, tmp_path_factory):
+    pool = tmp_path_factory.mktemp("obj") / "pool.obj"
+    subprocess.run([progs["obj_tx"], "create", pool], check=True)
+    return pool
+
+
+@pytest.mark.parametrize("model", ["x86", "x86-line", "eadr"])
+@pytest.mark.parametrize("mode", ["correct", "buggy"])
+def test_libpmemobj_transactions(progs, obj_pool, tmp_path, capsys, mode, model):
+    pool = tmp_path / "pool.obj"
+    shutil.copyfile(obj_pool, pool)
+    n = 1 if model == "x86" else 2      # x86 has the most images: one transaction shows the bug
+    status, out = _run(capsys, "run", "--model", model, "--engine", "exhaustive", "--check",
+                       progs["obj_tx"], "check", "--", progs["obj_tx"], "run", mode, pool, n)
+    assert status == (Status.VIOLATIONS if mode == "buggy" else Status.OK), out
+    # transaction boundaries appear as markers without source changes
+    if mode == "buggy":
+        assert "marker 'pmemobj_tx_" in out
+
+
+def test_libpmemobj_trace_ignores_runtime_area_and_is_complete(progs, obj_pool, tmp_path):
+    pool = tmp_path / "pool.obj"
+    shutil.copyfile(obj_pool, pool)
+    prog = native.run([progs["obj_tx"], "run", "correct", pool, 1])
+    t = prog.trace
+    assert prog.returncode == 0 and t.end == ("exit", 0)
+    assert t.ignored_range(prog.final) == (native.PMEMOBJ_RUNTIME_START, 0x2000)
+    work = prog.workload()          # verifies initial + stores == final file
+    marks = [op[1] for op in work.ops if op[0] == "mark"]
+    assert marks.count("pmemobj_tx_begin") == 1 and "pmemobj_tx_end" in marks
+    lo, hi = t.ignored_range(prog.final)
+    assert not [op for op in work.ops if op[0] == "store" and lo <= op[1] < hi]
+    # without the ignored area the run-time stores of pmemobj_open would be in the trace
+    assert any(op[0] == "store" and lo <= op[3] < hi for op in t.ops)
+
+
+@pytest.mark.parametrize("mode", ["correct", "flag-first", "payload-unflushed", "flush-no-drain"])
+def test_record_round_trip_same_verdict(progs, tmp_path, capsys, mode):
+    """crash record writes a pmemcheck log; `pmemkit crash LOG` gives the verdict crash run gives."""
+    check = [sys.executable, progs["check_commit"]]     # images only: no records in a log
+    pool = tmp_path / "pool"
+    s_run, out = _run(capsys, "run", "--engine", "exhaustive", "--persistent", "--check", *check, "--",
+                      progs["commit_flag"], "pmem", mode, pool)
+    pool.unlink()
+    log = tmp_path / "store.log"
+    s_rec, out2 = _run(capsys, "record", "-o", log, "--initial-out", tmp_path / "initial", "--",
+                       progs["commit_flag"], "pmem", mode, pool)
+    assert s_rec == Status.OK, out2
+    assert log.read_text().startswith("START|REGISTER_FILE;")
+    s_log, out3 = _run(capsys, log, "--engine", "exhaustive", "--initial", tmp_path / "initial",
+                       "--persistent", "--check", *check)
+    assert s_run == s_log == (Status.OK if mode == "correct" else Status.VIOLATIONS), (out, out3)
+
+
+def test_record_log_matches_trace(progs, tmp_path, capsys):
+    pool = tmp_path / "pool"
+    log = tmp_path / "store.log"
+    assert _run(capsys, "record", "-o", log, "--", progs["commit_flag"], "pmem", "correct", pool)[0] == 0
+    pool.unlink()
+    work = native.run([progs["commit_flag"], "pmem", "correct", pool]).workload()
+    back = pmemcheck.read_log(log)
+    rebuilt = bytearray(back.size)
+    for op in back.ops:
+        if op[0] == "store":
+            rebuilt[op[1]:op[1] + len(op[2])] = op[2]
+    assert bytes(rebuilt) == pool.read_bytes()
+    assert back.stats["fence"] == work.stats["fence"] and back.stats["flush"] == work.stats["flush"]
+
+
+def test_statically_linked_program_refused(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["static"], "msync", "correct",
+                       tmp_path / "pool")
+    assert status == Status.USAGE and "statically linked" in out
+    assert not (tmp_path / "pool").exists()        # refused before running
+
+
+def test_static_libpmem_refused(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["static_libpmem"], "pmem",
+                       "correct", tmp_path / "pool")
+    assert status == Status.USAGE, out
+    assert "no flush, fence or msync reached pmemkit" in out and "crash exploration" not in out
+
+
+def test_forked_child_writing_the_pool_refused(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "fork-child-writes",
+                       tmp_path / "pool")
+    assert status == Status.USAGE and "forked child" in out
+
+
+def test_killed_program_incomplete_names_bytes(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "killed",
+                       tmp_path / "pool")
+    assert status == Status.INCOMPLETE, out
+    assert "killed by SIGKILL" in out and "[0x80, 0x8a)" in out
+
+
+def test_threads_each_persisting(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--json", "--check", "true", "--", progs["procs"], "threads",
+                       tmp_path / "pool")
+    assert status == Status.OK, out
+    assert "3 thread(s)" in out and "201 fence(s)" in out
+    assert json.loads(out[out.index("{"):])["complete"] is True
+
+
+def test_usage_errors(capsys):
+    status, out = _run(capsys, "run", "--check", "true", "./prog")
+    assert status == Status.USAGE and "put -- before the program" in out
+    status, out = _run(capsys, "run", "--check", "true", "--", "/nonexistent/prog")
+    assert status == Status.USAGE and "program not found" in out
+
+
+def test_truncated_trace_is_a_format_error():
+    rec = native.HEADER.pack(native.T_HELLO, 0, 1, 1, 42)
+    assert native.parse_trace(rec).pids == [42]
+    with pytest.raises(TraceFormatError, match="inside a record header"):
+        native.parse_trace(rec + b"\0" * 5)
+    with pytest.raises(TraceFormatError, match="never opened"):
+        native.parse_trace(native.HEADER.pack(native.T_STORE, 3, 1, 0, 8) + b"\0" * 8)
+    with pytest.raises(InterposeError, match="stored nothing"):
+        native.parse_trace(rec).pool()
+
+
+def test_c_constants_pinned_to_python():
+    src = (ROOT / "pmemkit" / "_interpose.c").read_text()
+    assert f'#define TRACE_ENV "{defaults.INTERPOSE_TRACE_ENV}"' in src
+    assert f'#define OWNER_ENV "{defaults.INTERPOSE_OWNER_ENV}"' in src
+    enum = re.search(r"enum \{\s*(T_HELLO.*?)\};", src, re.DOTALL).group(1)
+    for name, value in re.findall(r"(T_\w+) = (\d+)", enum):
+        assert getattr(native, name) == int(value), name
+    assert native.HEADER.size == 24
