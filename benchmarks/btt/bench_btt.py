@@ -69,9 +69,9 @@ def run_c(exe, pool, bsize, ops, seed, slices):
 PY_WORKER = r"""
 import sys, time, json
 import numpy as np
-from pmemkit.btt import Btt
+from pmemkit.btt import open_pmemblk
 pool, ops, seed, slices, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-b = Btt.open_pmemblk(pool)
+b = open_pmemblk(pool)
 assert b.region.is_pmem, "PMEMKIT_FORCE_PMEM=1 did not take effect"
 n = min(b.nlba, 4096)
 buf = bytearray(b"\x5a" * b.lbasize)

@@ -7,18 +7,24 @@ Byte-compatible with Linux ``nd_btt`` and PMDK's libpmemblk::
     b = Btt.open(target, offset=0)          # runs recovery (flog replay)
     b.read(lba); b.write(lba, data); b.set_zero(lba); b.set_error(lba)
     b.read_many(lbas); b.write_many(lbas, data); b.check(); b.close()
-    Btt.create_pmemblk(path, bsize, size) / Btt.open_pmemblk(path)
+    create_pmemblk(path, bsize, size) / open_pmemblk(path)     # libpmemblk pool files
+
+Modules: ``layout`` (on-media encodings), ``arena`` (find, recover, lay out and check
+arenas), ``device`` (:class:`Btt`, the single-block API and its one commit), ``batch``
+(``read_many``/``write_many``), ``pmemblk`` (libpmemblk pools, wrapping the BTT) and
+``crashsuite``.
 """
 
-__all__ = ["Btt", "BttWarning", "locate", "LINUX_LBASIZES"]
+__all__ = ["Btt", "BttWarning", "locate", "LINUX_LBASIZES", "create_pmemblk", "open_pmemblk"]
+
+_HOMES = {"Btt": "device", "BttWarning": "device", "locate": "arena", "LINUX_LBASIZES": "layout",
+          "create_pmemblk": "pmemblk", "open_pmemblk": "pmemblk"}
 
 
 def __getattr__(name):
     # lazy, so that the CLI can list its options without importing numpy
-    if name in ("Btt", "BttWarning", "locate"):
-        from . import device
-        return getattr(device, name)
-    if name == "LINUX_LBASIZES":
-        from .layout import LINUX_LBASIZES
-        return LINUX_LBASIZES
-    raise AttributeError(f"module 'pmemkit.btt' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pmemkit.btt' has no attribute {name!r}")
+    from importlib import import_module
+    return getattr(import_module(f".{home}", __name__), name)

@@ -145,11 +145,13 @@ def _apply(dev, op):
 def _initial_image(mode, cfg):
     """The image before the workload, the device geometry and the prefilled contents."""
     from .device import Btt
+    from .layout import LINUX_LBASIZES
+
     rng = random.Random(f"prefill:{cfg.seed}")
     buf = bytearray(cfg.size)
     if mode == "btt":
         b = Btt.create(buf, lbasize=cfg.lbasize, nfree=cfg.nfree, layout="linux"
-                       if cfg.lbasize in (512, 520, 528, 4096, 4104, 4160, 4224) else "pmemblk")
+                       if cfg.lbasize in LINUX_LBASIZES else "pmemblk")
         nlba, nlane = b.nlba, b.nlane
         dev = b
     else:

@@ -44,8 +44,27 @@ MAP_INITIAL = 0x00000000
 
 FLOG_ENTRY_SIZE = 16
 FLOG_PAIR_SIZE = 64          # two 16-byte entries padded to a cache line
-#: seq cycles 1 -> 2 -> 3 -> 1; 0 means "never written".
+#: The flog slots of a pair: (0, 1) today, (0, 2) as Linux before 4.15 wrote them.
+FLOG_SLOTS = (0, 1)
+FLOG_SLOTS_OLD_LINUX = (0, 2)
+#: seq cycles 1 -> 2 -> 3 -> 1; 0 means "never written". ``NSEQ[seq & SEQ_MASK]`` is the next seq.
 NSEQ = (0, 2, 3, 1)
+SEQ_MASK = 3
+
+
+def map_block(entry, premap_lba):
+    """The internal block a map entry points to (an initial entry maps the lba to itself)."""
+    return entry & MAP_LBA_MASK if entry & MAP_FLAG_MASK else premap_lba
+
+
+def normal_entry(entry, premap_lba):
+    """``entry`` as a normal one, an initial entry becoming the identity mapping."""
+    return entry if entry & MAP_FLAG_MASK else premap_lba | MAP_NORMAL
+
+
+def flog_entry_offset(lane, slot):
+    """Byte offset of ``slot`` of ``lane``'s flog pair, relative to the flog."""
+    return lane * FLOG_PAIR_SIZE + slot * FLOG_ENTRY_SIZE
 
 # sig, uuid, parent_uuid, flags, major, minor, external_lbasize, external_nlba,
 # internal_lbasize, internal_nlba, nfree, infosize, nextoff, dataoff, mapoff,
@@ -260,7 +279,7 @@ def initial_flog(info, flags=MAP_ZERO):
     return flog
 
 
-def current_flog(pairs, slots=(0, 1)):
+def current_flog(pairs, slots=FLOG_SLOTS):
     """Choose the current entry of each flog pair (vectorised).
 
     ``pairs`` is a (nfree, 16) uint32 array of the raw flog. Returns
@@ -270,10 +289,10 @@ def current_flog(pairs, slots=(0, 1)):
     s0, s1 = slots
     e0 = pairs[:, s0 * 4:s0 * 4 + 4]
     e1 = pairs[:, s1 * 4:s1 * 4 + 4]
-    q0 = e0[:, 3] & 3
-    q1 = e1[:, 3] & 3
+    q0 = e0[:, 3] & SEQ_MASK
+    q1 = e1[:, 3] & SEQ_MASK
     nseq = np.array(NSEQ, dtype=np.uint32)
-    bad = (q0 == q1) | (e0[:, 3] > 3) | (e1[:, 3] > 3)
+    bad = (q0 == q1) | (e0[:, 3] > SEQ_MASK) | (e1[:, 3] > SEQ_MASK)
     # entry 1 is current when entry 0 is unused, or seq1 == NSEQ(seq0)
     one_current = (q0 == 0) | ((q1 != 0) & (nseq[q0] == q1))
     entries = np.where(one_current[:, None], e1, e0)

@@ -16,14 +16,15 @@ import time
 import uuid as _uuid
 
 from ..errors import BttCorruptError, InvalidArgumentError
-from . import layout as L
+from .device import Btt
+from .layout import DEFAULT_NFREE, INFO_SIZE, MIN_ARENA_SIZE, fletcher64
 
 SIGNATURE = b"PMEMBLK\0"
 HDR_SIZE = 4096
 BSIZE_OFFSET = 0x1000
 BTT_OFFSET = 0x2000
 #: libpmemblk's smallest pool: a 16 MiB BTT plus the two 4 KiB headers.
-MIN_POOL = L.MIN_ARENA_SIZE + BTT_OFFSET
+MIN_POOL = MIN_ARENA_SIZE + BTT_OFFSET
 MAJOR = 1
 FEAT_COMPAT = 0x1            # CHECK_BAD_BLOCKS
 FEAT_INCOMPAT = 0x6          # CKSUM_2K | SHUTDOWN_STATE
@@ -43,7 +44,7 @@ _HDR = struct.Struct("<8sIIII16s16s16s16s16s16sQQBB4sH")
 
 
 def header_checksum(raw):
-    return L.fletcher64(raw, skip=CHECKSUM_OFFSET, zero_from=CHECKSUM_END)
+    return fletcher64(raw, skip=CHECKSUM_OFFSET, zero_from=CHECKSUM_END)
 
 
 def make_header(poolset_uuid, pool_uuid, crtime=None):
@@ -66,7 +67,7 @@ def parse_header(raw):
     stored = struct.unpack_from("<Q", raw, CHECKSUM_OFFSET)[0]
     f = _HDR.unpack_from(raw, 0)
     zero_from = CHECKSUM_END if f[3] & 0x2 else None
-    computed = L.fletcher64(raw[:HDR_SIZE], skip=CHECKSUM_OFFSET, zero_from=zero_from)
+    computed = fletcher64(raw[:HDR_SIZE], skip=CHECKSUM_OFFSET, zero_from=zero_from)
     if stored != computed:
         raise BttCorruptError(
             f"libpmemblk pool header checksum 0x{stored:016x} does not match 0x{computed:016x}: "
@@ -87,8 +88,9 @@ def pmemblk_descriptor(bsize, size):
                        size - BTT_OFFSET)
 
 
-def create_pool(cls, path, bsize, size, *, mode=0o644):
-    """Create a libpmemblk pool of ``size`` bytes with block size ``bsize`` and lay out its BTT."""
+def create_pmemblk(path, bsize, size, *, mode=0o644):
+    """Create a libpmemblk pool of ``size`` bytes with block size ``bsize`` (``pmempool create
+    blk BSIZE``) and lay out its BTT; returns the open :class:`~pmemkit.btt.Btt`."""
     from ..mapping import map_file
 
     try:
@@ -107,58 +109,45 @@ def create_pool(cls, path, bsize, size, *, mode=0o644):
     region = map_file(path, size, create=True, mode=mode)
     try:
         poolset_uuid = _uuid.uuid4().bytes
-        pool_uuid = _uuid.uuid4().bytes
-        region.memcpy_persist(0, make_header(poolset_uuid, pool_uuid))
+        region.memcpy_persist(0, make_header(poolset_uuid, _uuid.uuid4().bytes))
         region.memcpy_persist(BSIZE_OFFSET, pmemblk_descriptor(bsize, size))
-        return _layout_and_open(cls, region, bsize, poolset_uuid, readonly=False)
+        return _lay_out_btt(region, bsize, poolset_uuid)
     except BaseException:
         region.close()
         raise
 
 
-def _layout_and_open(cls, region, bsize, poolset_uuid, *, readonly):
-    from .device import write_arena_layout
-
-    rawsize = region.size - BTT_OFFSET
-    plan = L.plan_arenas(rawsize, bsize, L.DEFAULT_NFREE, style="pmemblk",
-                         min_arena=L.MIN_ARENA_SIZE)
-    btt_uuid = _uuid.uuid4().bytes
-    for aoff, info in plan:
-        info.uuid, info.parent_uuid = btt_uuid, poolset_uuid
-        info.major, info.minor = 1, 1
-        write_arena_layout(region, BTT_OFFSET + aoff, info, L.MAP_ZERO)
-    return cls._open_region(region, BTT_OFFSET, owned=True, readonly=readonly,
-                            pool={"bsize": bsize, "poolset_uuid": poolset_uuid},
-                            parent_uuid=poolset_uuid)
+def _lay_out_btt(region, bsize, poolset_uuid):
+    """Lay out the pool's BTT as libpmemblk does (style, nfree, version 1.1, flog flags)."""
+    return Btt.create(region, bsize, DEFAULT_NFREE, "1.1", BTT_OFFSET, layout="pmemblk",
+                      parent_uuid=poolset_uuid, close_region=True)
 
 
-def open_pool(cls, path, *, readonly=False):
-    """Open a libpmemblk pool; a pool whose BTT was never laid out gets its layout now
-    (libpmemblk does the same on the first write); read-only opens of such pools fail."""
+def open_pmemblk(path, *, readonly=False):
+    """Open a libpmemblk pool file (header ``PMEMBLK``, BTT at 8 KiB); returns its Btt.
+
+    A pool whose BTT was never laid out gets its layout now (libpmemblk does the same
+    on the first write); read-only opens of such pools fail."""
     from ..mapping import map_file
 
     region = map_file(path)
     try:
         if region.size < MIN_POOL:
             raise BttCorruptError(f"{path} is {region.size} bytes, smaller than any libpmemblk pool")
-        hdr = parse_header(region.read(0, HDR_SIZE))
-        bsize, is_zeroed = struct.unpack("<Ii", region.read(BSIZE_OFFSET, 8))
+        header = parse_header(region.read(0, HDR_SIZE))
+        bsize = struct.unpack("<I", region.read(BSIZE_OFFSET, 4))[0]
         if bsize == 0:
             raise BttCorruptError(f"{path}: block size 0 in the pool descriptor")
-        head = region.read(BTT_OFFSET, L.INFO_SIZE)
-        if not any(head) and not readonly:
-            if not is_zeroed:
-                # libpmemblk zeroes the map itself in this case; write_arena_layout always does
-                pass
-            return _layout_and_open(cls, region, bsize, hdr["poolset_uuid"], readonly=False)
-        btt = cls._open_region(region, BTT_OFFSET, owned=True, readonly=readonly,
-                               pool={"bsize": bsize, **hdr}, parent_uuid=hdr["poolset_uuid"])
-        if btt.lbasize != bsize:
-            btt.close()
-            raise BttCorruptError(
-                f"{path}: pool block size {bsize} differs from the BTT's lbasize {btt.lbasize}")
-        return btt
+        if not any(region.read(BTT_OFFSET, INFO_SIZE)) and not readonly:
+            # libpmemblk zeroes the map itself when is_zeroed is unset; the layout always does
+            return _lay_out_btt(region, bsize, header["poolset_uuid"])
+        btt = Btt.open(region, BTT_OFFSET, readonly=readonly,
+                       parent_uuid=header["poolset_uuid"], close_region=True)
     except BaseException:
-        if not region.closed:
-            region.close()
+        region.close()
         raise
+    if btt.lbasize != bsize:
+        btt.close()
+        raise BttCorruptError(
+            f"{path}: pool block size {bsize} differs from the BTT's lbasize {btt.lbasize}")
+    return btt

@@ -60,7 +60,7 @@ def register(subparsers):
 
 
 def _open(args):
-    from ..btt import Btt, locate
+    from ..btt import Btt, locate, open_pmemblk
     from ..btt.pmemblk import SIGNATURE
     from ..errors import BttCorruptError, MappingError
 
@@ -71,7 +71,7 @@ def _open(args):
         raise MappingError(f"cannot read {args.path}: {exc.strerror or exc}; "
                            f"give the path of a BTT image or a libpmemblk pool") from None
     if args.offset is None and head == SIGNATURE:
-        return Btt.open_pmemblk(args.path, readonly=True)
+        return open_pmemblk(args.path, readonly=True)
     offset = args.offset
     if offset is None:
         found = locate(args.path)

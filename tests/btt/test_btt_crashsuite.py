@@ -6,6 +6,7 @@ import struct
 import pytest
 
 from pmemkit.btt import Btt, crashsuite as cs
+from pmemkit.btt import layout
 
 CFG = cs.SuiteConfig(writes=3, engine="random:150")
 FENCES = {"write": 4, "zero": 1, "error": 1, "many": 4}
@@ -45,19 +46,18 @@ class _MapFirstBtt(Btt):
     """A broken BTT: it publishes the map entry before the data and the flog commit are durable."""
 
     def write(self, lba, data):
-        a, pre = self._locate(lba)
-        lane = self._next_lane
-        self._next_lane = (lane + 1) % self.nlane
-        free = a.free[lane] & 0x3FFFFFFF
+        a, premap = self._locate(lba)
+        lane, _ = self._take_lanes(1)
+        free = a.free[lane] & layout.MAP_LBA_MASK
         r = self._region
-        old = a.map_mv[pre] or (pre | 0xC0000000)
-        seq = (0, 2, 3, 1)[a.seq[lane]]
-        foff = a.flogoff + lane * 64 + a.slots[a.next[lane]] * 16
-        r.write(a.mapoff + 4 * pre, struct.pack("<I", free | 0xC0000000))
-        r.write(a.dataoff + free * a.ilbasize, data)
-        r.write(foff, struct.pack("<IIII", pre, old, free | 0xC0000000, seq))
-        r.persist(a.mapoff + 4 * pre, 4)
-        r.persist(a.dataoff + free * a.ilbasize, len(data))
+        old = a.map_mv[premap] or (premap | layout.MAP_NORMAL)
+        seq = layout.NSEQ[a.seq[lane]]
+        foff = a.flogoff + layout.flog_entry_offset(lane, a.slots[a.next[lane]])
+        r.write(a.mapoff + 4 * premap, struct.pack("<I", free | layout.MAP_NORMAL))
+        r.write(a.dataoff + free * a.internal_lbasize, data)
+        r.write(foff, struct.pack("<IIII", premap, old, free | layout.MAP_NORMAL, seq))
+        r.persist(a.mapoff + 4 * premap, 4)
+        r.persist(a.dataoff + free * a.internal_lbasize, len(data))
         r.persist(foff, 16)
         a.seq[lane] = seq
         a.next[lane] ^= 1

@@ -8,7 +8,7 @@ import pytest
 
 import pmemkit
 from pmemkit.btt import Btt, BttWarning, LINUX_LBASIZES, locate
-from pmemkit.btt import layout as L
+from pmemkit.btt import layout
 from pmemkit.errors import (BttCorruptError, BttIOError, BttReadOnlyError, ClosedMappingError,
                             InvalidArgumentError, OutOfRangeError, PmemError)
 
@@ -57,9 +57,9 @@ def test_every_linux_lbasize_and_version(lbasize, version):
     b = Btt.open(arr)
     assert b.version == version and b.lbasize == lbasize
     assert [b.read(lba) for lba in lbas] == [block(lbasize, i) for i in range(3)]
-    info = L.Info.unpack(bytes(arr[:4096]))
+    info = layout.Info.unpack(bytes(arr[:4096]))
     assert (info.major, info.minor) == tuple(map(int, version.split(".")))
-    assert info.internal_lbasize == L.internal_lbasize(lbasize, "linux")
+    assert info.internal_lbasize == layout.internal_lbasize(lbasize, "linux")
 
 
 def test_offset_and_file_target(tmp_path):
@@ -235,7 +235,7 @@ def test_error_flag_in_info_block_makes_arena_read_only():
     buf = bytearray(SMALL)
     b = small(buf)
     start = b.arenas[0].start
-    info = b.arenas[0].info.copy(flags=L.FLAG_ERROR)
+    info = b.arenas[0].info.copy(flags=layout.FLAG_ERROR)
     b.close()
     raw = info.pack()
     buf[start:start + 4096] = raw
@@ -249,17 +249,17 @@ def _half_written(buf, lba, data, steps):
     b = Btt.open(buf)
     a = b.arenas[0]
     lane = 0
-    free = a.free[lane] & L.MAP_LBA_MASK
-    old = a.map_mv[lba] or (lba | L.MAP_NORMAL)
-    seq = L.NSEQ[a.seq[lane]]
-    foff = a.flogoff + lane * 64 + a.slots[a.next[lane]] * 16
+    free = a.free[lane] & layout.MAP_LBA_MASK
+    old = a.map_mv[lba] or (lba | layout.MAP_NORMAL)
+    seq = layout.NSEQ[a.seq[lane]]
+    foff = a.flogoff + layout.flog_entry_offset(lane, a.slots[a.next[lane]])
     b.close()
-    doff = a.dataoff + free * a.ilbasize
+    doff = a.dataoff + free * a.internal_lbasize
     buf[doff:doff + len(data)] = data
     if steps >= 2:
         buf[foff:foff + 8] = struct.pack("<II", lba, old)
     if steps >= 3:
-        buf[foff + 8:foff + 16] = struct.pack("<II", free | L.MAP_NORMAL, seq)
+        buf[foff + 8:foff + 16] = struct.pack("<II", free | layout.MAP_NORMAL, seq)
 
 
 def test_recovery_rolls_a_committed_write_forward():
@@ -321,7 +321,7 @@ def test_map_entry_past_the_arena_is_an_error_not_a_crash():
     b = small(buf)
     mapoff = b.arenas[0].mapoff
     b.close()
-    buf[mapoff:mapoff + 4] = struct.pack("<I", L.MAP_NORMAL | 0x3FFFFFF0)
+    buf[mapoff:mapoff + 4] = struct.pack("<I", layout.MAP_NORMAL | 0x3FFFFFF0)
     b = Btt.open(buf)
     with pytest.raises(BttCorruptError, match="past"):
         b.read(0)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pmemkit.btt import Btt
-from pmemkit.btt import layout as L
+from pmemkit.btt import layout
 from pmemkit.errors import BttCorruptError, BttError, BttIOError, BttReadOnlyError, PmemError
 
 SIZE = 512 << 10
@@ -94,7 +94,7 @@ def test_info_fields_with_valid_checksums(data):
     base, meta = IMAGES[data.draw(st.integers(0, 1), label="image")]
     buf = bytearray(base)
     start = data.draw(st.sampled_from([m[0] for m in meta if m[1] == 4096]))
-    info = L.Info.unpack(buf[start:start + 4096])
+    info = layout.Info.unpack(buf[start:start + 4096])
     for _ in range(data.draw(st.integers(1, 4))):
         name = data.draw(st.sampled_from(FIELDS))
         bits = 16 if name == "major" else 64 if name.endswith("off") else 32
@@ -110,7 +110,7 @@ def test_info_fields_with_valid_checksums(data):
 @given(st.binary(min_size=16, max_size=64), st.integers(0, SIZE - 8192))
 def test_garbage_images(junk, where):
     buf = bytearray(SIZE)
-    buf[:16] = L.SIGNATURE
+    buf[:16] = layout.SIGNATURE
     buf[where:where + len(junk)] = junk
     assert exercise(buf) == "refused"
 

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from pmemkit.btt import layout as L
+from pmemkit.btt import layout
 from pmemkit.errors import InvalidArgumentError
 
 from blkhelper import run_pmempool
@@ -23,9 +23,9 @@ def test_fletcher64_matches_the_scalar_definition():
     rng = np.random.default_rng(0)
     for n in (4, 64, 4096):
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-        assert L.fletcher64(data) == reference_fletcher64(data)
+        assert layout.fletcher64(data) == reference_fletcher64(data)
     data = b"\xff" * 4096
-    assert L.fletcher64(data) == reference_fletcher64(data)
+    assert layout.fletcher64(data) == reference_fletcher64(data)
 
 
 def test_info_block_written_by_libpmemblk_validates(tmp_path, blkpool):
@@ -33,13 +33,13 @@ def test_info_block_written_by_libpmemblk_validates(tmp_path, blkpool):
     assert run_pmempool("create", "blk", 4096, path).returncode == 0
     blkpool(path, 4096).write(0, b"x" * 4096)    # lays the BTT out
     raw = path.read_bytes()[0x2000:0x3000]
-    assert L.info_problem(raw) is None
-    info = L.Info.unpack(raw)
+    assert layout.info_problem(raw) is None
+    info = layout.Info.unpack(raw)
     assert info.pack() == raw                  # byte-identical re-encoding, checksum included
     corrupted = bytearray(raw)
     corrupted[100] ^= 1
-    assert "checksum" in L.info_problem(corrupted)
-    assert "signature" in L.info_problem(b"\0" * 4096)
+    assert "checksum" in layout.info_problem(corrupted)
+    assert "signature" in layout.info_problem(b"\0" * 4096)
 
 
 def test_geometry_reproduces_libpmemblk(tmp_path, blkpool):
@@ -49,29 +49,29 @@ def test_geometry_reproduces_libpmemblk(tmp_path, blkpool):
         assert run_pmempool("create", "blk", bsize, path).returncode == 0
         blkpool(path, bsize).write(1, b"y" * bsize)
         data = path.read_bytes()
-        real = L.Info.unpack(data[0x2000:0x3000])
-        ((off, planned),) = L.plan_arenas(len(data) - 0x2000, bsize, style="pmemblk")
+        real = layout.Info.unpack(data[0x2000:0x3000])
+        ((off, planned),) = layout.plan_arenas(len(data) - 0x2000, bsize, style="pmemblk")
         for f in ("external_nlba", "internal_nlba", "internal_lbasize", "nfree", "dataoff",
                   "mapoff", "flogoff", "infooff", "nextoff"):
             assert getattr(planned, f) == getattr(real, f), (bsize, f)
-    assert L.plan_arenas(16 << 20, 4096)[0][1].external_nlba == 3829
+    assert layout.plan_arenas(16 << 20, 4096)[0][1].external_nlba == 3829
 
 
 def test_internal_lbasize_styles():
-    assert [L.internal_lbasize(s, "linux") for s in L.LINUX_LBASIZES] == \
+    assert [layout.internal_lbasize(s, "linux") for s in layout.LINUX_LBASIZES] == \
         [512, 576, 576, 4096, 4160, 4160, 4224]
-    assert [L.internal_lbasize(s, "pmemblk") for s in (1, 512, 520, 4096, 4104)] == \
+    assert [layout.internal_lbasize(s, "pmemblk") for s in (1, 512, 520, 4096, 4104)] == \
         [512, 512, 768, 4096, 4352]
 
 
 def test_several_arenas_and_limits():
-    arenas = L.plan_arenas(40 << 20, 512, max_arena=16 << 20)
+    arenas = layout.plan_arenas(40 << 20, 512, max_arena=16 << 20)
     assert [off for off, _ in arenas] == [0, 16 << 20]      # the 8 MiB tail is too small
     assert arenas[0][1].nextoff == 16 << 20 and arenas[1][1].nextoff == 0
     with pytest.raises(InvalidArgumentError, match="too small"):
-        L.plan_arenas(1000, 512, min_arena=1 << 24)
+        layout.plan_arenas(1000, 512, min_arena=1 << 24)
     with pytest.raises(InvalidArgumentError, match="2\\*nfree"):
-        L.plan_arenas(64 << 10, 4096, nfree=256, min_arena=64 << 10)
+        layout.plan_arenas(64 << 10, 4096, nfree=256, min_arena=64 << 10)
 
 
 def test_current_flog_picks_the_newer_sequence_number():
@@ -81,7 +81,7 @@ def test_current_flog_picks_the_newer_sequence_number():
     pairs[2, 3], pairs[2, 7] = 1, 3           # 1 follows 3: slot 0 current
     pairs[3, 3], pairs[3, 7] = 2, 2           # equal: corrupt
     pairs[4, 7] = 3                           # only slot 1 used
-    entries, nxt, bad = L.current_flog(pairs)
+    entries, nxt, bad = layout.current_flog(pairs)
     assert list(bad) == [False, False, False, True, False]
     assert list(nxt[[0, 1, 2, 4]]) == [1, 0, 1, 0]
     assert list(entries[[0, 1, 2, 4], 3]) == [1, 2, 1, 3]

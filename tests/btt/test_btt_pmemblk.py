@@ -6,7 +6,7 @@ import errno
 import numpy as np
 import pytest
 
-from pmemkit.btt import Btt
+from pmemkit.btt import create_pmemblk, open_pmemblk
 from pmemkit.btt import pmemblk as P
 from pmemkit.errors import BttCorruptError, BttIOError, InvalidArgumentError
 
@@ -37,7 +37,7 @@ def test_pool_written_by_libpmemblk_reads_identically(tmp_path, blkpool, bsize):
     expect[50] = bytes(bsize)                                     # never written
     pool.close()
 
-    b = Btt.open_pmemblk(str(path))
+    b = open_pmemblk(str(path))
     assert b.nlba == nblock and b.lbasize == bsize
     for lba, data in expect.items():
         assert b.read(lba) == data, lba
@@ -62,7 +62,7 @@ def test_pool_written_by_libpmemblk_reads_identically(tmp_path, blkpool, bsize):
 def test_pool_made_by_pmemkit_passes_pmempool_check_and_reads_in_libpmemblk(tmp_path, blkpool,
                                                                            libpmemblk, bsize):
     path = tmp_path / "p.blk"
-    b = Btt.create_pmemblk(str(path), bsize, 40 << 20)
+    b = create_pmemblk(str(path), bsize, 40 << 20)
     rng = np.random.default_rng(bsize)
     lbas = rng.choice(b.nlba, 600, replace=False)
     data = rng.integers(0, 256, (600, bsize), dtype=np.uint8)
@@ -94,7 +94,7 @@ def test_pool_made_by_pmemkit_passes_pmempool_check_and_reads_in_libpmemblk(tmp_
     # libpmemblk writes into the pmemkit pool, pmemkit reads them
     pool.write(int(lbas[3]), content(bsize, 7))
     pool.close()
-    b = Btt.open_pmemblk(str(path))
+    b = open_pmemblk(str(path))
     assert b.read(int(lbas[3])) == content(bsize, 7)
     assert b.check() == []
 
@@ -103,8 +103,8 @@ def test_pool_with_no_layout_yet(tmp_path, blkpool):
     path = tmp_path / "fresh.blk"
     assert run_pmempool("create", "blk", 4096, path).returncode == 0
     with pytest.raises(BttCorruptError):
-        Btt.open_pmemblk(str(path), readonly=True)   # nothing to read yet
-    b = Btt.open_pmemblk(str(path))                  # lays the BTT out, as the first write would
+        open_pmemblk(str(path), readonly=True)   # nothing to read yet
+    b = open_pmemblk(str(path))                  # lays the BTT out, as the first write would
     assert b.read(5) == bytes(4096)
     b.write(5, content(4096, 5))
     b.close()
@@ -114,18 +114,18 @@ def test_pool_with_no_layout_yet(tmp_path, blkpool):
 
 def test_pool_header_errors(tmp_path):
     path = tmp_path / "p.blk"
-    Btt.create_pmemblk(str(path), 512, P.MIN_POOL).close()
+    create_pmemblk(str(path), 512, P.MIN_POOL).close()
     raw = bytearray(path.read_bytes())
     assert P.parse_header(raw[:4096])["major"] == 1
     raw[100] ^= 0xFF
     path.write_bytes(raw)
     with pytest.raises(BttCorruptError, match="checksum"):
-        Btt.open_pmemblk(str(path))
+        open_pmemblk(str(path))
     raw[:8] = b"PMEMLOG\0"
     path.write_bytes(raw)
     with pytest.raises(BttCorruptError, match="signature"):
-        Btt.open_pmemblk(str(path))
+        open_pmemblk(str(path))
     with pytest.raises(InvalidArgumentError, match="exists"):
-        Btt.create_pmemblk(str(path), 512, P.MIN_POOL)
+        create_pmemblk(str(path), 512, P.MIN_POOL)
     with pytest.raises(InvalidArgumentError, match="at least"):
-        Btt.create_pmemblk(str(tmp_path / "tiny"), 512, 1 << 20)
+        create_pmemblk(str(tmp_path / "tiny"), 512, 1 << 20)
