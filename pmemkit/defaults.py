@@ -100,6 +100,10 @@ VM_NVDIMM_LABEL_SIZE = "128K"
 VM_CXL_SIZE = "512M"
 VM_CXL_SERIAL = "0x5eed"
 VM_CXL_WINDOW = "4G"
+#: `pmemkit vm powercut`: cuts per run and the window (seconds after the workload starts) of
+#: the random cut moments.
+VM_POWER_CUTS = 3
+VM_POWER_CUT_WINDOW = "1:10"
 #: Seconds `pmemkit vm run/test` waits for the guest before killing QEMU.
 VM_TIMEOUT = 1800
 #: Seconds the KVM probe may take before `--accel auto` falls back to TCG.

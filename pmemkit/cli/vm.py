@@ -9,6 +9,7 @@ import time
 
 from .. import defaults
 from ..errors import VmConfigError
+from . import status
 
 
 def _add_vm_options(p):
@@ -79,6 +80,36 @@ def register(subparsers):
     _add_vm_options(t)
     t.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST ARGS")
     t.set_defaults(func=cmd_test)
+
+    pc = sub.add_parser(
+        "powercut", help="cut the power during a workload N times, checking after each reboot",
+        formatter_class=status.HelpFormatter,
+        description="Run WORKLOAD in a guest on persistent pmem (--nvdimm or --cxl), kill QEMU "
+                    "(SIGKILL) at a chosen or random moment after it starts, boot again and run "
+                    "the --check command (exit 0 = consistent); repeat for --cuts cycles. Every "
+                    "store that reached the emulated media survives a cut; the guest's RAM "
+                    "(page cache, unwritten metadata) does not. CPU caches and store reordering "
+                    "are not simulated: that is what `pmemkit crash` explores.",
+        epilog=status.epilog("example:", "  pmemkit vm powercut --nvdimm 1G --cuts 3 --seed 7 "
+                             "--check 'python3 check.py /mnt/pmem-ext4/log' -- "
+                             "python3 append.py /mnt/pmem-ext4/log", ""))
+    _add_vm_options(pc)
+    pc.add_argument("--check", required=True, metavar="COMMAND",
+                    help="the check run after each reboot, split like a shell would (no shell "
+                         "runs it); exit 0 means consistent")
+    pc.add_argument("--cuts", type=int, default=defaults.VM_POWER_CUTS,
+                    help=f"how many power cuts (default {defaults.VM_POWER_CUTS})")
+    when = pc.add_mutually_exclusive_group()
+    when.add_argument("--cut-after", type=float, metavar="SECONDS",
+                      help="cut this many seconds after the workload starts, every cycle")
+    when.add_argument("--cut-window", metavar="MIN:MAX", default=defaults.VM_POWER_CUT_WINDOW,
+                      help="random cut moments in this window of seconds after the workload "
+                           f"starts (default {defaults.VM_POWER_CUT_WINDOW})")
+    pc.add_argument("--seed", type=int, help="seed of the random cut moments (default: random, "
+                                             "printed in the report)")
+    pc.add_argument("--json", action="store_true", help="print the report as JSON")
+    pc.add_argument("workload", nargs=argparse.REMAINDER, metavar="-- WORKLOAD [ARGS...]")
+    pc.set_defaults(func=cmd_powercut)
 
     s = sub.add_parser("shell", help="an interactive shell in the guest (exit it to stop the VM)")
     _add_vm_options(s)
@@ -181,6 +212,26 @@ def cmd_test(args):
     config = config_from_args(args)
     result = vm.test(config, _strip_dashes(args.pytest_args), stream=_stream, progress=_progress(args))
     return result.returncode
+
+
+def cmd_powercut(args):
+    import json
+    import shlex
+
+    from ..vm import powercut
+    workload = _strip_dashes(args.workload)
+    if not workload:
+        raise VmConfigError("no workload given: pmemkit vm powercut [options] --check CMD -- "
+                            "WORKLOAD [ARGS...]")
+    check = shlex.split(args.check)
+    report = powercut.run(config_from_args(args), workload, check, cuts=args.cuts,
+                          cut_after=args.cut_after, window=args.cut_window,
+                          seed=args.seed, progress=_progress(args))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(powercut.format_report(report)))
+    return int(status.verdict(report.consistent, report.complete))
 
 
 def cmd_shell(args):

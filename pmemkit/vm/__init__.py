@@ -11,12 +11,13 @@ The public API (documented in ``docs/vm.md``)::
 Lower level, reusable for other boots (e.g. a GRUB disk image): :mod:`pmemkit.vm.qemu`
 (``Qemu`` launcher that always kills its process group, ``base_args``, ``choose_accel``...),
 :func:`pmemkit.vm.kernel.get_kernel` (cached Debian kernel), :mod:`pmemkit.vm.guest`
-(cached root image and initramfs), :mod:`pmemkit.vm.cache` (cache directory, tool checks).
+(cached root image and initramfs), :mod:`pmemkit.vm.cache` (cache directory, tool checks),
+:mod:`pmemkit.vm.powercut` (SIGKILL the guest during a workload, reboot, check; N cycles).
 """
 
 from .config import VmConfig  # noqa: F401
 from .runner import GuestImage, VmResult, nvdimm_path, prepare, pytest_argv, run, shell, test  # noqa: F401
-from . import cache, guest, kernel, qemu  # noqa: F401
+from . import cache, guest, kernel, powercut, qemu  # noqa: F401
 
 __all__ = ["VmConfig", "VmResult", "GuestImage", "run", "test", "shell", "prepare", "nvdimm_path",
-           "pytest_argv", "cache", "guest", "kernel", "qemu"]
+           "pytest_argv", "cache", "guest", "kernel", "powercut", "qemu"]

@@ -40,6 +40,7 @@ class VmResult:
     duration: float = 0.0
     nvdimm_file: Path | None = None
     argv: list = field(default_factory=list)
+    power_cut: bool = False     # QEMU was killed on purpose (``cut_when``): no exit status
 
     @property
     def output(self):
@@ -199,14 +200,16 @@ def _tail_text(text, n=30):
 
 
 def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None, action="run",
-        env=None):
+        env=None, cut_when=None):
     """Boot a guest for ``config``, run ``argv`` in it, return a :class:`VmResult`.
 
     ``stream(name, data)`` is called with ``"stdout"``/``"stderr"`` and bytes as the command
     writes them (live). ``progress(message)`` gets build/boot messages. ``timeout`` (seconds,
     default ``config.timeout``) kills the guest and raises :class:`GuestError`. A guest that
     cannot set up pmem raises :class:`GuestError` with its setup log. ``action="shell"`` gives an
-    interactive shell on the terminal instead (see :func:`shell`).
+    interactive shell on the terminal instead (see :func:`shell`). ``cut_when()``, polled while
+    the guest runs, cuts the power when it returns true: QEMU is killed with SIGKILL and the
+    result has ``power_cut`` set and no exit status (see :mod:`pmemkit.vm.powercut`).
     """
     config = config or VmConfig()
     argv = [str(a) for a in argv]
@@ -246,6 +249,7 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
         kw = {"stdin": None, "stdout": None, "stderr": None} if interactive else {"stderr": qerr}
         guest_progress = None if interactive else progress  # the console shows it already
         try:
+            cut = False
             with qemu.Qemu(cmd, new_session=not interactive, **kw) as vm:
                 deadline = start + timeout
                 while vm.poll() is None:
@@ -255,6 +259,10 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
                             f"the guest did not finish within {timeout:.0f} s; QEMU was killed.\n"
                             f"console tail:\n{_tail_text(_read(job / 'console.log'))}")
                     _pump(out, err, setup, stream, guest_progress)
+                    if cut_when is not None and cut_when():
+                        vm.kill()
+                        cut = True
+                        break
                     time.sleep(0.1)
                 _pump(out, err, setup, stream, guest_progress)
                 qemu_err = _read(job / "qemu.err") if qerr else ""
@@ -266,6 +274,10 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
         console = _read(job / "console.log")
         status = _read(job / "status").strip()
         setup_log = setup.data.decode(errors="replace")
+        if cut and not status:          # (a guest that had finished keeps its result)
+            return VmResult(None, bytes(out.data), bytes(err.data), console, setup_log,
+                            accel=accel, duration=duration, nvdimm_file=nv, argv=argv,
+                            power_cut=True)
         if status == "setup-failed":
             raise GuestError(f"the guest could not set up emulated pmem:\n{_tail_text(setup_log)}")
         if not status.lstrip("-").isdigit():
