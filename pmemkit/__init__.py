@@ -9,6 +9,9 @@
 ``import pmemkit`` stays light: numpy is imported only when an array is asked for.
 """
 
+import os as _os
+
+from .defaults import NATIVE_DIR_ENV as _NATIVE_DIR_ENV
 from .errors import (  # noqa: F401
     ClosedMappingError,
     InvalidArgumentError,
@@ -22,6 +25,11 @@ from .errors import (  # noqa: F401
 from .region import BufferRegion, Region  # noqa: F401
 
 __version__ = "0.1.0"
+
+# A guest whose Python differs from the host's gets the native extension rebuilt in its own
+# directory (pmemkit vm's guest layer); the package then looks there too.
+if _os.environ.get(_NATIVE_DIR_ENV):
+    __path__.append(_os.environ[_NATIVE_DIR_ENV])
 
 
 def __getattr__(name):

@@ -79,6 +79,8 @@ VM_KERNEL_OPTIONS = {
 }
 #: Debian suite and mirror of the guest root filesystem (debootstrap --variant=minbase).
 VM_SUITE = "bookworm"
+#: The Python version of VM_SUITE's python3 (a boot test checks it against the built image).
+VM_SUITE_PYTHON = "3.11"
 VM_MIRROR = "http://deb.debian.org/debian"
 #: Packages in the guest root filesystem on top of minbase.
 VM_PACKAGES = ("python3", "python3-numpy", "python3-pytest", "python3-psutil", "python3-pyudev",
@@ -106,5 +108,19 @@ VM_POWER_CUTS = 3
 VM_POWER_CUT_WINDOW = "1:10"
 #: Seconds `pmemkit vm run/test` waits for the guest before killing QEMU.
 VM_TIMEOUT = 1800
+#: Keys of ``[tool.pmemkit.vm]`` in a project's pyproject.toml: Debian packages for the guest
+#: image, pip requirements for the guest's Python, shell commands run in the guest first.
+VM_PROJECT_KEYS = ("packages", "pip", "setup")
+#: Debian packages a guest layer adds when it installs pip requirements / rebuilds pmemkit's
+#: native extension for the guest's Python.
+VM_PIP_PACKAGES = ("python3-pip", "ca-certificates")
+VM_NATIVE_BUILD_PACKAGES = ("gcc", "libc6-dev", "python3-dev")
+#: Packages a guest layer adds beside a compiler (the image has no Recommends: gcc alone cannot
+#: compile a program that includes <sys/types.h>).
+VM_COMPILER_COMPANIONS = {"gcc": ("libc6-dev",), "g++": ("libc6-dev",), "clang": ("libc6-dev",),
+                          "cpp": ("libc6-dev",)}
+#: Environment variable naming an extra directory searched for pmemkit's native extension
+#: (set in the guest when the extension was rebuilt for the guest's Python).
+NATIVE_DIR_ENV = "PMEMKIT_NATIVE_DIR"
 #: Seconds the KVM probe may take before `--accel auto` falls back to TCG.
 VM_KVM_PROBE_TIMEOUT = 10

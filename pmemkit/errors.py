@@ -72,6 +72,17 @@ class GuestError(VmError):
     """The guest failed to boot, timed out, or could not set up emulated pmem."""
 
 
+class GuestLayerError(VmError):
+    """A project's guest layer could not be built: a Debian package that does not exist
+    (``packages``), a pip requirement that failed to install (``requirement``, with pip's output
+    in the message), or pmemkit's native extension that cannot be made for the guest's Python."""
+
+    def __init__(self, message, *, packages=(), requirement=None):
+        super().__init__(message)
+        self.packages = tuple(packages)
+        self.requirement = requirement
+
+
 # --- crash simulator ---------------------------------------------------------
 
 class CrashError(PmemError):

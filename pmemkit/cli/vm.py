@@ -45,6 +45,19 @@ def _add_vm_options(p):
     g.add_argument("--timeout", type=float, default=defaults.VM_TIMEOUT,
                    help=f"seconds before the guest is killed (default {defaults.VM_TIMEOUT})")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    _add_project_options(p)
+
+
+def _add_project_options(p):
+    g = p.add_argument_group(
+        "project", "what the guest adds for your project; each replaces the same key of "
+        "[tool.pmemkit.vm] in the nearest pyproject.toml (repeatable, or comma lists for packages)")
+    g.add_argument("--packages", action="append", metavar="LIST",
+                   help="Debian packages for the guest image, e.g. gcc,make,libpmemobj-dev")
+    g.add_argument("--pip", action="append", metavar="REQUIREMENT",
+                   help="a pip requirement for the guest's Python, e.g. sortedcontainers or '-e .[test]'")
+    g.add_argument("--setup", action="append", metavar="COMMAND",
+                   help="a shell command run in the guest before the command or tests")
 
 
 def _add_kernel_options(g):
@@ -115,9 +128,11 @@ def register(subparsers):
     _add_vm_options(s)
     s.set_defaults(func=cmd_shell)
 
-    b = sub.add_parser("build", help="build (or check) the cached kernel, root image and initramfs")
+    b = sub.add_parser("build", help="build (or check) the cached kernel, root image and initramfs, "
+                                     "with this project's guest layer")
     _add_kernel_options(b)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    _add_project_options(b)
     b.set_defaults(func=cmd_build)
 
 
@@ -162,6 +177,12 @@ def config_from_args(args):
                     env=env, timeout=args.timeout, kernel=args.kernel, modules=args.modules, **kw)
 
 
+def project_from_args(args, config):
+    """The project of the current directory ([tool.pmemkit.vm]) with the options applied."""
+    from ..vm.project import load_project
+    return load_project(None, config.share, packages=args.packages, pip=args.pip, setup=args.setup)
+
+
 def _progress(args):
     if getattr(args, "quiet", False):
         return None
@@ -172,7 +193,7 @@ def _progress(args):
     def report(message):
         line = f"[{time.monotonic() - start:6.1f}s] {message}"
         # Build tools print many lines: show them on one line that updates on a terminal.
-        transient = message.startswith(("debootstrap:", "apt-get"))
+        transient = message.startswith(("debootstrap:", "apt-get", "pip:", "native extension:"))
         if tty and transient:
             sys.stderr.write("\r\033[K" + line[: os.get_terminal_size(2).columns - 1])
             state["inline"] = True
@@ -203,14 +224,16 @@ def cmd_run(args):
     if not command:
         raise VmConfigError("no command given: pmemkit vm run [options] -- COMMAND [ARGS...]")
     config = config_from_args(args)
-    result = vm.run(config, command, stream=_stream, progress=_progress(args))
+    result = vm.run(config, command, stream=_stream, progress=_progress(args),
+                    project=project_from_args(args, config))
     return result.returncode
 
 
 def cmd_test(args):
     from .. import vm
     config = config_from_args(args)
-    result = vm.test(config, _strip_dashes(args.pytest_args), stream=_stream, progress=_progress(args))
+    result = vm.test(config, _strip_dashes(args.pytest_args), stream=_stream, progress=_progress(args),
+                     project=project_from_args(args, config))
     return result.returncode
 
 
@@ -236,13 +259,14 @@ def cmd_powercut(args):
 
 def cmd_shell(args):
     from .. import vm
-    return vm.shell(config_from_args(args), progress=_progress(args))
+    config = config_from_args(args)
+    return vm.shell(config, progress=_progress(args), project=project_from_args(args, config))
 
 
 def cmd_build(args):
     from .. import vm
-    image = vm.prepare(vm.VmConfig(share=False, kernel=args.kernel, modules=args.modules),
-                       progress=_progress(args))
+    config = vm.VmConfig(kernel=args.kernel, modules=args.modules)
+    image = vm.prepare(config, progress=_progress(args), project=project_from_args(args, config))
     print(f"kernel:    {image.kernel.vmlinuz}")
     print(f"initramfs: {image.initramfs}")
     print(f"root:      {image.rootfs.image}")

@@ -35,6 +35,8 @@ TOOL_PACKAGES = {
     "apt-get": "apt",
     "apt-cache": "apt",
     "mkfs.ext4": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "chroot": "coreutils",
 }
 
 

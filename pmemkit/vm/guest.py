@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import defaults
-from ..errors import VmError
+from ..errors import GuestLayerError, VmError
 from . import cache
 from .kernel import Kernel, module_bytes, module_name
 
@@ -85,10 +85,72 @@ exec switch_root /newroot /bin/sh /run/pmemkit-init
 
 @dataclass(frozen=True)
 class Rootfs:
-    """A cached root filesystem image (raw ext4) and the tree's package list."""
+    """A cached root filesystem image (raw ext4) and the tree's package list. ``native_dir`` is
+    the guest directory holding pmemkit's native extension rebuilt for the guest's Python (None
+    when the layer has none)."""
 
     image: Path
     key: str
+    native_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What a project adds on top of the base guest (see :mod:`pmemkit.vm.project`).
+
+    * ``packages``: Debian packages beyond :data:`pmemkit.defaults.VM_PACKAGES`;
+    * ``pip``: pip arguments installed into the guest's Python (from the host side, with the
+      guest's own pip in a chroot of the image tree: only the package registries need to be
+      reachable, never the guest);
+    * ``project``/``guest_project``: the project directory, copied into the image at its guest
+      path for local requirements (``-e .``), keyed by ``project_digest`` (its build files);
+    * ``native_source``: pmemkit's ``_flush.c``, compiled for the guest's Python when the host's
+      extension does not fit it; ``pmemkit_version``: pmemkit is declared installed, so that a
+      project depending on it does not fetch another one;
+    * ``check_python``: called with the guest's Python version (``"3.11"``) before pip runs.
+    """
+
+    packages: tuple = ()
+    pip: tuple = ()
+    project: Path | None = None
+    guest_project: str | None = None
+    project_digest: str | None = None
+    native_source: Path | None = None
+    pmemkit_version: str = "0"
+    check_python: object = None
+
+    def inputs(self):
+        """The parts of the layer that decide its content (its cache key)."""
+        extra = {}
+        if self.pip:
+            extra["pip"] = list(self.pip)
+            extra["pmemkit"] = self.pmemkit_version
+        if self.project is not None:
+            extra["project"] = [self.guest_project, self.project_digest]
+        if self.native_source is not None:
+            extra["native"] = cache.key(Path(self.native_source).read_bytes().hex())
+        return extra
+
+    def all_packages(self):
+        extra = list(self.packages)
+        for name in self.packages:
+            extra += defaults.VM_COMPILER_COMPANIONS.get(name.split("=")[0], ())
+        if self.pip:
+            extra += defaults.VM_PIP_PACKAGES
+        if self.native_source is not None:
+            extra += defaults.VM_NATIVE_BUILD_PACKAGES
+        return tuple(dict.fromkeys(extra))
+
+
+#: Where a layer keeps pmemkit's native extension built for the guest's Python.
+GUEST_NATIVE_DIR = "/usr/local/lib/pmemkit-native"
+_COULD_NOT_FIND = "Couldn't find these debs:"
+#: Compiles pmemkit's extension with the guest's Python headers (argv: source, output dir).
+_BUILD_NATIVE = (
+    "import subprocess, sys, sysconfig; src, out = sys.argv[1:]; "
+    "subprocess.run(['gcc', '-O2', '-shared', '-fPIC', '-I' + sysconfig.get_paths()['include'], "
+    "src, '-o', out + '/_flush' + sysconfig.get_config_var('EXT_SUFFIX')], check=True)"
+)
 
 
 def rootfs_inputs(suite=None, mirror=None, packages=None):
@@ -97,17 +159,153 @@ def rootfs_inputs(suite=None, mirror=None, packages=None):
             "packages": sorted(packages if packages is not None else defaults.VM_PACKAGES)}
 
 
+def tree_python(tree):
+    """The Python version (``"3.11"``) of a root tree: its ``usr/bin/python3.N``."""
+    found = sorted(p.name[6:] for p in (Path(tree) / "usr/bin").glob("python3.*")
+                   if p.name[6:].replace(".", "").isdigit())
+    return found[-1] if found else None
+
+
+def image_python(image):
+    """The Python version (``"3.11"``) of a root image, read with ``debugfs`` (no mount)."""
+    out = subprocess.run([cache.need_tool("debugfs"), "-R", "ls -p /usr/bin", str(image)],
+                         capture_output=True, text=True, check=False).stdout
+    names = [line.split("/")[5] for line in out.splitlines() if line.count("/") >= 6]
+    found = sorted(n[6:] for n in names if n.startswith("python3.") and n[7:].isdigit())
+    return found[-1] if found else None
+
+
+#: Host pip settings that mean the same inside the image tree (paths on the host would not).
+_PIP_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_DEFAULT_TIMEOUT",
+            "PIP_RETRIES")
+#: Where the host's CA bundle is copied in the tree while pip runs.
+_TREE_CA = "etc/pmemkit-host-ca.pem"
+
+
+def _host_ca_bundle():
+    """The CA bundle the host's pip trusts (a TLS-inspecting proxy's CA is often only there)."""
+    for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(name) and Path(os.environ[name]).is_file():
+            return Path(os.environ[name])
+    default = Path("/etc/ssl/certs/ca-certificates.crt")
+    return default if default.is_file() else None
+
+
+def _chroot_env():
+    """Environment for commands in the image tree: the host's proxy and pip index settings only."""
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+    env.update({k: v for k, v in os.environ.items()
+                if k in _PIP_ENV or k.lower().endswith("_proxy")})
+    return env
+
+
+def _debootstrap(debootstrap, inputs, tree, progress):
+    for attempt in range(1, 4):  # a mirror hiccup should not cost the user the build
+        shutil.rmtree(tree, ignore_errors=True)
+        try:
+            cache.run([debootstrap, "--variant=minbase", "--include=" + ",".join(inputs["packages"]),
+                       inputs["suite"], tree, inputs["mirror"]],
+                      "debootstrap", progress=progress,
+                      env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            return
+        except VmError as exc:
+            text = str(exc)
+            if _COULD_NOT_FIND in text:
+                missing = text.split(_COULD_NOT_FIND, 1)[1].splitlines()[0].split()
+                raise GuestLayerError(
+                    f"Debian {inputs['suite']} has no package {', '.join(missing)}: fix the name "
+                    "in [tool.pmemkit.vm] packages or --packages (search at "
+                    f"https://packages.debian.org/{inputs['suite']}/)", packages=missing) from None
+            if attempt == 3:
+                raise
+            if progress:
+                progress(f"debootstrap failed (attempt {attempt}/3), retrying in {10 * attempt} s")
+            time.sleep(10 * attempt)
+
+
+def _apply_layer(layer, tree, progress):
+    """Install ``layer``'s pip requirements and native extension into the debootstrapped ``tree``."""
+    chroot = cache.need_tool("chroot")
+    python = tree_python(tree)
+    if layer.check_python and python:
+        layer.check_python(python)
+    env = _chroot_env()
+    if layer.native_source is not None:
+        out = tree / GUEST_NATIVE_DIR.lstrip("/")
+        out.mkdir(parents=True)
+        shutil.copy2(layer.native_source, out / "_flush.c")
+        if progress:
+            progress(f"building pmemkit's native extension for the guest's Python {python}")
+        try:
+            cache.run([chroot, tree, "python3", "-c", _BUILD_NATIVE, f"{GUEST_NATIVE_DIR}/_flush.c",
+                       GUEST_NATIVE_DIR], "native extension", env=env, progress=progress)
+        except VmError as exc:
+            raise GuestLayerError(f"pmemkit's native extension does not build for the guest's "
+                                  f"Python {python}: {exc}") from None
+    if not layer.pip:
+        return
+    site = tree / f"usr/local/lib/python{python}/dist-packages"
+    meta = site / f"pmemkit-{layer.pmemkit_version}.dist-info"
+    meta.mkdir(parents=True, exist_ok=True)
+    write_pmemkit_metadata(meta, layer.pmemkit_version)
+    cwd = "/"
+    if layer.project is not None:
+        dest = tree / layer.guest_project.lstrip("/")
+        shutil.copytree(layer.project, dest, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".git", ".venv", "venv", ".tox", "__pycache__",
+                                                      "build", "dist", "*.egg-info", ".nox"))
+        cwd = layer.guest_project
+    resolv = Path("/etc/resolv.conf")
+    if resolv.exists():
+        (tree / "etc/resolv.conf").unlink(missing_ok=True)
+        shutil.copyfile(resolv, tree / "etc/resolv.conf")
+    ca = _host_ca_bundle()
+    if ca is not None:
+        shutil.copyfile(ca, tree / _TREE_CA)
+        env["PIP_CERT"] = "/" + _TREE_CA
+    if progress:
+        progress(f"pip install {' '.join(layer.pip)} (guest Python {python}, from the host side)")
+    argv = [chroot, tree, "env", f"--chdir={cwd}", "python3", "-m", "pip", "install",
+            "--break-system-packages", "--root-user-action=ignore", "--no-cache-dir",
+            "--no-input", "--progress-bar", "off", *layer.pip]
+    try:
+        cache.run(argv, "pip", env=env, progress=progress)
+    except VmError as exc:
+        raise GuestLayerError(
+            f"pip could not install {' '.join(layer.pip)} into the guest's Python {python}; "
+            f"fix [tool.pmemkit.vm] pip or --pip. pip said:\n{str(exc).split(chr(10), 1)[-1]}",
+            requirement=" ".join(layer.pip)) from None
+    finally:
+        (tree / _TREE_CA).unlink(missing_ok=True)
+
+
+def write_pmemkit_metadata(directory, version):
+    """A ``pmemkit-VERSION.dist-info`` in ``directory``: pip sees pmemkit installed, pytest finds
+    its plugin through the entry point (and loads it once)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "METADATA").write_text(f"Metadata-Version: 2.1\nName: pmemkit\nVersion: {version}\n")
+    (directory / "entry_points.txt").write_text("[pytest11]\npmemkit = pmemkit.pytest_plugin\n")
+    (directory / "INSTALLER").write_text("pmemkit-vm\n")
+    (directory / "RECORD").write_text("")
+
+
 def build_rootfs(suite=None, mirror=None, packages=None, cache_root=None, progress=None,
-                 extra_packages=()):
-    """Return the cached :class:`Rootfs`, building it first if needed (root only; ~90 s)."""
+                 extra_packages=(), layer=None):
+    """Return the cached :class:`Rootfs`, building it first if needed (root only; ~90 s).
+    ``layer`` (a :class:`Layer`) adds a project's packages, pip requirements and native build."""
+    layer = layer or Layer(packages=tuple(extra_packages))
     inputs = rootfs_inputs(suite, mirror, tuple(packages if packages is not None
-                                                else defaults.VM_PACKAGES) + tuple(extra_packages))
+                                                else defaults.VM_PACKAGES) + layer.all_packages())
+    inputs.update(layer.inputs())
     k = cache.key(inputs)
     base = cache.cache_dir(cache_root) / "rootfs"
     final = base / k
     image = final / "root.ext4"
+    native_dir = GUEST_NATIVE_DIR if layer.native_source is not None else None
     if image.exists():
-        return Rootfs(image, k)
+        return Rootfs(image, k, native_dir)
     debootstrap = cache.need_tool("debootstrap")
     mkfs = cache.need_tool("mkfs.ext4")
     if os.geteuid() != 0:
@@ -119,22 +317,13 @@ def build_rootfs(suite=None, mirror=None, packages=None, cache_root=None, progre
     try:
         tree = tmp / "tree"
         if progress:
-            progress(f"building guest root filesystem ({inputs['suite']}, "
-                     f"{len(inputs['packages'])} packages; about 90 s, once)")
-        for attempt in range(1, 4):  # a mirror hiccup should not cost the user the build
-            shutil.rmtree(tree, ignore_errors=True)
-            try:
-                cache.run([debootstrap, "--variant=minbase", "--include=" + ",".join(inputs["packages"]),
-                           inputs["suite"], tree, inputs["mirror"]],
-                          "debootstrap", progress=progress,
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-                break
-            except VmError:
-                if attempt == 3:
-                    raise
-                if progress:
-                    progress(f"debootstrap failed (attempt {attempt}/3), retrying in {10 * attempt} s")
-                time.sleep(10 * attempt)
+            what = "guest root filesystem" if not layer.inputs() and not layer.packages else \
+                "guest layer for this project"
+            progress(f"building {what} ({inputs['suite']}, {len(inputs['packages'])} packages"
+                     f"{', pip: ' + ' '.join(layer.pip) if layer.pip else ''}; "
+                     "about 2 minutes, once)")
+        _debootstrap(debootstrap, inputs, tree, progress)
+        _apply_layer(layer, tree, progress)
         for rel in _PRUNE:
             shutil.rmtree(tree / rel, ignore_errors=True)
             (tree / rel).mkdir(parents=True, exist_ok=True)
@@ -153,7 +342,7 @@ def build_rootfs(suite=None, mirror=None, packages=None, cache_root=None, progre
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Rootfs(image, k)
+    return Rootfs(image, k, native_dir)
 
 
 _SIG_MAGIC = b"~Module signature appended~\n"

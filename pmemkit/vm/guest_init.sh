@@ -41,7 +41,14 @@ if [ -n "$SHARE" ]; then
     mount -t 9p -o "$NINEP_OPTS" pmemkit-share "$SHARE" || fail "cannot mount the host share at $SHARE"
 fi
 
-# `pmemkit` on the PATH runs the shared checkout (PYTHONPATH points at the share).
+# The host's pmemkit package, when the share does not hold it (read-only).
+LIB=$(cfg pmemkit_lib)
+if [ -n "$LIB" ]; then
+    mkdir -p "$LIB/pmemkit" || fail "cannot create $LIB/pmemkit"
+    mount -t 9p -o "$NINEP_OPTS,ro" pmemkit-lib "$LIB/pmemkit" || fail "cannot mount pmemkit's package at $LIB"
+fi
+
+# `pmemkit` on the PATH runs the host's pmemkit (PYTHONPATH points at it).
 printf '#!/bin/sh\nexec python3 -m pmemkit "$@"\n' >/usr/local/bin/pmemkit && chmod 755 /usr/local/bin/pmemkit
 
 MODE=$(cfg mode)

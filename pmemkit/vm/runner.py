@@ -19,11 +19,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pmemkit
+
 from .. import defaults
-from ..errors import GuestError, VmConfigError
+from ..errors import GuestError, GuestLayerError, VmConfigError
 from ..units import format_size, parse_size
 from . import cache, guest, kernel as kernel_mod, qemu
 from .config import VmConfig
+from .project import Project, check_python
 
 
 @dataclass
@@ -61,8 +64,61 @@ class GuestImage:
     rootfs: guest.Rootfs
 
 
-def prepare(config=None, progress=None):
-    """Build (or find in the cache) kernel, root image and initramfs for ``config``."""
+def _pmemkit_package():
+    """The directory of the pmemkit running this code (a checkout, an editable or a normal install)."""
+    return Path(pmemkit.__file__).resolve().parent
+
+
+def guest_python(config=None):
+    """The guest's Python version (``"3.11"``): read from the cached base image when there is one,
+    else the known Python of :data:`pmemkit.defaults.VM_SUITE` (a boot test pins the two equal)."""
+    config = config or VmConfig()
+    inputs = guest.rootfs_inputs()
+    image = cache.cache_dir(config.cache_dir) / "rootfs" / cache.key(inputs) / "root.ext4"
+    found = guest.image_python(image) if image.exists() else None
+    return found or defaults.VM_SUITE_PYTHON
+
+
+def native_file(version, package=None):
+    """pmemkit's extension file for CPython ``version`` in the package directory (may not exist)."""
+    tag = version.replace(".", "")
+    return (package or _pmemkit_package()) / f"_flush.cpython-{tag}-x86_64-linux-gnu.so"
+
+
+def project_layer(config, project, version=None):
+    """The :class:`~pmemkit.vm.guest.Layer` ``project`` needs on ``config``'s guest: its packages
+    and pip requirements, and pmemkit's extension rebuilt when the host's does not fit the guest's
+    Python (raises :class:`GuestLayerError` when it can be neither loaded nor rebuilt)."""
+    project = project or Project()
+    version = version or guest_python(config)
+    package = _pmemkit_package()
+    native = None
+    if not native_file(version, package).exists():
+        native = package / "_flush.c"
+        if not native.exists():
+            raise GuestLayerError(
+                f"pmemkit's native extension for the guest's Python {version} is not in {package} "
+                "and its source (_flush.c) is not there to rebuild it: the guest would fall back to "
+                f"msync on DAX. Install pmemkit from a wheel or sdist of version "
+                f">= {pmemkit.__version__} (they carry the source), or run pmemkit with Python {version}")
+    guest_project = None
+    if project.local_pip:
+        guest_project = str(_guest_path(config, project.directory))
+    return guest.Layer(packages=project.packages, pip=tuple(project.pip_argv),
+                       project=project.directory if project.local_pip else None,
+                       guest_project=guest_project,
+                       project_digest=project.build_digest() if project.local_pip else None,
+                       native_source=native, pmemkit_version=pmemkit.__version__,
+                       check_python=lambda v: check_python(project, v))
+
+
+def _guest_path(config, host_path):
+    return Path(config.guest_share) / Path(host_path).resolve().relative_to(config.share)
+
+
+def prepare(config=None, progress=None, project=None):
+    """Build (or find in the cache) kernel, root image and initramfs for ``config``; with a
+    :class:`~pmemkit.vm.project.Project`, the root image is the project's guest layer."""
     config = config or VmConfig()
     from concurrent.futures import ThreadPoolExecutor
 
@@ -70,6 +126,7 @@ def prepare(config=None, progress=None):
                            package=config.kernel_package, features=config.kernel_features)
     if k.config() is None and progress:
         progress(f"kernel {k.release} comes without its config: its options were not checked")
+    layer = project_layer(config, project)
 
     def kernel_and_initramfs():
         k.boot_image()
@@ -78,8 +135,10 @@ def prepare(config=None, progress=None):
     # On a cold cache the initramfs build overlaps the (longer) root filesystem build.
     with ThreadPoolExecutor(max_workers=1) as pool:
         side = pool.submit(kernel_and_initramfs)
-        rootfs = guest.build_rootfs(cache_root=config.cache_dir, progress=progress)
+        rootfs = guest.build_rootfs(cache_root=config.cache_dir, progress=progress, layer=layer)
         initramfs = side.result()
+    if project is not None and project.requires_python:
+        check_python(project, guest.image_python(rootfs.image) or guest_python(config))
     return GuestImage(k, initramfs, rootfs)
 
 
@@ -136,12 +195,46 @@ def _write_cfg(job, config, action):
         "labels": "1" if (config.labels and config.nvdimm is not None) else "0",
         "cxl": "1" if config.cxl is not None else "0",
         "share": config.guest_share or "", "mount_options": defaults.MOUNT_OPTIONS,
+        "pmemkit_lib": GUEST_LIB if _lib_share(config) else "",
     }
     for fs in defaults.FILESYSTEMS:
         values[f"mnt_{fs}"] = defaults.MOUNT_POINTS[fs]
         values[f"mkfs_{fs}"] = " ".join(defaults.MKFS_OPTIONS[fs])
     for name, value in values.items():
         (cfg / name).write_text(value + "\n")
+
+
+#: Where the guest mounts the host's pmemkit package (read-only) when the share does not hold it.
+GUEST_LIB = "/run/pmemkit-lib"
+#: The job directory in the guest (guest_init.sh mounts it there).
+GUEST_JOB = "/run/pmemkit-job"
+
+
+def _lib_share(config):
+    """The host's pmemkit package directory when it must be shared on its own (it is not the
+    ``pmemkit`` directory at the top of the share, i.e. the share is not a pmemkit checkout)."""
+    package = _pmemkit_package()
+    if config.share is not None and package.parent == config.share:
+        return None
+    return package
+
+
+def _guest_pythonpath(config):
+    """The guest's PYTHONPATH: pmemkit (the host's, shared), its metadata, the share."""
+    path = [GUEST_LIB] if _lib_share(config) else []
+    path.append(f"{GUEST_JOB}/lib")
+    if config.share is not None:
+        path.append(config.guest_share)
+    return path
+
+
+def _native_check(config, image, version):
+    """The guest path of the extension file the guest must be able to load."""
+    if image.rootfs.native_dir:
+        return f"{image.rootfs.native_dir}/{native_file(version).name}"
+    if _lib_share(config):
+        return f"{GUEST_LIB}/pmemkit/{native_file(version).name}"
+    return f"{config.guest_share}/pmemkit/{native_file(version).name}"
 
 
 def qemu_argv(config, image, job, accel, *, interactive=False):
@@ -167,6 +260,8 @@ def qemu_argv(config, image, job, accel, *, interactive=False):
     argv += qemu.share_args(job, "pmemkit-job", bus=bus)
     if config.share is not None:
         argv += qemu.share_args(config.share, "pmemkit-share", bus=bus)
+    if _lib_share(config):
+        argv += qemu.share_args(_lib_share(config), "pmemkit-lib", readonly=True, bus=bus)
     if config.nvdimm is not None:
         label = defaults.VM_NVDIMM_LABEL_SIZE if config.labels else None
         argv += qemu.nvdimm_args(nvdimm_path(config), config.nvdimm, label_size=label)
@@ -200,7 +295,7 @@ def _tail_text(text, n=30):
 
 
 def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None, action="run",
-        env=None, cut_when=None):
+        env=None, cut_when=None, project=None):
     """Boot a guest for ``config``, run ``argv`` in it, return a :class:`VmResult`.
 
     ``stream(name, data)`` is called with ``"stdout"``/``"stderr"`` and bytes as the command
@@ -210,6 +305,9 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     interactive shell on the terminal instead (see :func:`shell`). ``cut_when()``, polled while
     the guest runs, cuts the power when it returns true: QEMU is killed with SIGKILL and the
     result has ``power_cut`` set and no exit status (see :mod:`pmemkit.vm.powercut`).
+    ``project`` (a
+    :class:`~pmemkit.vm.project.Project`, see :func:`pmemkit.vm.project.load_project`) adds its
+    packages and pip requirements to the guest (a cached layer) and runs its setup commands first.
     """
     config = config or VmConfig()
     argv = [str(a) for a in argv]
@@ -218,7 +316,8 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     timeout = timeout or config.timeout
     cache.cache_dir(config.cache_dir)  # an unwritable cache and a missing QEMU are
     qemu.qemu_binary()                 # reported before anything is built
-    image = prepare(config, progress)
+    image = prepare(config, progress, project)
+    version = guest.image_python(image.rootfs.image) or guest_python(config)
     accel = qemu.choose_accel(config.accel, image.kernel.vmlinuz, progress, config.cache_dir)
     nv = nvdimm_path(config)
     if nv is not None:
@@ -228,13 +327,19 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     try:
         _write_cfg(job, config, action)
         job_env = dict(config.env)
-        if config.share is not None:
-            pp = [config.guest_share] + ([job_env["PYTHONPATH"]] if job_env.get("PYTHONPATH") else [])
-            job_env["PYTHONPATH"] = os.pathsep.join(pp)
+        pp = _guest_pythonpath(config) + ([job_env["PYTHONPATH"]] if job_env.get("PYTHONPATH") else [])
+        job_env["PYTHONPATH"] = os.pathsep.join(pp)
+        if image.rootfs.native_dir:
+            job_env[defaults.NATIVE_DIR_ENV] = image.rootfs.native_dir
         job_env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         job_env.update(env or {})
-        (job / "job.json").write_text(json.dumps({"argv": argv, "env": job_env,
-                                                  "cwd": config.guest_cwd()}))
+        (job / "lib" / "pmemkit").mkdir(parents=True)
+        guest.write_pmemkit_metadata(job / "lib" / f"pmemkit-{pmemkit.__version__}.dist-info",
+                                     pmemkit.__version__)
+        (job / "job.json").write_text(json.dumps({
+            "argv": argv, "env": job_env, "cwd": config.guest_cwd(),
+            "setup": list(project.setup) if project else [],
+            "native": _native_check(config, image, version)}))
         interactive = action == "shell"
         cmd = qemu_argv(config, image, job, accel, interactive=interactive)
         if progress:
@@ -280,6 +385,9 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
                             power_cut=True)
         if status == "setup-failed":
             raise GuestError(f"the guest could not set up emulated pmem:\n{_tail_text(setup_log)}")
+        native_failed = _read(job / "native-failed").strip()
+        if native_failed:
+            raise GuestError(native_failed)
         if not status.lstrip("-").isdigit():
             why = f"QEMU exited with status {qemu_status}" + (f": {qemu_err.strip()}" if qemu_err.strip() else "")
             raise GuestError(f"the guest stopped without a result ({why}).\n"
@@ -310,19 +418,10 @@ def _pump(out, err, setup, stream, progress):
             progress(f"guest: {line}")
 
 
-#: Runs pytest in the guest with pmemkit's plugin loaded exactly once: through its entry point
-#: when the share carries the package metadata (an editable install's egg-info), else with -p.
-_GUEST_PYTEST = (
-    "import sys, importlib.metadata as md, pytest; args = sys.argv[1:]; "
-    "eps = md.entry_points(group='pytest11'); "
-    "found = any(e.value.split(':')[0] == 'pmemkit.pytest_plugin' for e in eps); "
-    "sys.exit(int(pytest.main(args if found else ['-p', 'pmemkit.pytest_plugin', *args])))"
-)
-
-
 def pytest_argv(pytest_args=()):
-    """The guest command ``pmemkit vm test`` runs: Debian's pytest with pmemkit's plugin."""
-    return ["python3", "-c", _GUEST_PYTEST, "-p", "no:cacheprovider", *pytest_args]
+    """The guest command ``pmemkit vm test`` runs: Debian's pytest. pmemkit's plugin loads once,
+    through the entry point of the package metadata the job directory carries."""
+    return ["python3", "-m", "pytest", "-p", "no:cacheprovider", *pytest_args]
 
 
 def test(config=None, pytest_args=(), **kw):
@@ -333,7 +432,8 @@ def test(config=None, pytest_args=(), **kw):
     return run(config, pytest_argv(pytest_args), env=env, **kw)
 
 
-def shell(config=None, progress=None):
+def shell(config=None, progress=None, project=None):
     """An interactive shell on the guest's serial console (this terminal). Returns its exit status."""
-    result = run(config, (), action="shell", progress=progress, timeout=math.inf)  # no time limit
+    result = run(config, (), action="shell", progress=progress, timeout=math.inf,  # no time limit
+                 project=project)
     return result.returncode

@@ -8,6 +8,9 @@ import time
 import psutil
 import pytest
 
+#: A user's project (run in the guest by test_vm_project.py), not tests of pmemkit.
+collect_ignore = ["project_fixture"]
+
 
 def _qemus_of_ours(since):
     """QEMU processes this test process started (children), or that a job of ours launched."""
