@@ -48,6 +48,8 @@ CRASH_RANDOM_SAMPLES = 256
 CRASH_BATCH = 256
 #: Size of the traced region when explore() gets neither size nor initial contents.
 CRASH_DEFAULT_SIZE = 4096
+#: engine="exhaustive" refuses a crash point with more states than this (without max_states).
+CRASH_EXHAUSTIVE_MAX_STATES = 1 << 24
 
 #: Environment variables of the LD_PRELOAD interposer (pmemkit/_interpose.c repeats them; a test
 #: pins them equal): the trace file's path, and the pid of the one process that records.

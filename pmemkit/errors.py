@@ -107,6 +107,18 @@ class TraceIncompleteError(InterposeError):
     """The initial image plus the traced stores is not the file the program left behind."""
 
 
+class StateSpaceTooLarge(CrashError, InvalidArgumentError):
+    """An exhaustive exploration was asked of more crash states than can be checked.
+
+    ``count`` is the number of states, ``limit`` the most an exhaustive run accepts.
+    """
+
+    def __init__(self, message, *, count=None, limit=None):
+        super().__init__(message)
+        self.count = count
+        self.limit = limit
+
+
 # --- control flow inside the crash simulator ------------------------------------
 # These never reach a caller of pmemkit: they carry a verdict or stop a run.
 

@@ -99,7 +99,7 @@ class CrashExplorer:
     def __call__(self, workload, check, *, expect_violations=False, **kwargs):
         from . import crash
 
-        kwargs.setdefault("progress", None)
+        kwargs.setdefault("progress", "auto")     # a bar only on a terminal (pytest -s)
         report = crash.explore(workload, check, **kwargs)
         self.reports.append(report)
         if expect_violations and report.ok:

@@ -57,7 +57,7 @@ def cmd_crash(args, out=None):
     size = max(trace.size, len(initial) if initial else 0)
     check = crash.PersistentChecker(args.check) if args.persistent else args.check
     report = crash.explore(trace, check, size=size, initial=initial, model=args.model, engine=args.engine,
-                           max_states=args.max_states, seed=args.seed, workers=args.workers)
+                           max_states=args.max_states, seed=args.seed, workers=args.workers, progress="auto")
     if args.json:
         json.dump({"ok": report.ok, "status": int(status.verdict(report.ok, report.complete)),
                    "violations": report.violation_count,

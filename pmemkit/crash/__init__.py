@@ -8,10 +8,10 @@ See docs/crash.md.
 """
 
 from .checkers import ExternalChecker, PersistentChecker
-from .explore import explore
+from .explore import explore, require_explorable, state_space
 from .replay import replay
 from .report import CrashPoint, Report, Violation
 from .trace import MODELS, TracedRegion
 
-__all__ = ["explore", "replay", "Report", "Violation", "CrashPoint", "TracedRegion",
+__all__ = ["explore", "replay", "require_explorable", "state_space", "Report", "Violation", "CrashPoint", "TracedRegion",
            "ExternalChecker", "PersistentChecker", "MODELS"]

@@ -63,6 +63,10 @@ def _signal_name(number):
         return f"signal {number}"
 
 
+def _temp_base():
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 class _ImageFile:
     """The file a checker program reads: rewritten only where an image differs from it.
 
@@ -70,21 +74,36 @@ class _ImageFile:
     the pages that differ are copied (what the checker itself changed in the file
     differs from the next image, so it is restored too). A file replaced or
     resized behind pmemkit's back is written again in full.
+
+    The file lives in a directory of the process that owns the checker:
+    :meth:`prepare` creates it before worker processes are forked, workers write
+    ``image-<pid>`` files inside it, and the owner's :meth:`cleanup` removes them
+    all, even those of a worker that died. A process that finds no directory of
+    its owner makes its own.
     """
 
     def __init__(self):
+        self.owner = os.getpid()
         self.dir = None
         self.path = None
+        self.path_pid = None
         self._map = None
         self._ident = None
 
+    def prepare(self):
+        if self.dir is None:
+            self.owner = os.getpid()
+            self.dir = tempfile.mkdtemp(prefix="pmemkit-crash-", dir=_temp_base())
+
     def write(self, image):
-        if self.path is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._map = None
-            base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-            self.dir = tempfile.mkdtemp(prefix="pmemkit-crash-", dir=base)
-            self.path = os.path.join(self.dir, "image")
+        pid = os.getpid()
+        if self.path is None or self.path_pid != pid:
+            self._map = None        # a forked copy of the owner's: not ours to unmap
+            if self.dir is None or (pid != self.owner and not os.path.isdir(self.dir)):
+                self.dir = None
+                self.prepare()
+            self.path = os.path.join(self.dir, f"image-{pid}")
+            self.path_pid = pid
         image = memoryview(image).cast("B")
         m = self._map
         if m is not None and changed_pages is not None and len(m) == image.nbytes and self._same_file():
@@ -114,11 +133,19 @@ class _ImageFile:
             m.close()
 
     def cleanup(self):
-        if self.dir is not None and self._pid == os.getpid():
+        pid = os.getpid()
+        if self.path_pid == pid:
             self._unmap()
-            shutil.rmtree(self.dir, ignore_errors=True)
         self._map = None
-        self.dir = self.path = None
+        if self.dir is not None and pid == self.owner:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        elif self.path is not None and self.path_pid == pid:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        self.path = self.path_pid = None
 
 
 class ExternalChecker:
@@ -150,6 +177,10 @@ class ExternalChecker:
                     f"checker error, not a verdict")
             raise CheckFailed(f"checker exited with status {proc.returncode}{tail}")
         return True
+
+    def before_fork(self):
+        """Called by explore() before it forks worker processes (see :class:`_ImageFile`)."""
+        self._file.prepare()
 
     def close(self):
         self._file.cleanup()
@@ -240,6 +271,10 @@ class PersistentChecker:
         if reply == "0" or reply.startswith("0 "):
             return True
         raise CheckFailed(f"checker said: {reply}")
+
+    def before_fork(self):
+        """Called by explore() before it forks worker processes (see :class:`_ImageFile`)."""
+        self._file.prepare()
 
     def close(self):
         proc, self._proc = self._proc, None

@@ -47,8 +47,10 @@ class EngineSpec:
             else:
                 raise InvalidArgumentError(f"engine {name!r} takes no number (got {engine!r})")
         for what, val in (("k", k), ("samples", samples)):
-            if val is not None and (not isinstance(val, int) or val < 0):
-                raise InvalidArgumentError(f"engine {what} must be a non-negative integer, got {val!r}")
+            if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 1):
+                raise InvalidArgumentError(
+                    f"engine {what} must be a positive integer, got {val!r} "
+                    f"(0 would check nothing and report OK)")
         return cls(name, k, samples)
 
     def __str__(self):

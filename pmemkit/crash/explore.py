@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from .. import defaults
-from ..errors import CheckFailed, CrashError, InvalidArgumentError, StateLimitReached
+from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitReached,
+                      StateSpaceTooLarge)
 from .checkers import as_checker, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
-from .model import dimensions, state_count
+from .model import line_images, spaces, total_count
 from .report import CrashPoint, Report, StoreInfo, Violation
 from .trace import MODELS, UNIT, TracedRegion, blank_image
 
@@ -39,13 +41,15 @@ def _load_initial(initial):
 
 
 class _PointMeta:
-    """What the explorer keeps of one crash point (its own copies, never the tracer's buffers)."""
+    """What the explorer keeps of one space of one crash point (its own copies, never the
+    tracer's buffers)."""
 
-    __slots__ = ("info", "dims", "persisted", "label", "view", "stores", "_batch", "_flush")
+    __slots__ = ("info", "space", "index", "persisted", "label", "stores", "lines", "olds",
+                 "_batch", "_flush")
 
-    def __init__(self, info, dims, persisted, label, view, stores):
-        self.info, self.dims, self.persisted = info, dims, persisted
-        self.label, self.view, self.stores = label, view, stores
+    def __init__(self, info, space, index, persisted, label, stores, lines, olds):
+        self.info, self.space, self.index, self.persisted = info, space, index, persisted
+        self.label, self.stores, self.lines, self.olds = label, stores, lines, olds
         self._batch = self._flush = None
 
 
@@ -56,7 +60,12 @@ _worker = {}
 
 
 def _worker_init(check, want):
+    from multiprocessing.util import Finalize
+
     _worker["check"], _worker["want"] = check, want
+    closer = getattr(check, "close", None)
+    if callable(closer):    # the worker's checker process and image file end with the worker
+        Finalize(None, closer, exitpriority=10)
 
 
 def _worker_batch(items, info):
@@ -76,9 +85,107 @@ def _run_one(check, view, info, want):
         raise
     except Exception as exc:  # the checker's verdict: inconsistent
         return False, _message(exc)
+    return _verdict(r)
+
+
+def _verdict(r):
+    """``(ok, message)`` for a checker's return value; anything but None/True/False is an error."""
+    if r is None or r is True:
+        return True, None
     if r is False:
         return False, "checker returned False"
-    return True, None
+    raise CrashError(
+        f"the checker returned {r!r} ({type(r).__name__}); a checker returns None or True for "
+        f"a consistent image and False (or raises) for an inconsistent one")
+
+
+def _end_durable(meta, choice):
+    """Stores durable in an ``x86-end`` image: every store of a unit left at its final value,
+    and those that produced the value a unit was taken back to."""
+    dims = meta.space.dims
+    taken = {dims[j][a - 1].patch[0][0] for j, a in choice.items()}
+    durable = {i for j, a in choice.items() for i in dims[j][a - 1].stores}
+    durable.update(ev.store for _, events, _ in meta.lines for ev in events if ev.unit not in taken)
+    return durable
+
+
+def _reordered_lines(meta, image):
+    """Cache lines (index) whose content in ``image`` real x86 hardware cannot leave:
+    it needs stores to one line to persist out of program order (x86 model only)."""
+    if meta.olds is None:
+        return ()
+    out = []
+    for li, events, _ in meta.lines:
+        units = {ev.unit for ev in events}
+        olds = {u: meta.olds[u] for u in units}
+        got = frozenset((u, bytes(image[u * UNIT:u * UNIT + UNIT])) for u in units
+                        if image[u * UNIT:u * UNIT + UNIT] != olds[u])
+        if got not in line_images(events, olds):
+            out.append(li)
+    return tuple(out)
+
+
+def require_explorable(count, point=None):
+    """Refuse an exhaustive exploration of ``count`` crash states that could not finish.
+
+    Raises :class:`~pmemkit.errors.StateSpaceTooLarge` when ``count`` exceeds
+    ``defaults.CRASH_EXHAUSTIVE_MAX_STATES``; callers that explore exhaustively
+    (``explore(engine="exhaustive")``, the BTT crash suite) call it up front.
+    """
+    limit = defaults.CRASH_EXHAUSTIVE_MAX_STATES
+    if count > limit:
+        where = f" at {point.describe()}" if point is not None else ""
+        raise StateSpaceTooLarge(
+            f"engine 'exhaustive' refuses {_fmt_count(count)} crash states{where}: more than "
+            f"{limit:,} cannot be checked in any reasonable time. Use engine='auto' (exhaustive "
+            f"where it can be, sampled and reported incomplete elsewhere), 'bounded:K', or give "
+            f"max_states to cut the run short (the report then says it is incomplete)",
+            count=count, limit=limit)
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _new_region(size, initial, model, on_point, store_points):
+    """A TracedRegion for exploration; a size this machine cannot map is an InvalidArgumentError."""
+    try:
+        return TracedRegion(size, initial, model=model, on_crash_point=on_point,
+                            store_points=store_points, keep_trace=False)
+    except (MemoryError, OverflowError, OSError) as exc:
+        raise InvalidArgumentError(
+            f"cannot allocate a traced region of {size:,} bytes ({type(exc).__name__}: {exc}); "
+            f"the region, its durable image and the explorer's image are kept in memory: "
+            f"explore a smaller region") from None
+
+
+def state_space(workload, size=None, initial=None, model="x86", *, store_points=False,
+                engine="auto"):
+    """Run ``workload`` without checking anything: the crash states it has under ``model``.
+
+    Returns ``(crash_points, largest, total)``: the number of crash points, the
+    most states at one point and the sum over all points. A caller about to
+    explore exhaustively can refuse up front with :func:`require_explorable`.
+    """
+    if model not in MODELS:
+        raise InvalidArgumentError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    view = "prefix" if EngineSpec.parse(engine).name == "prefix" else model
+    initial = _load_initial(initial)
+    if size is None:
+        size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
+    counts = []
+    region = _new_region(size, initial, model, lambda state: counts.append(
+        total_count(spaces(state, view))), store_points)
+    try:
+        workload(region)
+        region.finish()
+    finally:
+        region.close()
+    return len(counts), max(counts, default=0), sum(counts)
+
+
+def _fmt_count(n):
+    return f"{n:,}" if n < 10 ** 15 else f"about 2^{n.bit_length() - 1}"
 
 
 def _message(exc):
@@ -109,7 +216,7 @@ class _Scratch:
 
 
 class _Explorer:
-    def __init__(self, check, size, model, spec, max_states, seed, workers, progress):
+    def __init__(self, check, size, model, spec, max_states, seed, workers, progress, on_states):
         self.check = as_checker(check)
         self.want = wants_info(self.check)
         self.size = size
@@ -132,10 +239,14 @@ class _Explorer:
         self.pool = None
         self.inflight = []
         self.progress = progress
+        self.on_states = on_states
         self.bar = None
         self.last_progress = 0.0
         self.scratch = _Scratch(size)
         self.last_state = None
+        self.pickled_point = None   # the last crash point whose records were checked picklable
+        self.covered = 0            # distinct crash states visited (of self.possible)
+        self.sampled = False        # some point was sampled, not explored completely
 
     # --- per crash point -----------------------------------------------------------
 
@@ -147,41 +258,76 @@ class _Explorer:
         info = CrashPoint(self.points, state.kind, state.marker, state.records,
                           state.fences, state.stores)
         self.points += 1
-        dims = dimensions(state, self.view)
-        count = state_count(dims)
+        main = spaces(state, self.view)
+        count = total_count(main)
         self.possible += count
-        how = plan(self.spec, dims, count)
-        self.engines[how.label] += 1
-        meta = _PointMeta(info, dims, state.working, how.label, self.view, state.store_log)
+        passes = [(sp, i, plan(self.spec, sp.dims, sp.count())) for i, sp in enumerate(main)]
+        if self.spec.name == "exhaustive" and self.max_states is None:
+            require_explorable(count, info)
+        point_complete = all(p.complete for _, _, p in passes)
+        label = "+".join(dict.fromkeys(p.label for _, _, p in passes))
+        if self.view == "x86" and not point_complete:
+            # x86's images include x86-line's and those "k units short of fully persisted":
+            # explore both as well, so the default model never finds less than x86-line
+            for extra in ("x86-line", "x86-end"):
+                for i, sp in enumerate(spaces(state, extra)):
+                    passes.append((sp, i, plan(self.spec, sp.dims, sp.count())))
+            label += " + x86-line images + bounded from the persisted end"
+        self.engines[label] += 1
+        olds = None
+        if self.model == "x86":     # kept to tell whether a violation needs same-line reordering
+            olds = {ev.unit: bytes(state.durable[ev.unit * UNIT:ev.unit * UNIT + UNIT])
+                    for _, events, _ in state.lines for ev in events}
         orig = {}           # unit -> durable bytes, saved before the first write to it
+        images = None if point_complete else set()
+        states_before = self.states
+        metas = []
         try:
-            self._explore_point(state, orig, dims, how, meta)
+            for sp, index, how in passes:
+                meta = _PointMeta(info, sp, index, state.working, how.label, state.store_log,
+                                  state.lines, olds)
+                metas.append(meta)
+                self._explore_space(state, orig, sp, how, meta, images)
         except StateLimitReached:
             self.complete = False
+            if images is None:      # exhaustive passes visit distinct states
+                images = range(self.states - states_before)
+            point_complete = False
         finally:
-            if meta._flush is not None:
-                meta._flush()
+            for meta in metas:
+                if meta._flush is not None:
+                    meta._flush()
             img = self.scratch.img
             for u, v in orig.items():
                 img[u * UNIT:u * UNIT + UNIT] = v
-            if not isinstance(meta.persisted, bytes):   # the tracer's buffer: never kept
-                meta.persisted = None
+            for meta in metas:
+                if not isinstance(meta.persisted, bytes):   # the tracer's buffer: never kept
+                    meta.persisted = None
+        if point_complete:
+            self.covered += count
+        else:
+            self.sampled |= self.complete
+            self.covered += min(len(images), count)
         self._tick(force=False)
 
-    def _explore_point(self, state, orig, dims, how, meta):
+    def _explore_space(self, state, orig, space, how, meta, images):
         img = self.scratch.img
         view = memoryview(img)[:self.size].toreadonly()
-        info = meta.info
-        want = self.want
-        keyed = (len(info.records), info.marker) if want else None
+        dims = space.dims
         cur = {}
-        hashes = {"h": state.durable_hash}
+        floor = {}          # unit -> its value in the base (units not in it: orig)
+        hashes = {"h": state.durable_hash ^ space.base_delta}
 
         def write(patch):
             for u, v in patch:
                 if u not in orig:
                     orig[u] = bytes(img[u * UNIT:u * UNIT + UNIT])
                 img[u * UNIT:u * UNIT + UNIT] = v
+
+        def restore(patch):
+            for u, _ in patch:
+                v = floor.get(u)
+                img[u * UNIT:u * UNIT + UNIT] = orig[u] if v is None else v
 
         def set_dim(j, a):
             old = cur.get(j, 0)
@@ -200,8 +346,11 @@ class _Explorer:
                 write(d[old - 1].unstep)
             else:
                 if old:
-                    for u, _ in d[old - 1].patch:
-                        img[u * UNIT:u * UNIT + UNIT] = orig[u]
+                    if floor:
+                        restore(d[old - 1].patch)
+                    else:
+                        for u, _ in d[old - 1].patch:
+                            img[u * UNIT:u * UNIT + UNIT] = orig[u]
                 if a:
                     write(d[a - 1].patch)
             if a:
@@ -216,7 +365,9 @@ class _Explorer:
                 if cur.get(j, 0) != a:
                     set_dim(j, a)
 
-        visit = self._visitor(view, info, keyed, meta, cur, hashes)
+        write(space.base)
+        floor.update(space.base)
+        visit = self._visitor(view, meta, cur, hashes, images)
         if how.kind == "exhaustive":
             visit()
             radices = [len(d) + 1 for d in dims]
@@ -234,11 +385,16 @@ class _Explorer:
                     goto(vec)
                     visit()
         goto({})
+        for u, _ in space.base:
+            img[u * UNIT:u * UNIT + UNIT] = orig[u]
 
-    def _visitor(self, view, info, keyed, meta, cur, hashes):
+    def _visitor(self, view, meta, cur, hashes, images):
         seen = self.seen
         check = self.check
         want = self.want
+        info = meta.info
+        # a checker given the crash point sees which point it is: the point is part of the key
+        keyed = info.index if want else None
         max_states = self.max_states
         pooled = self.workers > 1
         batch = []
@@ -249,6 +405,8 @@ class _Explorer:
                 raise StateLimitReached
             self.states += 1
             h = hashes["h"]
+            if images is not None:
+                images.add(h)
             key = h if keyed is None else (h, keyed)
             if key in seen:
                 return
@@ -264,11 +422,13 @@ class _Explorer:
                 r = check(view, info) if want else check(view)
             except CrashError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the checker's verdict: inconsistent
                 self._violation(meta, dict(cur), bytes(view), _message(exc))
                 return
-            if r is False:
-                self._violation(meta, dict(cur), bytes(view), "checker returned False")
+            if r is not None and r is not True:
+                ok, msg = _verdict(r)
+                if not ok:
+                    self._violation(meta, dict(cur), bytes(view), msg)
             if self.bar is not None and self.unique % 512 == 0:
                 self._tick(force=False)
 
@@ -286,13 +446,13 @@ class _Explorer:
         self.violation_count += 1
         if len(self.violations) >= MAX_KEPT_VIOLATIONS:
             return
-        durable = set()
+        space = meta.space
+        durable = set(space.base_stores)
         for j, a in choice.items():
-            durable.update(meta.dims[j][a - 1].stores)
-        pending = set()
-        for d in meta.dims:
-            for alt in d:
-                pending.update(alt.stores)
+            durable.update(space.dims[j][a - 1].stores)
+        if space.view == "x86-end":     # the base made every store durable; the choice took some back
+            durable = _end_durable(meta, choice)
+        pending = set(meta.stores)
 
         def info(i):
             s = meta.stores[i]
@@ -300,10 +460,11 @@ class _Explorer:
 
         persisted = self._persisted(meta)
         self.violations.append(Violation(
-            point=meta.info, message=message, choice=choice, view=meta.view, engine=meta.label,
+            point=meta.info, message=message, choice=choice, view=space.view, engine=meta.label,
             seed=self.seed, durable_stores=[info(i) for i in sorted(durable)],
             lost_stores=[info(i) for i in sorted(pending - durable)],
-            image=image, persisted=persisted, model=self.model, store_points=self.store_points))
+            image=image, persisted=persisted, model=self.model, store_points=self.store_points,
+            space=meta.index, reordered_lines=_reordered_lines(meta, image)))
 
     # --- process pool ------------------------------------------------------------------
 
@@ -318,10 +479,22 @@ class _Explorer:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            prepare = getattr(self.check, "before_fork", None)
+            if callable(prepare):
+                prepare()
             # fork: the checker (a closure, say) reaches the workers as the initializer's argument
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                             initializer=_worker_init, initargs=(self.check, self.want))
         self._persisted(meta)
+        if meta.info.index != self.pickled_point:
+            try:
+                pickle.dumps(meta.info)
+            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same
+                raise InvalidArgumentError(
+                    f"with workers > 1 every value given to pm.record() must be picklable "
+                    f"(it reaches the checker in another process): {type(exc).__name__}: {exc}; "
+                    f"record plain data (bytes, numbers, strings, tuples) or use workers=1") from None
+            self.pickled_point = meta.info.index
         items = [(i, image) for i, (_, image) in enumerate(batch)]
         fut = self.pool.submit(_worker_batch, items, meta.info)
         self.inflight.append((fut, meta, batch))
@@ -329,8 +502,15 @@ class _Explorer:
             self._collect(self.inflight.pop(0))
 
     def _collect(self, entry):
+        from concurrent.futures.process import BrokenProcessPool
+
         fut, meta, batch = entry
-        for i, msg in fut.result():
+        try:
+            found = fut.result()
+        except BrokenProcessPool:
+            raise CrashError("a worker process died while checking images (killed, or the checker "
+                             "exited the process); no verdict. Run with workers=1 to see why") from None
+        for i, msg in found:
             choice, image = batch[i]
             self._violation(meta, choice, image, msg)
         self._tick(force=False)
@@ -338,31 +518,32 @@ class _Explorer:
     # --- progress ----------------------------------------------------------------------
 
     def _tick(self, force):
-        if self.progress is None:
+        if self.on_states is None and self.bar is None:
             return
         now = time.monotonic()
         if not force and now - self.last_progress < 0.1:
             return
         self.last_progress = now
-        if callable(self.progress):
-            self.progress(self.states, self.unique, self.points)
-        elif self.bar is not None:
+        if self.on_states is not None:
+            self.on_states(self.states, self.unique, self.points)
+        if self.bar is not None:
             self.bar.n = self.states
             self.bar.set_postfix(unique=self.unique, points=self.points, refresh=False)
             self.bar.refresh()
 
     def start_progress(self):
-        if self.progress == "auto":
-            if sys.stderr.isatty():
-                try:
-                    from tqdm import tqdm
-                except ImportError:  # pragma: no cover - tqdm is a dependency
-                    self.progress = None
-                    return
-                self.bar = tqdm(desc="crash states", unit=" states", file=sys.stderr, leave=False)
-                self.progress = "bar"
-            else:
-                self.progress = None
+        """Open the progress bar asked for (``progress=True``, or ``"auto"`` on a terminal)."""
+        if not self.progress or (self.progress == "auto" and not sys.stderr.isatty()):
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            if self.progress == "auto":
+                return
+            raise InvalidArgumentError(
+                "progress=True draws a bar with tqdm, which is not installed: "
+                "pip install tqdm (or pmemkit[cli]), or pass progress=False") from None
+        self.bar = tqdm(desc="crash states", unit=" states", file=sys.stderr, leave=False)
 
     def close(self):
         try:
@@ -417,7 +598,7 @@ def _warnings(state, clean_flushes):
 
 def explore(workload, check, size=None, initial=None, model="x86", engine="auto",
             max_states=None, seed=0, workers=1, *, store_points=False, k=None, samples=None,
-            progress="auto"):
+            progress=False, on_states=None):
     """Run ``workload(pm)`` on a traced region; check every crash image the model allows.
 
     ``check(image)`` or ``check(image, point)`` (a :class:`CrashPoint`) returns
@@ -428,28 +609,38 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     ``size`` defaults to ``len(initial)`` or 4096. ``engine`` is ``"auto"``,
     ``"exhaustive"``, ``"bounded"`` (``k``), ``"random"`` (``samples``) or
     ``"prefix"``; ``"bounded:3"``/``"random:500"`` also work. ``store_points``
-    adds a crash point after every store. ``progress`` is ``"auto"`` (a bar on a
-    terminal), ``None``, or a callable ``(states, unique_images, crash_points)``.
+    adds a crash point after every store.
+
+    Quiet by default: ``progress=True`` draws a tqdm bar on stderr (tqdm must be
+    installed), ``progress="auto"`` only when stderr is a terminal and tqdm is
+    there (what the CLI asks for). ``on_states(states, unique_images,
+    crash_points)`` is called at most ten times a second while exploring.
     """
     if not callable(workload):
         raise InvalidArgumentError(f"workload must be callable (it receives the region), got {workload!r}")
     if model not in MODELS:
         raise InvalidArgumentError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     spec = EngineSpec.parse(engine, k, samples)
-    if max_states is not None and (not isinstance(max_states, int) or max_states < 1):
+    if max_states is not None and not _positive_int(max_states):
         raise InvalidArgumentError(f"max_states must be a positive integer or None, got {max_states!r}")
-    if not isinstance(workers, int) or workers < 1:
+    if not _positive_int(workers):
         raise InvalidArgumentError(f"workers must be a positive integer, got {workers!r}")
-    if not isinstance(seed, int):
+    if not isinstance(seed, int) or isinstance(seed, bool):
         raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
+    if progress not in (None, False, True, "auto"):
+        raise InvalidArgumentError(
+            f"progress must be False (quiet), True (a bar on stderr) or 'auto' (a bar on a "
+            f"terminal), got {progress!r}; to be called back, pass on_states=callable")
+    if on_states is not None and not callable(on_states):
+        raise InvalidArgumentError(
+            f"on_states must be a callable (states, unique_images, crash_points), got {on_states!r}")
     initial = _load_initial(initial)
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
-    ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress)
+    ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress, on_states)
     ex.store_points = bool(store_points)
     t0 = time.perf_counter()
-    region = TracedRegion(size, initial, model=model, on_crash_point=ex.on_point,
-                          store_points=store_points, keep_trace=False)
+    region = _new_region(size, initial, model, ex.on_point, store_points)
     ex.start_progress()
     try:
         try:
@@ -462,9 +653,16 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     finally:
         ex.last_state = None
         region.close()
-    if not ex.complete:
+    stopped = not ex.complete
+    if stopped:
         warnings.append(f"stopped after max_states={max_states} crash states: the verdict is incomplete")
+    if ex.sampled and not stopped:
+        warnings.append(
+            "some crash points had too many states to explore them all: they were sampled "
+            "(see engines), so an OK is not a proof; engine='exhaustive' refuses such points")
     return Report(violations=ex.violations, states_checked=ex.states, unique_images=ex.unique,
                   crash_points=ex.points, warnings=warnings, model=model, engine=str(spec),
-                  engines=dict(ex.engines), seed=seed, complete=ex.complete,
-                  violation_count=ex.violation_count, elapsed=elapsed, states_possible=ex.possible)
+                  engines=dict(ex.engines), seed=seed,
+                  complete=ex.complete and not ex.sampled,
+                  violation_count=ex.violation_count, elapsed=elapsed, states_possible=ex.possible,
+                  states_covered=ex.covered, stopped=stopped)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..errors import CrashError, InvalidArgumentError, ReplayPointReached
-from .model import dimensions
+from .model import spaces
 from .trace import UNIT, TracedRegion
 
 
 def replay(workload, point=None, choice=None, *, model="x86", view=None, size=None, initial=None,
-           store_points=False):
+           store_points=False, space=0):
     """Re-run ``workload`` and return the crash image (bytes) at ``point`` with ``choice``.
 
     ``point`` may be a :class:`~pmemkit.crash.Violation` (its point, choice, model
@@ -21,7 +21,7 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
 
     if hasattr(point, "choice") and hasattr(point, "point"):
         v = point
-        point, choice, model, view = v.point.index, v.choice, v.model, v.view
+        point, choice, model, view, space = v.point.index, v.choice, v.model, v.view, v.space
         store_points = v.store_points
         size = len(v.image) if size is None else size
     if not isinstance(point, int) or point < 0:
@@ -40,8 +40,14 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
         counter[0] += 1
         if i != point:
             return
-        dims = dimensions(state, view)
+        found = spaces(state, view)
+        if not 0 <= space < len(found):
+            raise InvalidArgumentError(
+                f"space {space} does not exist at crash point {point} ({len(found)} space(s))")
         img = bytearray(state.durable)
+        for u, val in found[space].base:
+            img[u * UNIT:u * UNIT + UNIT] = val
+        dims = found[space].dims
         for j, a in choice.items():
             if not 0 <= j < len(dims) or not 1 <= a <= len(dims[j]):
                 raise InvalidArgumentError(

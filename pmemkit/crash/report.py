@@ -69,6 +69,8 @@ class Violation:
     persisted: bytes = b""       # the image had every pending store become durable
     model: str = "x86"
     store_points: bool = False
+    space: int = 0               # which space of the view (eadr/prefix with store groups)
+    reordered_lines: tuple = ()  # x86 only: lines this image needs persisted out of program order
 
     def diff_ranges(self):
         """Byte ranges ``(start, end)`` where the image differs from the fully persisted image."""
@@ -90,6 +92,8 @@ class Violation:
 
     def replay_hint(self):
         view = f", view={self.view!r}" if self.view != self.model else ""
+        if self.space:
+            view += f", space={self.space}"
         if self.store_points:
             view += ", store_points=True"
         return (f"crash.replay(workload, point={self.point.index}, choice={self.choice!r}, "
@@ -98,6 +102,11 @@ class Violation:
     def __str__(self):
         lines = [f"{self.point.describe()}",
                  f"  checker: {self.message}"]
+        if self.reordered_lines:
+            shown = ", ".join(f"{li * 64:#x}" for li in self.reordered_lines[:4])
+            lines.append(f"  NOTE: this image needs stores to one cache line (at {shown}) to persist "
+                         f"out of program order, which x86 hardware does not do; the x86 model allows it "
+                         f"to be conservative. model='x86-line' is the hardware-exact check.")
         if self.durable_stores:
             lines.append("  pending stores that WERE durable:")
             lines += [f"    {s}" for s in self.durable_stores[:8]]
@@ -132,9 +141,13 @@ class Report:
 
     ``ok`` is true when no crash image was rejected. ``states_checked`` counts the
     crash states visited (duplicates included), ``unique_images`` the images the
-    checker actually ran on. ``complete`` is false when ``max_states`` stopped the
-    exploration early. ``engines`` maps the engine used to the number of crash
-    points it explored.
+    checker actually ran on. ``states_possible`` is the number of crash states the
+    model allows, summed over the crash points, and ``states_covered`` how many
+    distinct ones of them were visited. ``complete`` is true only when every one
+    was: it is false when any crash point was sampled (engines ``bounded``,
+    ``random``, or ``auto`` on a large point) or ``max_states`` stopped the run.
+    ``engines`` maps the
+    engine used to the number of crash points it explored.
     """
 
     violations: list
@@ -150,6 +163,17 @@ class Report:
     violation_count: int
     elapsed: float
     states_possible: int = 0
+    states_covered: int = 0
+    stopped: bool = False        # max_states cut the run short
+
+    def coverage(self):
+        """A sentence saying how much of the crash-state space was visited."""
+        if self.complete:
+            return f"complete: all {self.states_possible:,} possible crash states"
+        pct = 100.0 * self.states_covered / self.states_possible if self.states_possible else 0.0
+        why = "stopped by max_states" if self.stopped else "sampled"
+        return (f"INCOMPLETE ({why}): {self.states_covered:,} of {_count(self.states_possible)} "
+                f"possible crash states visited ({pct:.3g}%)")
 
     @property
     def ok(self):
@@ -168,8 +192,7 @@ class Report:
         return (f"crash exploration {verdict}: {self.states_checked} crash state(s), "
                 f"{self.unique_images} unique image(s) checked, {self.crash_points} crash point(s); "
                 f"model {self.model}, engine {self.engine} ({used}), seed {self.seed}; "
-                f"{self.elapsed:.2f} s ({rate:,.0f} states/s)"
-                + ("" if self.complete else "; INCOMPLETE (max_states reached)"))
+                f"{self.elapsed:.2f} s ({rate:,.0f} states/s); {self.coverage()}")
 
     def __str__(self):
         lines = [self.summary()]
@@ -181,3 +204,7 @@ class Report:
         if self.violation_count > SHOWN_VIOLATIONS:
             lines.append(f"... {self.violation_count - SHOWN_VIOLATIONS} more violation(s) in report.violations")
         return "\n".join(lines)
+
+
+def _count(n):
+    return f"{n:,}" if n < 10 ** 15 else f"about 2^{n.bit_length() - 1}"

@@ -26,6 +26,7 @@ in memory of its own; the callback never touches the region's buffers.
 from __future__ import annotations
 
 import mmap
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -92,18 +93,26 @@ def blank_image(size):
 
 
 class Event:
-    """One store's effect on one 8-byte unit: the unit's value right after the store."""
+    """One store's effect on one 8-byte unit.
 
-    __slots__ = ("seq", "unit", "value", "store")
+    ``value`` is the whole unit right after the store. Events of one ``group``
+    (stores whose order was not observed) may have happened in any order; a
+    group holds at most one event per unit.
+    """
 
-    def __init__(self, seq, unit, value, store):
-        self.seq = seq          # global program order of the event
+    __slots__ = ("seq", "unit", "value", "store", "group")
+
+    def __init__(self, seq, unit, value, store, group=None):
+        self.seq = seq          # global program order of the event (within a group: address order)
         self.unit = unit        # unit index (offset // 8)
         self.value = value      # 8 bytes: the whole unit after the store
         self.store = store      # index of the store operation in the trace
+        self.group = group      # None, or the store group (unknown order inside it)
 
     def __repr__(self):
-        return f"Event(seq={self.seq}, unit={self.unit}, value={self.value.hex()}, store={self.store})"
+        g = "" if self.group is None else f", group={self.group}"
+        return (f"Event(seq={self.seq}, unit={self.unit}, value={self.value.hex()}, "
+                f"store={self.store}{g})")
 
 
 class _Line:
@@ -115,12 +124,19 @@ class _Line:
 
 
 class Store:
-    """A recorded store operation (``via`` is ``"write"`` or ``"view"``)."""
+    """A recorded store operation.
 
-    __slots__ = ("index", "offset", "data", "via", "marker")
+    ``via`` is ``"write"`` (ordered), ``"view"`` (found changed in a
+    ``buffer``/``array()`` view) or ``"unordered"`` (written inside
+    :meth:`TracedRegion.unordered`); the last two carry the ``group`` of stores
+    whose order was not observed.
+    """
 
-    def __init__(self, index, offset, data, via, marker):
+    __slots__ = ("index", "offset", "data", "via", "marker", "group")
+
+    def __init__(self, index, offset, data, via, marker, group=None):
         self.index, self.offset, self.data, self.via, self.marker = index, offset, data, via, marker
+        self.group = group
 
     def __repr__(self):
         return f"Store(#{self.index}, offset={self.offset:#x}, size={len(self.data)}, via={self.via})"
@@ -223,6 +239,8 @@ class TracedRegion(Region):
         self._flushed_lines = set()
         self._seq = 0
         self._views_out = False
+        self._unordered = 0         # depth of unordered() blocks
+        self._groups = 0            # store groups recorded so far
         # fingerprint of the durable image relative to the initial one (image_hash(durable)
         # ^ image_hash(initial)): images of one region compare equal iff these do
         self.durable_hash = 0
@@ -266,6 +284,9 @@ class TracedRegion(Region):
         offset, length = check_range(offset, data.nbytes, self.size)
         if length == 0:
             return
+        if self._unordered:
+            view[offset:offset + length] = data    # found by the diff when the group closes
+            return
         if self._views_out:
             self._collect_view_stores()
         view[offset:offset + length] = data
@@ -290,6 +311,32 @@ class TracedRegion(Region):
         """
         self.records.append((key, value))
 
+    @contextmanager
+    def unordered(self):
+        """Stores inside this block form one group whose order was not observed.
+
+        The crash models explore them in every order they allow (see
+        docs/crash.md): use it for traces whose stores between two persistence
+        points are known only as a set. A flush or fence inside the block closes
+        the group there; several stores to one 8-byte unit collapse to the last value.
+        """
+        self._live_view()
+        if self._views_out:
+            self._collect_view_stores()
+        self._view_handed_out()     # writes inside are found like stores through views
+        self._unordered += 1
+        try:
+            yield self
+        finally:
+            self._unordered -= 1
+            if not self.closed:
+                self._collect_view_stores("unordered")
+
+    def _collect(self):
+        """Record the stores made since the last look that no write() recorded (views, groups)."""
+        if self._views_out:
+            self._collect_view_stores("unordered" if self._unordered else "view")
+
     def mark(self, name):
         self._live_view()
         name = str(name)
@@ -303,8 +350,7 @@ class TracedRegion(Region):
     def flush(self, offset, length):
         self._live_view()
         offset, length = check_range(offset, length, self.size)
-        if self._views_out:
-            self._collect_view_stores()
+        self._collect()
         self.flushes += 1
         if self.keep_trace:
             self.trace.append(("flush", offset, length))
@@ -332,8 +378,7 @@ class TracedRegion(Region):
 
     def drain(self):
         self._live_view()
-        if self._views_out:
-            self._collect_view_stores()
+        self._collect()
         self._crash_point("fence")
         self.fences += 1
         if self.keep_trace:
@@ -367,8 +412,7 @@ class TracedRegion(Region):
     def finish(self):
         """End of the workload: collect view stores and offer the final crash point."""
         self._live_view()
-        if self._views_out:
-            self._collect_view_stores()
+        self._collect()
         self._crash_point("end")
         self.finished = True
 
@@ -395,10 +439,10 @@ class TracedRegion(Region):
             lines=lines, store_log=MappingProxyType(log),
             working=memoryview(self._work).toreadonly())
 
-    def _record_store(self, offset, length, via):
+    def _record_store(self, offset, length, via, group=None):
         index = len(self.stores)
         data = bytes(self._work[offset:offset + length])
-        store = Store(index, offset, data, via, self.marker)
+        store = Store(index, offset, data, via, self.marker, group)
         self.stores.append(store)
         if self.keep_trace:
             self.trace.append(("store", store))
@@ -410,36 +454,45 @@ class TracedRegion(Region):
             st = lines.get(li)
             if st is None:
                 st = lines[li] = _Line()
-            st.events.append(Event(seq, u, bytes(work[u * UNIT:u * UNIT + UNIT]), index))
+            st.events.append(Event(seq, u, bytes(work[u * UNIT:u * UNIT + UNIT]), index, group))
             seq += 1
         self._seq = seq
-        if self.store_points:
+        if self.store_points and group is None:
             self._crash_point("store")
 
-    def _collect_view_stores(self):
-        """Record stores made through buffer/array views since the last look.
+    def _collect_view_stores(self, via="view"):
+        """Record the stores made through views (or in an unordered block) since the last look.
 
-        Runs of consecutive changed 8-byte units become one store each (in
-        address order: the order of stores made through a view is not
-        observable). The tracker compares only the pages written since the last
-        look; without it the whole region is diffed against the shadow copy.
+        Runs of consecutive changed 8-byte units become one store each, and all
+        of them one *group*: their order was not observed. Each changed unit is
+        one event with its last value (several stores to one unit since the last
+        look collapse to the last value). The tracker compares only the pages
+        written since the last look; without it the whole region is diffed
+        against the shadow copy.
         """
         if self._tracker is not None:
-            for s, e in self._tracker.collect():
-                self._record_store(s, min(e, self.size) - s, "view")
+            runs = [(s, min(e, self.size)) for s, e in self._tracker.collect()]
+        else:
+            work = np.frombuffer(self._work, dtype=np.uint64)
+            shadow = np.frombuffer(self._shadow, dtype=np.uint64)
+            changed = np.flatnonzero(work != shadow)
+            if changed.size == 0:
+                return
+            breaks = np.flatnonzero(np.diff(changed) > 1)
+            starts = np.concatenate(([changed[0]], changed[breaks + 1]))
+            ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
+            runs = [(s * UNIT, min(e * UNIT, self.size))
+                    for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+            for s, e in runs:
+                self._shadow[s:e] = self._work[s:e]
+        if not runs:
             return
-        work = np.frombuffer(self._work, dtype=np.uint64)
-        shadow = np.frombuffer(self._shadow, dtype=np.uint64)
-        changed = np.flatnonzero(work != shadow)
-        if changed.size == 0:
-            return
-        breaks = np.flatnonzero(np.diff(changed) > 1)
-        starts = np.concatenate(([changed[0]], changed[breaks + 1]))
-        ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            s, e = s * UNIT, min(e * UNIT, self.size)
-            self._shadow[s:e] = self._work[s:e]
-            self._record_store(s, e - s, "view")
+        group = self._groups
+        self._groups += 1
+        for s, e in runs:
+            self._record_store(s, e - s, via, group)
+        if self.store_points:
+            self._crash_point("store")
 
     def close(self):
         if self._tracker is not None:

@@ -17,7 +17,8 @@ def test_btt_sectors_are_atomic_and_raw_sectors_tear(workload):
     btt = cs.run_workload(workload, "btt", CFG)
     raw = cs.run_workload(workload, "raw", CFG)
     ops = cs.build_ops(workload, CFG, 100, CFG.nfree)
-    assert btt.complete and btt.crash_points == sum(FENCES[op[0]] for op in ops) + 1
+    # the random engine samples: never a complete exploration
+    assert not btt.complete and btt.crash_points == sum(FENCES[op[0]] for op in ops) + 1
     assert btt.states >= btt.crash_points * 10
     assert (btt.torn_states, btt.lost_writes, btt.inconsistent) == (0, 0, 0), btt.examples
     assert raw.torn_states > 0 and raw.torn_sectors >= raw.torn_states

@@ -234,7 +234,7 @@ def test_workers_find_the_same_violations():
 
 def test_progress_callback():
     calls = []
-    crash.explore(n_pending(6, epochs=3), always_ok, progress=lambda *a: calls.append(a))
+    crash.explore(n_pending(6, epochs=3), always_ok, on_states=lambda *a: calls.append(a))
     assert calls and calls[-1][0] > 0
 
 
