@@ -262,3 +262,11 @@ def test_x86_violation_hardware_can_produce_has_no_note():
 def test_checker_returning_something_else_is_an_error(value):
     with pytest.raises(CrashError, match="returns None or True"):
         crash.explore(lambda pm: pm.write(0, b"x") or pm.persist(0, 1), lambda img: value)
+
+
+def test_btt_crash_suite_exhaustive_refuses_up_front(capsys):
+    from pmemkit.cli import main
+
+    assert main(["btt", "crash-suite", "--engine", "exhaustive", "--writes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "refuses about 2^64 crash states" in err
