@@ -1,10 +1,12 @@
 /*
  * pmemkit._flush - native persistence primitives for pmemkit.mapping.
  *
- * A Flusher holds the address and size of one mapping (through a buffer export of
- * the mmap object, so the memory cannot be unmapped under it) and the persistence
- * path chosen ONCE when it is made (libpmem2 style: function pointers, no branch on
- * the method in the hot path):
+ * The type Mapping is the base class of pmemkit.mapping.PmemMap: its methods ARE the
+ * mapping's flush, drain, persist, write, read, memcpy_persist and memset_persist. It
+ * holds the address and size of one mapping (through a buffer export of the mmap object,
+ * so the memory cannot be unmapped under it) and the persistence path chosen ONCE when
+ * it is attached (libpmem2 style: function pointers, no branch on the method in the hot
+ * path):
  *
  *   method     flush                         drain      copies >= 256 B
  *   clwb       CLWB every line               SFENCE     non-temporal stores
@@ -13,10 +15,9 @@
  *   none       nothing (eADR)                SFENCE     non-temporal stores
  *   msync      remember page-aligned range   msync(MS_SYNC) of the remembered ranges
  *
- * The hot methods (flush, drain, persist, memcpy_persist, memset_persist, write,
- * read) are METH_FASTCALL and are bound as instance attributes of PmemMap, so a call
- * from Python costs one vectorcall. Argument errors are raised by calling back into
- * pmemkit.region.check_range so the messages are the same as everywhere else.
+ * The methods are METH_FASTCALL, so a call from Python costs one vectorcall. Argument
+ * errors are raised here, with the classes pmemkit.mapping hands over (configure) and
+ * the messages of pmemkit.region.check_range (the region conformance tests compare them).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -42,11 +43,11 @@
 enum { M_MSYNC = 0, M_NONE, M_CLFLUSH, M_CLFLUSHOPT, M_CLWB, M_COUNT };
 static const char *const method_names[M_COUNT] = {"msync", "none", "clflush", "clflushopt", "clwb"};
 
-/* Exception classes and the range checker, handed over by pmemkit.mapping. */
+/* Exception classes, handed over by pmemkit.mapping (configure). */
 static PyObject *ClosedError = NULL;
 static PyObject *ArgError = NULL;
+static PyObject *RangeErr = NULL;
 static PyObject *ReadOnlyErr = NULL;
-static PyObject *check_range_fn = NULL;
 
 /* ------------------------------------------------------------------ CPU ---- */
 
@@ -99,6 +100,7 @@ FLUSH_LOOP(flush_clwb, i_clwb)
 FLUSH_LOOP(flush_clflushopt, i_clflushopt)
 FLUSH_LOOP(flush_clflush, i_clflush)
 static void fence_sfence(void) { i_sfence(); }
+static void flush_nothing(char *p, size_t n) { (void)p; (void)n; } /* eADR: the fence suffices */
 
 /* Non-temporal copy of n bytes, dst 64-byte aligned, n a multiple of 64. */
 __attribute__((target("avx512f"))) static void nt_lines_avx512(char *d, const char *s, size_t n)
@@ -187,10 +189,6 @@ static void nt_fill_sse2(char *d, int c, size_t n)
 }
 #endif /* PMK_X86 */
 
-static void flush_nothing(char *p, size_t n) { (void)p; (void)n; }
-#if !PMK_X86
-static void fence_nothing(void) { __asm__ volatile("" ::: "memory"); }
-#endif
 
 typedef void (*flush_fn_t)(char *, size_t);
 typedef void (*fence_fn_t)(void);
@@ -200,7 +198,7 @@ typedef void (*nt_fill_fn_t)(char *, int, size_t);
 static nt_copy_fn_t nt_copy_best;
 static nt_fill_fn_t nt_fill_best;
 
-/* ---------------------------------------------------------------- Flusher ---- */
+/* ---------------------------------------------------------------- Mapping ---- */
 
 typedef struct {
     uintptr_t start, end; /* byte offsets into the mapping, page aligned */
@@ -212,7 +210,7 @@ typedef struct {
     char *base;
     Py_ssize_t size;
     int method;
-    int closed;
+    int closed;   /* not attached yet, or detached by close() */
     int readonly; /* mapped without PROT_WRITE: stores, flushes and persists raise */
     flush_fn_t flush_fn;
     fence_fn_t fence_fn;
@@ -222,24 +220,16 @@ typedef struct {
     unsigned long long msync_calls;
     unsigned long long msync_bytes;
     PyObject *name; /* for error messages */
-} Flusher;
+} Mapping;
 
-static int raise_closed(Flusher *self)
+static int raise_closed(Mapping *self)
 {
     PyErr_Format(ClosedError ? ClosedError : PyExc_ValueError,
                  "PmemMap for %S is closed; map it again to use it", self->name);
     return -1;
 }
 
-#define CHECK_OPEN(self)                   \
-    do {                                   \
-        if ((self)->closed) {              \
-            raise_closed(self);            \
-            return NULL;                   \
-        }                                  \
-    } while (0)
-
-static int raise_readonly(Flusher *self)
+static int raise_readonly(Mapping *self)
 {
     PyErr_Format(ReadOnlyErr ? ReadOnlyErr : PyExc_TypeError,
                  "PmemMap for %S is read-only (writable=False): it cannot be stored to, "
@@ -247,45 +237,64 @@ static int raise_readonly(Flusher *self)
     return -1;
 }
 
-/* Open and writable: what every store, flush and persist needs. */
-#define CHECK_WRITABLE(self)               \
-    do {                                   \
-        CHECK_OPEN(self);                  \
-        if ((self)->readonly) {            \
-            raise_readonly(self);          \
-            return NULL;                   \
-        }                                  \
-    } while (0)
-
-/* Slow path: let pmemkit.region.check_range raise (or normalise index-like objects). */
-static int range_slow(Flusher *self, PyObject *o, PyObject *l, Py_ssize_t *off, Py_ssize_t *len)
+static int wrong_nargs(const char *fn, Py_ssize_t want, Py_ssize_t got)
 {
-    if (check_range_fn == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "pmemkit._flush is not configured");
-        return -1;
-    }
-    PyObject *size = PyLong_FromSsize_t(self->size);
-    if (!size)
-        return -1;
-    PyObject *res = PyObject_CallFunctionObjArgs(check_range_fn, o, l, size, NULL);
-    Py_DECREF(size);
-    if (!res)
-        return -1;
-    Py_ssize_t a, b;
-    int ok = PyArg_ParseTuple(res, "nn", &a, &b);
-    Py_DECREF(res);
-    if (!ok)
-        return -1;
-    if (a < 0 || b < 0 || a > self->size || b > self->size - a) {
-        PyErr_SetString(ArgError ? ArgError : PyExc_ValueError, "range check disagreed");
-        return -1;
-    }
-    *off = a;
-    *len = b;
+    PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", fn, want, got);
+    return -1;
+}
+
+/* The preamble of every method: the mapping is open (and writable, for a method that
+ * stores or flushes) and got exactly `want` arguments. */
+static inline int enter(Mapping *self, const char *fn, Py_ssize_t nargs, Py_ssize_t want, int stores)
+{
+    if (self->closed)
+        return raise_closed(self);
+    if (stores && self->readonly)
+        return raise_readonly(self);
+    if (nargs != want)
+        return wrong_nargs(fn, want, nargs);
     return 0;
 }
 
-static inline int get_range(Flusher *self, PyObject *o, PyObject *l, Py_ssize_t *off, Py_ssize_t *len)
+/* Slow path of get_range: index-like objects, and every error. Raises what
+ * pmemkit.region.check_range raises, with the same messages. */
+static int range_slow(Mapping *self, PyObject *o, PyObject *l, Py_ssize_t *poff, Py_ssize_t *plen)
+{
+    if (PyBool_Check(o) || PyBool_Check(l) || !PyIndex_Check(o) || !PyIndex_Check(l)) {
+        PyErr_Format(ArgError ? ArgError : PyExc_TypeError,
+                     "offset and length must be integers, got %s and %s",
+                     _PyType_Name(Py_TYPE(o)), _PyType_Name(Py_TYPE(l)));
+        return -1;
+    }
+    int rc = -1, ov1, ov2;
+    PyObject *off = PyNumber_Index(o), *len = off ? PyNumber_Index(l) : NULL, *end = NULL;
+    if (!len)
+        goto done;
+    long long a = PyLong_AsLongLongAndOverflow(off, &ov1);
+    long long b = PyLong_AsLongLongAndOverflow(len, &ov2);
+    if (PyErr_Occurred())
+        goto done;
+    if (!ov1 && !ov2 && a >= 0 && b >= 0 && a <= self->size && b <= self->size - a) {
+        *poff = (Py_ssize_t)a;
+        *plen = (Py_ssize_t)b;
+        rc = 0;
+    } else if (ov1 < 0 || ov2 < 0 || (!ov1 && a < 0) || (!ov2 && b < 0)) {
+        PyErr_Format(RangeErr ? RangeErr : PyExc_IndexError,
+                     "negative offset or length (offset=%S, length=%S); both must be >= 0", off, len);
+    } else if ((end = PyNumber_Add(off, len)) != NULL) {
+        PyErr_Format(RangeErr ? RangeErr : PyExc_IndexError,
+                     "range [%S, %S) is outside the %zd-byte mapping; the last valid byte is at "
+                     "offset %zd", off, end, self->size, self->size - 1);
+    }
+done:
+    Py_XDECREF(off);
+    Py_XDECREF(len);
+    Py_XDECREF(end);
+    return rc;
+}
+
+/* [offset, offset + length) inside the mapping, as C sizes; -1 with an exception if not. */
+static inline int get_range(Mapping *self, PyObject *o, PyObject *l, Py_ssize_t *off, Py_ssize_t *len)
 {
     if (PyLong_CheckExact(o) && PyLong_CheckExact(l)) {
         int ov1, ov2;
@@ -302,15 +311,9 @@ static inline int get_range(Flusher *self, PyObject *o, PyObject *l, Py_ssize_t 
     return range_slow(self, o, l, off, len);
 }
 
-static int wrong_nargs(const char *fn, Py_ssize_t want, Py_ssize_t got)
-{
-    PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", fn, want, got);
-    return -1;
-}
-
 /* --- msync method: flush records, drain syncs ------------------------------ */
 
-static int msync_drain(Flusher *self)
+static int msync_drain(Mapping *self)
 {
     int n = self->nranges, err = 0;
     if (n == 0)
@@ -337,7 +340,7 @@ static int msync_drain(Flusher *self)
     return 0;
 }
 
-static int msync_record(Flusher *self, Py_ssize_t off, Py_ssize_t len)
+static int msync_record(Mapping *self, Py_ssize_t off, Py_ssize_t len)
 {
     if (len == 0)
         return 0;
@@ -367,7 +370,7 @@ static int msync_record(Flusher *self, Py_ssize_t off, Py_ssize_t len)
 
 /* --- generic flush/drain through the chosen path ------------------------- */
 
-static inline int do_flush(Flusher *self, Py_ssize_t off, Py_ssize_t len)
+static inline int do_flush(Mapping *self, Py_ssize_t off, Py_ssize_t len)
 {
     if (self->flush_fn) {
         self->flush_fn(self->base + off, (size_t)len);
@@ -376,7 +379,7 @@ static inline int do_flush(Flusher *self, Py_ssize_t off, Py_ssize_t len)
     return msync_record(self, off, len);
 }
 
-static inline int do_drain(Flusher *self)
+static inline int do_drain(Mapping *self)
 {
     if (self->fence_fn) {
         self->fence_fn();
@@ -387,7 +390,7 @@ static inline int do_drain(Flusher *self)
 
 /* Copy into the mapping without draining. Uses non-temporal stores for >= 256 B on
  * the CPU paths (the unaligned head and tail lines are copied and flushed). */
-static void copy_nodrain(Flusher *self, char *dst, const char *src, size_t n)
+static void copy_nodrain(Mapping *self, char *dst, const char *src, size_t n)
 {
 #if PMK_X86
     if (self->flush_fn && n >= NT_THRESHOLD && nt_copy_best &&
@@ -411,7 +414,7 @@ static void copy_nodrain(Flusher *self, char *dst, const char *src, size_t n)
     memmove(dst, src, n);
 }
 
-static void fill_nodrain(Flusher *self, char *dst, int c, size_t n)
+static void fill_nodrain(Mapping *self, char *dst, int c, size_t n)
 {
 #if PMK_X86
     if (self->flush_fn && n >= NT_THRESHOLD && nt_fill_best) {
@@ -436,116 +439,95 @@ static void fill_nodrain(Flusher *self, char *dst, int c, size_t n)
 
 /* --- Python methods -------------------------------------------------------- */
 
-static PyObject *F_flush(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *M_flush(Mapping *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_WRITABLE(self);
     Py_ssize_t off, len;
-    if (nargs != 2)
-        return wrong_nargs("flush", 2, nargs), NULL;
-    if (get_range(self, args[0], args[1], &off, &len) < 0)
-        return NULL;
-    if (do_flush(self, off, len) < 0)
+    if (enter(self, "flush", nargs, 2, 1) < 0 || get_range(self, args[0], args[1], &off, &len) < 0 ||
+        do_flush(self, off, len) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *F_drain(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *M_drain(Mapping *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)args;
-    CHECK_OPEN(self);
-    if (nargs != 0)
-        return wrong_nargs("drain", 0, nargs), NULL;
-    if (do_drain(self) < 0)
+    if (enter(self, "drain", nargs, 0, 0) < 0 || do_drain(self) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *F_persist(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *M_persist(Mapping *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_WRITABLE(self);
     Py_ssize_t off, len;
-    if (nargs != 2)
-        return wrong_nargs("persist", 2, nargs), NULL;
-    if (get_range(self, args[0], args[1], &off, &len) < 0)
-        return NULL;
-    if (do_flush(self, off, len) < 0 || do_drain(self) < 0)
+    if (enter(self, "persist", nargs, 2, 1) < 0 || get_range(self, args[0], args[1], &off, &len) < 0 ||
+        do_flush(self, off, len) < 0 || do_drain(self) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-static int get_data(PyObject *data, Py_buffer *view)
+static PyObject *M_read(Mapping *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (PyObject_GetBuffer(data, view, PyBUF_C_CONTIGUOUS) < 0) {
+    Py_ssize_t off, len;
+    if (enter(self, "read", nargs, 2, 0) < 0 || get_range(self, args[0], args[1], &off, &len) < 0)
+        return NULL;
+    return PyBytes_FromStringAndSize(self->base + off, len);
+}
+
+/* The (offset, data) methods: data as a C-contiguous buffer, its range in the mapping. The
+ * caller releases `view` when this returns 0. */
+static int data_args(Mapping *self, const char *fn, PyObject *const *args, Py_ssize_t nargs,
+                     Py_buffer *view, Py_ssize_t *off, Py_ssize_t *len)
+{
+    if (enter(self, fn, nargs, 2, 1) < 0)
+        return -1;
+    if (PyObject_GetBuffer(args[1], view, PyBUF_C_CONTIGUOUS) < 0) {
         if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_BufferError) ||
             PyErr_ExceptionMatches(PyExc_ValueError)) {
             PyErr_Clear();
             PyErr_Format(ArgError ? ArgError : PyExc_TypeError,
                          "data must be a C-contiguous bytes-like object (bytes, bytearray, "
-                         "memoryview, numpy array), got %.200s; for a Fortran-ordered or "
+                         "memoryview, numpy array), got %s; for a Fortran-ordered or "
                          "strided numpy array pass numpy.ascontiguousarray(a)",
-                         Py_TYPE(data)->tp_name);
+                         _PyType_Name(Py_TYPE(args[1])));
         }
         return -1;
     }
-    return 0;
+    PyObject *n = PyLong_FromSsize_t(view->len);
+    int r = n ? get_range(self, args[0], n, off, len) : -1;
+    Py_XDECREF(n);
+    if (r < 0)
+        PyBuffer_Release(view);
+    return r;
 }
 
-static PyObject *F_write(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *M_write(Mapping *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_WRITABLE(self);
-    if (nargs != 2)
-        return wrong_nargs("write", 2, nargs), NULL;
     Py_buffer v;
-    if (get_data(args[1], &v) < 0)
-        return NULL;
     Py_ssize_t off, len;
-    PyObject *n = PyLong_FromSsize_t(v.len);
-    int r = n ? get_range(self, args[0], n, &off, &len) : -1;
-    Py_XDECREF(n);
-    if (r == 0)
-        memmove(self->base + off, v.buf, (size_t)len);
-    PyBuffer_Release(&v);
-    if (r < 0)
+    if (data_args(self, "write", args, nargs, &v, &off, &len) < 0)
         return NULL;
+    memmove(self->base + off, v.buf, (size_t)len);
+    PyBuffer_Release(&v);
     Py_RETURN_NONE;
 }
 
-static PyObject *F_read(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *M_memcpy_persist(Mapping *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_OPEN(self);
-    Py_ssize_t off, len;
-    if (nargs != 2)
-        return wrong_nargs("read", 2, nargs), NULL;
-    if (get_range(self, args[0], args[1], &off, &len) < 0)
-        return NULL;
-    return PyBytes_FromStringAndSize(self->base + off, len);
-}
-
-static PyObject *F_memcpy_persist(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    CHECK_WRITABLE(self);
-    if (nargs != 2)
-        return wrong_nargs("memcpy_persist", 2, nargs), NULL;
     Py_buffer v;
-    if (get_data(args[1], &v) < 0)
-        return NULL;
     Py_ssize_t off, len;
-    PyObject *n = PyLong_FromSsize_t(v.len);
-    int r = n ? get_range(self, args[0], n, &off, &len) : -1;
-    Py_XDECREF(n);
-    if (r == 0) {
-        char *dst = self->base + off;
-        if (self->flush_fn) {
-            copy_nodrain(self, dst, (const char *)v.buf, (size_t)len);
-            /* lines not written with NT stores were flushed by copy_nodrain; the rest: */
-            if ((size_t)len < NT_THRESHOLD || !nt_copy_best)
-                self->flush_fn(dst, (size_t)len);
-            else if (((const char *)v.buf + len > dst && dst + len > (const char *)v.buf))
-                self->flush_fn(dst, (size_t)len); /* overlapping: plain memmove was used */
-        } else {
-            memmove(dst, v.buf, (size_t)len);
-            r = msync_record(self, off, len);
-        }
+    if (data_args(self, "memcpy_persist", args, nargs, &v, &off, &len) < 0)
+        return NULL;
+    int r = 0;
+    char *dst = self->base + off;
+    const char *src = (const char *)v.buf;
+    if (self->flush_fn) {
+        copy_nodrain(self, dst, src, (size_t)len);
+        /* lines not written with NT stores were flushed by copy_nodrain; the rest: */
+        if ((size_t)len < NT_THRESHOLD || !nt_copy_best || (src + len > dst && dst + len > src))
+            self->flush_fn(dst, (size_t)len); /* short, no NT copy, or overlapping (memmove) */
+    } else {
+        memmove(dst, src, (size_t)len);
+        r = msync_record(self, off, len);
     }
     PyBuffer_Release(&v);
     if (r < 0 || do_drain(self) < 0)
@@ -553,13 +535,11 @@ static PyObject *F_memcpy_persist(Flusher *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-static PyObject *F_memset_persist(Flusher *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *M_memset_persist(Mapping *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_WRITABLE(self);
-    if (nargs != 3)
-        return wrong_nargs("memset_persist", 3, nargs), NULL;
     Py_ssize_t off, len;
-    if (get_range(self, args[0], args[2], &off, &len) < 0)
+    if (enter(self, "memset_persist", nargs, 3, 1) < 0 ||
+        get_range(self, args[0], args[2], &off, &len) < 0)
         return NULL;
     PyObject *idx = PyBool_Check(args[1]) ? NULL : PyNumber_Index(args[1]);
     if (!idx && !PyErr_Occurred())
@@ -567,8 +547,8 @@ static PyObject *F_memset_persist(Flusher *self, PyObject *const *args, Py_ssize
     if (!idx) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
-            PyErr_Format(ArgError, "memset value must be a byte (0-255), got %.200s",
-                         Py_TYPE(args[1])->tp_name);
+            PyErr_Format(ArgError, "memset value must be a byte (0-255), got %s",
+                         _PyType_Name(Py_TYPE(args[1])));
         }
         return NULL;
     }
@@ -595,7 +575,7 @@ static PyObject *F_memset_persist(Flusher *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-static PyObject *F_pending(Flusher *self, PyObject *unused)
+static PyObject *M_pending(Mapping *self, PyObject *unused)
 {
     (void)unused;
     PyObject *list = PyList_New(self->nranges);
@@ -617,69 +597,6 @@ static PyObject *F_pending(Flusher *self, PyObject *unused)
     return list;
 }
 
-static PyObject *F_close(Flusher *self, PyObject *unused)
-{
-    (void)unused;
-    if (!self->closed) {
-        self->closed = 1;
-        self->nranges = 0;
-        PyBuffer_Release(&self->buf);
-        self->base = NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef Flusher_methods[] = {
-    {"flush", (PyCFunction)(void (*)(void))F_flush, METH_FASTCALL, "flush(offset, length)"},
-    {"drain", (PyCFunction)(void (*)(void))F_drain, METH_FASTCALL, "drain()"},
-    {"persist", (PyCFunction)(void (*)(void))F_persist, METH_FASTCALL, "persist(offset, length)"},
-    {"write", (PyCFunction)(void (*)(void))F_write, METH_FASTCALL, "write(offset, data)"},
-    {"read", (PyCFunction)(void (*)(void))F_read, METH_FASTCALL, "read(offset, length) -> bytes"},
-    {"memcpy_persist", (PyCFunction)(void (*)(void))F_memcpy_persist, METH_FASTCALL,
-     "memcpy_persist(offset, data)"},
-    {"memset_persist", (PyCFunction)(void (*)(void))F_memset_persist, METH_FASTCALL,
-     "memset_persist(offset, value, length)"},
-    {"pending", (PyCFunction)F_pending, METH_NOARGS,
-     "msync method: the (offset, length) page ranges the next drain will sync"},
-    {"close", (PyCFunction)F_close, METH_NOARGS, "release the mapping's buffer"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyObject *Flusher_get_method(Flusher *self, void *c)
-{
-    (void)c;
-    return PyUnicode_FromString(method_names[self->method]);
-}
-static PyObject *Flusher_get_closed(Flusher *self, void *c)
-{
-    (void)c;
-    return PyBool_FromLong(self->closed);
-}
-static PyObject *Flusher_get_msync_calls(Flusher *self, void *c)
-{
-    (void)c;
-    return PyLong_FromUnsignedLongLong(self->msync_calls);
-}
-static PyObject *Flusher_get_msync_bytes(Flusher *self, void *c)
-{
-    (void)c;
-    return PyLong_FromUnsignedLongLong(self->msync_bytes);
-}
-static PyObject *Flusher_get_address(Flusher *self, void *c)
-{
-    (void)c;
-    return PyLong_FromVoidPtr(self->base);
-}
-
-static PyGetSetDef Flusher_getset[] = {
-    {"method", (getter)Flusher_get_method, NULL, "the flush method chosen at creation", NULL},
-    {"closed", (getter)Flusher_get_closed, NULL, "whether close() was called", NULL},
-    {"msync_calls", (getter)Flusher_get_msync_calls, NULL, "msync(2) calls made by drain", NULL},
-    {"msync_bytes", (getter)Flusher_get_msync_bytes, NULL, "bytes msync(2)ed by drain", NULL},
-    {"address", (getter)Flusher_get_address, NULL, "base address of the mapping (0 once closed)", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
 static int method_available(int m)
 {
     switch (m) {
@@ -694,16 +611,15 @@ static int method_available(int m)
     }
 }
 
-static int Flusher_init(Flusher *self, PyObject *args, PyObject *kw)
+static PyObject *M_attach(Mapping *self, PyObject *args)
 {
-    static char *kwlist[] = {"buffer", "method", "name", NULL};
-    PyObject *obj, *name = Py_None;
+    PyObject *obj, *name;
     const char *method;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Os|O", kwlist, &obj, &method, &name))
-        return -1;
-    if (self->base || self->closed) {
-        PyErr_SetString(PyExc_RuntimeError, "Flusher is already initialised");
-        return -1;
+    if (!PyArg_ParseTuple(args, "OsO:_attach", &obj, &method, &name))
+        return NULL;
+    if (self->base) {
+        PyErr_SetString(PyExc_RuntimeError, "this mapping is already attached to its memory");
+        return NULL;
     }
     int m;
     for (m = 0; m < M_COUNT; m++)
@@ -712,39 +628,109 @@ static int Flusher_init(Flusher *self, PyObject *args, PyObject *kw)
     if (m == M_COUNT) {
         PyErr_Format(ArgError ? ArgError : PyExc_ValueError,
                      "unknown flush method %s; use clwb, clflushopt, clflush, none or msync", method);
-        return -1;
+        return NULL;
     }
     if (!method_available(m)) {
         PyErr_Format(PyExc_RuntimeError, "this CPU cannot %s", method);
-        return -1;
+        return NULL;
     }
     if (PyObject_GetBuffer(obj, &self->buf, PyBUF_C_CONTIGUOUS) < 0)
-        return -1;
+        return NULL;
+    self->closed = 0;
     self->readonly = self->buf.readonly;
     self->base = (char *)self->buf.buf;
     self->size = self->buf.len;
     self->method = m;
     self->page = (size_t)sysconf(_SC_PAGESIZE);
     self->nranges = 0;
-    self->flush_fn = NULL;
+    self->flush_fn = NULL; /* msync: NULL pointers select the msync path */
     self->fence_fn = NULL;
-    switch (m) {
 #if PMK_X86
-    case M_CLWB: self->flush_fn = flush_clwb; self->fence_fn = fence_sfence; break;
-    case M_CLFLUSHOPT: self->flush_fn = flush_clflushopt; self->fence_fn = fence_sfence; break;
-    case M_CLFLUSH: self->flush_fn = flush_clflush; self->fence_fn = fence_sfence; break;
-    case M_NONE: self->flush_fn = flush_nothing; self->fence_fn = fence_sfence; break;
-#else
-    case M_NONE: self->flush_fn = flush_nothing; self->fence_fn = fence_nothing; break;
-#endif
-    default: break; /* msync: NULL pointers select the msync path */
+    static const flush_fn_t flushes[M_COUNT] = {
+        [M_NONE] = flush_nothing, [M_CLFLUSH] = flush_clflush,
+        [M_CLFLUSHOPT] = flush_clflushopt, [M_CLWB] = flush_clwb};
+    if (m != M_MSYNC) {
+        self->flush_fn = flushes[m];
+        self->fence_fn = fence_sfence;
     }
+#endif
     Py_INCREF(name);
     Py_XSETREF(self->name, name);
-    return 0;
+    Py_RETURN_NONE;
 }
 
-static void Flusher_dealloc(Flusher *self)
+static PyObject *M_detach(Mapping *self, PyObject *unused)
+{
+    (void)unused;
+    if (!self->closed) {
+        self->closed = 1;
+        self->nranges = 0;
+        if (self->base)
+            PyBuffer_Release(&self->buf);
+        self->base = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+#define FASTCALL(fn) (PyCFunction)(void (*)(void))(fn), METH_FASTCALL
+
+static PyMethodDef Mapping_methods[] = {
+    {"flush", FASTCALL(M_flush),
+     "flush(offset, length): start write-back of the range (CPU path: CLWB/CLFLUSHOPT/CLFLUSH "
+     "every line; eADR: nothing; msync path: remember the page-aligned range)"},
+    {"drain", FASTCALL(M_drain),
+     "drain(): wait until every earlier flush is durable (SFENCE; msync path: msync(MS_SYNC) "
+     "every remembered range, coalesced)"},
+    {"persist", FASTCALL(M_persist), "persist(offset, length): flush, then drain"},
+    {"write", FASTCALL(M_write),
+     "write(offset, data): store C-contiguous bytes at offset (not durable until persisted)"},
+    {"read", FASTCALL(M_read), "read(offset, length) -> bytes"},
+    {"memcpy_persist", FASTCALL(M_memcpy_persist),
+     "memcpy_persist(offset, data): copy (non-temporal stores from 256 bytes on the CPU path), "
+     "then drain"},
+    {"memset_persist", FASTCALL(M_memset_persist),
+     "memset_persist(offset, value, length): fill with a byte (non-temporal from 256 bytes), "
+     "then drain"},
+    {"_pending", (PyCFunction)M_pending, METH_NOARGS,
+     "msync path: the (offset, length) page ranges the next drain will sync"},
+    {"_attach", (PyCFunction)M_attach, METH_VARARGS,
+     "_attach(buffer, method, name): bind to the memory (a buffer export held until _detach) "
+     "and fix the flush path"},
+    {"_detach", (PyCFunction)M_detach, METH_NOARGS, "release the memory; later calls raise"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *Mapping_get_msync_calls(Mapping *self, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->msync_calls);
+}
+static PyObject *Mapping_get_msync_bytes(Mapping *self, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->msync_bytes);
+}
+
+static PyGetSetDef Mapping_getset[] = {
+    {"msync_calls", (getter)Mapping_get_msync_calls, NULL, "msync(2) calls made by drain", NULL},
+    {"msync_bytes", (getter)Mapping_get_msync_bytes, NULL, "bytes msync(2)ed by drain", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyObject *Mapping_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    (void)args;
+    (void)kw;
+    Mapping *self = (Mapping *)type->tp_alloc(type, 0);
+    if (self) {
+        self->closed = 1; /* until _attach */
+        Py_INCREF(Py_None);
+        self->name = Py_None;
+    }
+    return (PyObject *)self;
+}
+
+static void Mapping_dealloc(Mapping *self)
 {
     if (!self->closed && self->base)
         PyBuffer_Release(&self->buf);
@@ -752,18 +738,18 @@ static void Flusher_dealloc(Flusher *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyTypeObject FlusherType = {
+static PyTypeObject MappingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pmemkit._flush.Flusher",
-    .tp_basicsize = sizeof(Flusher),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Flusher(buffer, method, name=None): persistence primitives over a buffer "
-              "(read-only buffers allow reads only), with the flush path fixed at creation",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Flusher_init,
-    .tp_dealloc = (destructor)Flusher_dealloc,
-    .tp_methods = Flusher_methods,
-    .tp_getset = Flusher_getset,
+    .tp_name = "pmemkit._flush.Mapping",
+    .tp_basicsize = sizeof(Mapping),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The persistence and data methods of pmemkit.mapping.PmemMap, in C: flush, drain, "
+              "persist, write, read, memcpy_persist, memset_persist over one mapping, with the "
+              "flush path fixed when it is attached (_attach). PmemMap derives from it.",
+    .tp_new = Mapping_new,
+    .tp_dealloc = (destructor)Mapping_dealloc,
+    .tp_methods = Mapping_methods,
+    .tp_getset = Mapping_getset,
 };
 
 /* ----------------------------------------------------------------- module ---- */
@@ -771,17 +757,17 @@ static PyTypeObject FlusherType = {
 static PyObject *mod_configure(PyObject *m, PyObject *args)
 {
     (void)m;
-    PyObject *closed, *arg, *readonly, *check;
-    if (!PyArg_ParseTuple(args, "OOOO", &closed, &arg, &readonly, &check))
+    PyObject *closed, *arg, *range, *readonly;
+    if (!PyArg_ParseTuple(args, "OOOO", &closed, &arg, &range, &readonly))
         return NULL;
     Py_INCREF(closed);
     Py_INCREF(arg);
+    Py_INCREF(range);
     Py_INCREF(readonly);
-    Py_INCREF(check);
     Py_XSETREF(ClosedError, closed);
     Py_XSETREF(ArgError, arg);
+    Py_XSETREF(RangeErr, range);
     Py_XSETREF(ReadOnlyErr, readonly);
-    Py_XSETREF(check_range_fn, check);
     Py_RETURN_NONE;
 }
 
@@ -837,8 +823,8 @@ static PyObject *mod_nt_copy_kind(PyObject *m, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"configure", mod_configure, METH_VARARGS,
-     "configure(ClosedMappingError, InvalidArgumentError, ReadOnlyError, check_range): "
-     "set by pmemkit.mapping"},
+     "configure(ClosedMappingError, InvalidArgumentError, OutOfRangeError, ReadOnlyError): "
+     "the exceptions the methods raise, set by pmemkit.mapping"},
     {"cpu_features", mod_cpu_features, METH_NOARGS, "CPU features from cpuid, as a dict of bools"},
     {"methods", mod_methods, METH_NOARGS, "flush methods this build and CPU can perform"},
     {"nt_copy_kind", mod_nt_copy_kind, METH_NOARGS, "instruction set of the non-temporal copy"},
@@ -868,14 +854,14 @@ PyMODINIT_FUNC PyInit__flush(void)
         nt_fill_best = nt_fill_sse2;
     }
 #endif
-    if (PyType_Ready(&FlusherType) < 0)
+    if (PyType_Ready(&MappingType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m)
         return NULL;
-    Py_INCREF(&FlusherType);
-    if (PyModule_AddObject(m, "Flusher", (PyObject *)&FlusherType) < 0) {
-        Py_DECREF(&FlusherType);
+    Py_INCREF(&MappingType);
+    if (PyModule_AddObject(m, "Mapping", (PyObject *)&MappingType) < 0) {
+        Py_DECREF(&MappingType);
         Py_DECREF(m);
         return NULL;
     }

@@ -9,10 +9,10 @@ The persistence path is chosen once, when the file is mapped (as libpmem2 does):
 * elsewhere ``flush`` remembers the page-aligned ranges and ``drain`` msyncs
   exactly those, so "flush, then drain" is durable on any file.
 
-The hot methods are implemented in C (``pmemkit._flush``) and bound to the
-mapping as instance attributes, so a call from Python costs one C call. Without
-the extension the same semantics are provided in Python over ``mmap.flush``
-(msync only).
+:class:`PmemMap` derives from the C type ``pmemkit._flush.Mapping``, whose methods are
+the mapping's flush, drain, persist, write, read, memcpy_persist and memset_persist (a
+call from Python costs one C call). Without the extension the same semantics are
+provided in Python over ``mmap.flush`` (msync only).
 
 Environment overrides (documented in docs/mapping.md):
 ``PMEMKIT_FORCE_PMEM=1|0`` treats every mapping as pmem / as not pmem;
@@ -25,6 +25,7 @@ import errno
 import mmap
 import os
 import stat
+from typing import NamedTuple, Optional
 
 from . import cpu, defaults
 from ._linux import mounts, sysfs
@@ -33,10 +34,11 @@ from .errors import (
     InvalidArgumentError,
     MappingError,
     NotPmemError,
+    OutOfRangeError,
     ReadOnlyError,
     UnsupportedFlushError,
 )
-from .region import Region, as_int, byte_value, bytes_view, check_range
+from .region import Region, as_int, check_range
 from .units import parse_size
 
 __all__ = ["map_file", "PmemMap", "MAP_SHARED_VALIDATE", "MAP_SYNC", "SYNC_MODES"]
@@ -55,7 +57,7 @@ PAGE_SIZE = mmap.PAGESIZE
 
 _native = cpu.native()
 if _native is not None:
-    _native.configure(ClosedMappingError, InvalidArgumentError, ReadOnlyError, check_range)
+    _native.configure(ClosedMappingError, InvalidArgumentError, OutOfRangeError, ReadOnlyError)
 
 
 # --- environment overrides --------------------------------------------------------
@@ -126,119 +128,26 @@ def _devdax_size(path, st):
             f"{sysfs.char_device_dir(st)}); map a regular file or a /dev/daxX.Y device") from None
 
 
-# --- the pure-Python msync path (no native extension) --------------------------------
-
-class _PyMsyncFlusher:
-    """flush/drain/persist over ``mmap.flush`` with the same semantics as the C msync path."""
-
-    method = "msync"
-
-    def __init__(self, mm, name):
-        self._mm = mm
-        self._view = memoryview(mm)
-        self._readonly = self._view.readonly
-        self._size = len(mm)
-        self._name = name
-        self._ranges = []
-        self.msync_calls = 0
-        self.msync_bytes = 0
-
-    @property
-    def closed(self):
-        return self._view is None
-
-    def _live(self):
-        view = self._view
-        if view is None:
-            raise ClosedMappingError(f"PmemMap for {self._name} is closed; map it again to use it")
-        return view
-
-    def _writable(self):
-        view = self._live()
-        if self._readonly:
-            raise ReadOnlyError(
-                f"PmemMap for {self._name} is read-only (writable=False): it cannot be stored "
-                f"to, flushed or persisted; open it writable to change it")
-        return view
-
-    def flush(self, offset, length):
-        self._writable()
-        offset, length = check_range(offset, length, self._size)
-        if length:
-            start = offset - offset % PAGE_SIZE
-            end = -(-(offset + length) // PAGE_SIZE) * PAGE_SIZE
-            self._ranges.append((start, end))
-
-    def pending(self):
-        merged = []
-        for start, end in sorted(self._ranges):
-            if merged and start <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], end)
-            else:
-                merged.append([start, end])
-        return [(s, e - s) for s, e in merged]
-
-    def drain(self):
-        self._live()
-        ranges, self._ranges = self.pending(), []
-        for start, length in ranges:
-            length = min(length, self._size - start)  # mmap.flush refuses past the end
-            self._mm.flush(start, length)
-            self.msync_calls += 1
-            self.msync_bytes += length
-
-    def persist(self, offset, length):
-        self.flush(offset, length)
-        self.drain()
-
-    def write(self, offset, data):
-        view = self._writable()
-        data = bytes_view(data)
-        offset, length = check_range(offset, data.nbytes, self._size)
-        view[offset:offset + length] = data
-
-    def read(self, offset, length):
-        view = self._live()
-        offset, length = check_range(offset, length, self._size)
-        return bytes(view[offset:offset + length])
-
-    def memcpy_persist(self, offset, data):
-        self._writable()
-        data = bytes_view(data)
-        self.write(offset, data)
-        self.persist(offset, data.nbytes)
-
-    def memset_persist(self, offset, value, length):
-        view = self._writable()
-        offset, length = check_range(offset, length, self._size)
-        value = byte_value(value)
-        view[offset:offset + length] = bytes([value]) * length
-        self.persist(offset, length)
-
-    def close(self):
-        view, self._view = self._view, None
-        self._ranges = []
-        self._mm = None
-        if view is not None:
-            view.release()
-
-
-# --- the mapping ----------------------------------------------------------------------
-
-_HOT = ("flush", "drain", "persist", "memcpy_persist", "memset_persist", "write", "read")
-
+# --- the mapping ------------------------------------------------------------------------
 
 class PmemMap(Region):
     """A file (or device-DAX) mapping with libpmem's persistence semantics.
 
     Made by :func:`map_file`. Besides the :class:`~pmemkit.region.Region` interface it has
     ``map_sync`` (the kernel accepted MAP_SYNC), ``device_dax``, ``eadr`` and ``native``
-    (the C primitives are in use). The methods flush, drain, persist, memcpy_persist,
-    memset_persist, write and read are bound at map time to the chosen implementation.
+    (the C primitives are in use).
+
+    ``flush``, ``drain``, ``persist``, ``write``, ``read``, ``memcpy_persist`` and
+    ``memset_persist`` come from the class a mapping is made of: the C type
+    ``pmemkit._flush.Mapping`` (every flush method; see ``_flush.c``), or, where the
+    extension was not built, :class:`_PyMsync` (the msync path in Python). Both are
+    attached to the memory and the flush path once, when the mapping is made.
     """
 
+    label = "PmemMap"
+
     def __init__(self, mm, *, path, is_pmem, granularity, flush_method, map_sync=False,
-                 device_dax=False, eadr=False, deep_flush_file=None, native=None):
+                 device_dax=False, eadr=False, deep_flush_file=None):
         super().__init__(mm, path=path, writable=not memoryview(mm).readonly)
         self._mmap = mm
         self.is_pmem = is_pmem
@@ -248,37 +157,18 @@ class PmemMap(Region):
         self.device_dax = device_dax
         self.eadr = eadr
         self._deep_flush_file = deep_flush_file
-        native = _native if native is None else native
-        if native:
-            impl = native.Flusher(mm, flush_method, path)
-        elif flush_method == "msync":
-            impl = _PyMsyncFlusher(mm, path)
-        else:
-            raise UnsupportedFlushError(
-                f"flush method {flush_method!r} needs the native extension pmemkit._flush")
-        self._impl = impl
-        self.native = bool(native)
         self.nt_copies = self.native and flush_method != "msync"
-        for name in _HOT:
-            setattr(self, name, getattr(impl, name))
-
-    # Class-level versions of the bound methods, for documentation and introspection;
-    # each instance shadows them with the implementation chosen at map time.
-    def flush(self, offset, length):  # noqa: D102 - replaced per instance
-        return self._impl.flush(offset, length)
-
-    def drain(self):
-        return self._impl.drain()
+        self._attach(mm, flush_method, path)
 
     def pending_msync(self):
         """msync method: the ``(offset, length)`` page ranges the next :meth:`drain` will sync."""
         self._live_view()
-        return list(self._impl.pending()) if self.flush_method == "msync" else []
+        return list(self._pending()) if self.flush_method == "msync" else []
 
     @property
     def msync_stats(self):
         """``(calls, bytes)``: msync(2) calls made by drain so far and the bytes they covered."""
-        return (self._impl.msync_calls, self._impl.msync_bytes)
+        return (self.msync_calls, self.msync_bytes)
 
     def deep_flush(self, offset, length):
         """Persist the range, then push it through the memory controller's queues.
@@ -308,17 +198,80 @@ class PmemMap(Region):
         numpy arrays or memoryviews taken from :attr:`buffer` / :meth:`array` keep the
         memory mapped until they are released (so they never dangle).
         """
-        impl = getattr(self, "_impl", None)
-        if impl is not None:
-            impl.close()
+        self._detach()
         super().close()
-        mm = getattr(self, "_mmap", None)
+        mm, self._mmap = self._mmap, None
         if mm is not None:
             try:
                 mm.close()
             except BufferError:
                 pass  # exported views still alive: unmapped when the last one goes
-            self._mmap = None
+
+
+class _PyMsync:
+    """The methods of ``pmemkit._flush.Mapping`` in Python, for the msync path only.
+
+    Used where the extension was not built: ``flush`` remembers page-aligned ranges,
+    ``drain`` msyncs them (``mmap.flush``), the same semantics and errors as the C type.
+    """
+
+    native = False
+
+    def _attach(self, mm, method, name):
+        if method != "msync":
+            raise UnsupportedFlushError(
+                f"flush method {method!r} needs the native extension pmemkit._flush")
+        self._ranges = []
+        self.msync_calls = 0
+        self.msync_bytes = 0
+
+    def _detach(self):
+        self._ranges = []
+
+    def _pending(self):
+        merged = []
+        for start, end in sorted(self._ranges):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return [(s, e - s) for s, e in merged]
+
+    def flush(self, offset, length):
+        self._writable_view()
+        offset, length = check_range(offset, length, self.size)
+        if length:
+            start = offset - offset % PAGE_SIZE
+            end = -(-(offset + length) // PAGE_SIZE) * PAGE_SIZE
+            self._ranges.append((start, end))
+
+    def drain(self):
+        self._live_view()
+        ranges, self._ranges = self._pending(), []
+        for start, length in ranges:
+            length = min(length, self.size - start)  # mmap.flush refuses past the end
+            self._mmap.flush(start, length)
+            self.msync_calls += 1
+            self.msync_bytes += length
+
+    def persist(self, offset, length):
+        self.flush(offset, length)
+        self.drain()
+
+
+class _PyPmemMap(_PyMsync, PmemMap):
+    """A PmemMap without the C extension: msync only."""
+
+
+if _native is not None:
+    class _NativePmemMap(_native.Mapping, PmemMap):
+        """A PmemMap whose persistence and data methods are the C type's (every flush method)."""
+
+        native = True
+
+
+def _mapping_class():
+    return _PyPmemMap if _native is None else _NativePmemMap
 
 
 # --- map_file ----------------------------------------------------------------------------
@@ -338,6 +291,28 @@ def _parse_map_size(size):
     return size
 
 
+class _Request(NamedTuple):
+    """The validated arguments of :func:`map_file` (libpmem2's "config")."""
+
+    path: str
+    size: Optional[int]
+    create: bool
+    sync: str
+    mode: int
+    writable: bool
+    force_pmem: Optional[bool]
+    forced_method: Optional[str]
+
+
+class _Source(NamedTuple):
+    """What is at the path (libpmem2's "source"): its stat (``None``: to be created),
+    the size to map and whether it is a device-DAX device."""
+
+    st: Optional[os.stat_result]
+    size: int
+    device_dax: bool
+
+
 def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable=True):
     """Map ``path`` and return a :class:`PmemMap`.
 
@@ -349,7 +324,27 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
     arrays and views work (arrays are read-only), stores, flushes and persists raise
     :class:`ReadOnlyError`; a file without write permission can be mapped this way.
     On any error the file is left as it was (a file created here is removed again).
+
+    Three steps, as libpmem2 splits config, source and map: validate the arguments,
+    examine the file, open (or create) and map it; then choose the flush method.
     """
+    req = _validate(path, size, create, sync, mode, writable)
+    source = _examine(req)
+    mm, map_sync = _open_and_map(req, source)
+    is_pmem = map_sync or source.device_dax
+    if req.force_pmem is not None:
+        is_pmem = req.force_pmem
+    eadr = bool(is_pmem and sysfs.has_eadr())
+    granularity = ("byte" if eadr else "cache_line") if is_pmem else "page"
+    deep_flush_file = sysfs.devdax_deep_flush_file(source.st) if source.device_dax else None
+    return _mapping_class()(
+        mm, path=req.path, is_pmem=is_pmem, granularity=granularity,
+        flush_method=_choose_method(req, is_pmem, eadr), map_sync=map_sync,
+        device_dax=source.device_dax, eadr=eadr, deep_flush_file=deep_flush_file)
+
+
+def _validate(path, size, create, sync, mode, writable):
+    """Check every argument and the environment overrides; nothing on disk is touched."""
     if not isinstance(sync, str) or sync not in SYNC_MODES:
         raise InvalidArgumentError(f"sync={sync!r} is not valid: use 'auto', 'require' or 'never'")
     if not isinstance(writable, bool):
@@ -367,16 +362,22 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
     try:
         path = os.fspath(path)
     except TypeError:
-        raise InvalidArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
+        raise InvalidArgumentError(
+            f"path must be a str or os.PathLike, got {type(path).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if not path:
         raise InvalidArgumentError("path is empty")
     if "\0" in path:
-        raise InvalidArgumentError(f"path {path!r} contains a NUL character; no file can have that name")
-    force_pmem = _force_pmem_from_env()
-    forced_method = _flush_from_env()
+        raise InvalidArgumentError(
+            f"path {path!r} contains a NUL character; no file can have that name")
+    return _Request(path, size, bool(create), sync, mode, writable,
+                    _force_pmem_from_env(), _flush_from_env())
 
+
+def _examine(req):
+    """stat the path and decide the size to map; raise for anything that cannot be mapped."""
+    path, size = req.path, req.size
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -384,96 +385,94 @@ def map_file(path, size=None, *, create=False, sync="auto", mode=0o644, writable
     except OSError as exc:
         raise MappingError(exc.errno, f"cannot stat {path}: {exc.strerror}") from None
 
-    device_dax = False
     if st is None:
-        if not create:
-            raise MappingError(errno.ENOENT, f"{path} does not exist; pass create=True and a size to create it")
+        if not req.create:
+            raise MappingError(
+                errno.ENOENT, f"{path} does not exist; pass create=True and a size to create it")
         if size is None:
-            raise InvalidArgumentError(f"{path} does not exist: give a size to create it (e.g. size='64M')")
+            raise InvalidArgumentError(
+                f"{path} does not exist: give a size to create it (e.g. size='64M')")
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise MappingError(errno.ENOENT, f"cannot create {path}: directory {parent} does not exist")
-    elif stat.S_ISDIR(st.st_mode):
-        raise MappingError(errno.EISDIR, f"{path} is a directory; map a file inside it (e.g. {os.path.join(path, 'pool')})")
-    elif stat.S_ISCHR(st.st_mode):
-        device_dax = True
+            raise MappingError(
+                errno.ENOENT, f"cannot create {path}: directory {parent} does not exist")
+        return _Source(None, size, False)
+    if stat.S_ISDIR(st.st_mode):
+        raise MappingError(errno.EISDIR, f"{path} is a directory; map a file inside it "
+                                         f"(e.g. {os.path.join(path, 'pool')})")
+    if stat.S_ISCHR(st.st_mode):
         dev_size = _devdax_size(path, st)
-        if size is None:
-            size = dev_size
-        elif size > dev_size:
+        if size is not None and size > dev_size:
             raise MappingError(errno.EINVAL, f"{path} has {dev_size} bytes; cannot map {size}")
-    elif not stat.S_ISREG(st.st_mode):
+        return _Source(st, dev_size if size is None else size, True)
+    if not stat.S_ISREG(st.st_mode):
         raise MappingError(errno.EINVAL, f"{path} is not a regular file or a device-DAX device")
-    else:
-        if writable and not st.st_mode & 0o222:
+    if req.writable and not st.st_mode & 0o222:
+        raise MappingError(
+            errno.EACCES,
+            f"{path} is read-only (mode {stat.filemode(st.st_mode)}); map it with "
+            f"writable=False to read it, or make it writable: chmod u+w {path}")
+    if size is None:
+        if st.st_size == 0:
             raise MappingError(
-                errno.EACCES,
-                f"{path} is read-only (mode {stat.filemode(st.st_mode)}); map it with "
-                f"writable=False to read it, or make it writable: chmod u+w {path}")
-        if size is None:
-            if st.st_size == 0:
-                raise MappingError(errno.EINVAL, f"{path} is empty; pass size= and create=True to extend it")
-            size = st.st_size
-        elif size > st.st_size and not create:
-            raise MappingError(
-                errno.EINVAL,
-                f"{path} has {st.st_size} bytes, fewer than the {size} asked for; "
-                f"pass create=True to extend it, or a smaller size")
+                errno.EINVAL, f"{path} is empty; pass size= and create=True to extend it")
+        size = st.st_size
+    elif size > st.st_size and not req.create:
+        raise MappingError(
+            errno.EINVAL,
+            f"{path} has {st.st_size} bytes, fewer than the {size} asked for; "
+            f"pass create=True to extend it, or a smaller size")
+    return _Source(st, size, False)
 
-    created = False
+
+def _open_and_map(req, source):
+    """Open (or create) the file, extend it if asked, map it: ``(mmap, map_sync_accepted)``.
+
+    On any failure the file is put back as it was: a file created here is removed, a file
+    extended here is truncated back and its timestamps restored.
+    """
+    path, st = req.path, source.st
     try:
         if st is None:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-            created = True
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, req.mode)
         else:
-            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+            fd = os.open(path, (os.O_RDWR if req.writable else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as exc:
-        how = "writing" if writable else "reading"
+        how = "writing" if req.writable else "reading"
         raise MappingError(exc.errno, f"cannot open {path} for {how}: {exc.strerror}") from None
-
-    old_size = None if st is None else st.st_size
-    extended = False
-
-    def undo():
-        if created:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        elif extended:
-            try:
-                os.ftruncate(fd, old_size)
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:
-                pass
-
+    extend = not source.device_dax and (0 if st is None else st.st_size) < source.size
     try:
-        if not device_dax and (old_size or 0) < size:
-            extended = not created
-            _extend(fd, size, path)
-        mm, map_sync = _mmap(fd, size, sync, path, writable)
+        if extend:
+            _extend(fd, source.size, path)
+        return _mmap(fd, source.size, req.sync, path, req.writable)
     except BaseException:
-        undo()
-        os.close(fd)
+        _undo(fd, path, st, extended=extend)
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)
 
-    is_pmem = map_sync or device_dax
-    if force_pmem is not None:
-        is_pmem = force_pmem
-    eadr = bool(is_pmem and sysfs.has_eadr())
-    granularity = ("byte" if eadr else "cache_line") if is_pmem else "page"
-    if forced_method is not None:
-        method = forced_method
-    elif not is_pmem:
-        method = "msync"
-    elif eadr and _native is not None:
-        method = "none"
-    else:
-        method = cpu.best_flush_method()
-    return PmemMap(mm, path=path, is_pmem=is_pmem, granularity=granularity, flush_method=method,
-                   map_sync=map_sync, device_dax=device_dax, eadr=eadr,
-                   deep_flush_file=sysfs.devdax_deep_flush_file(st) if device_dax else None)
+
+def _undo(fd, path, st, *, extended):
+    """Put the file back as :func:`_open_and_map` found it (``st is None``: it created it)."""
+    try:
+        if st is None:
+            os.unlink(path)
+        elif extended:
+            os.ftruncate(fd, st.st_size)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+    except OSError:
+        pass
+
+
+def _choose_method(req, is_pmem, eadr):
+    """The flush method, in the documented order of preference."""
+    if req.forced_method is not None:
+        return req.forced_method
+    if not is_pmem:
+        return "msync"
+    if eadr and _native is not None:
+        return "none"
+    return cpu.best_flush_method()
 
 
 def _extend(fd, size, path):
@@ -506,4 +505,5 @@ def _mmap(fd, size, sync, path, writable):
     try:
         return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot), False
     except (OSError, ValueError) as exc:
-        raise MappingError(getattr(exc, "errno", None) or errno.EINVAL, f"cannot map {path}: {exc}") from None
+        code = getattr(exc, "errno", None) or errno.EINVAL
+        raise MappingError(code, f"cannot map {path}: {exc}") from None

@@ -31,7 +31,7 @@ PLAIN_DTYPE_KINDS = frozenset("biufcmMSUV")
 
 
 def as_int(value, what):
-    """``operator.index(value)``, refusing ``bool`` and non-integers with :class:`InvalidArgumentError`.
+    """``operator.index(value)``; ``bool`` and non-integers are :class:`InvalidArgumentError`.
 
     The one integer-argument check of the library: an offset, length, size or count
     that is ``True``, ``1.0`` or ``"1"`` is a mistake, never a number.
@@ -116,6 +116,8 @@ class Region:
     flush_method = "none"
     nt_copies = False
     writable = True
+    #: What messages call this kind of region (default: the class name).
+    label = None
 
     def __init__(self, view, *, path=None, writable=True):
         view = memoryview(view).cast("B")
@@ -137,7 +139,7 @@ class Region:
         view = self._view
         if view is None:
             raise ClosedMappingError(
-                f"{type(self).__name__} for {self.path or 'buffer'} is closed; "
+                f"{self.label or type(self).__name__} for {self.path or 'buffer'} is closed; "
                 f"map it again to use it")
         return view
 
@@ -145,7 +147,7 @@ class Region:
         view = self._live_view()
         if not self.writable:
             raise ReadOnlyError(
-                f"{type(self).__name__} for {self.path or 'buffer'} is read-only "
+                f"{self.label or type(self).__name__} for {self.path or 'buffer'} is read-only "
                 f"(writable=False): it cannot be stored to, flushed or persisted; "
                 f"open it writable to change it")
         return view
@@ -172,7 +174,7 @@ class Region:
 
     def __repr__(self):
         state = "closed" if self.closed else f"size={self.size}"
-        return (f"<{type(self).__name__} {self.path or 'buffer'} {state} "
+        return (f"<{self.label or type(self).__name__} {self.path or 'buffer'} {state} "
                 f"is_pmem={self.is_pmem} flush={self.flush_method}>")
 
     # --- data ---------------------------------------------------------------------
@@ -272,7 +274,10 @@ class Region:
         """Label this point of the program (used by the crash simulator; a no-op elsewhere)."""
 
     def record(self, key, value=None):
-        """Note that an operation has returned, for the crash simulator's checker (a no-op elsewhere)."""
+        """Note that an operation has returned, for the crash simulator's checker.
+
+        A no-op outside the crash simulator.
+        """
 
 
 def plain_dtype(dtype):
@@ -315,11 +320,12 @@ class BufferRegion(Region):
 
 
 def as_region(target):
-    """Return ``target`` if it is a :class:`Region`, else wrap a writable buffer in a BufferRegion."""
+    """``target`` if it is a :class:`Region`, else a BufferRegion over the writable buffer."""
     if isinstance(target, Region):
         return target
     try:
         return BufferRegion(target)
     except TypeError:
         raise InvalidArgumentError(
-            f"expected a pmemkit region or a writable buffer, got {type(target).__name__}") from None
+            f"expected a pmemkit region or a writable buffer, "
+            f"got {type(target).__name__}") from None

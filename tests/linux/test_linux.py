@@ -43,7 +43,8 @@ def test_mapping_does_not_import_discovery():
             "import pmemkit.mapping as m\n"
             "d = tempfile.mkdtemp(); p = os.path.join(d, 'f')\n"
             "m.map_file(p, 4096, create=True).close(); os.unlink(p); os.rmdir(d)\n"
-            "bad = [n for n in ('pmemkit.discovery', 'psutil', 'pyudev', 'numpy') if n in sys.modules]\n"
+            "heavy = ('pmemkit.discovery', 'psutil', 'pyudev', 'numpy')\n"
+            "bad = [n for n in heavy if n in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -101,7 +102,8 @@ def test_eadr_and_device_dax_under_a_root(tmp_path):
     (tmp_path / "sys/bus/nd/devices").mkdir(parents=True)
     os.symlink(tmp_path / region.lstrip("/"), tmp_path / "sys/bus/nd/devices/region0")
     (tmp_path / "sys/dev/char").mkdir(parents=True)
-    os.symlink(tmp_path / f"{region.lstrip('/')}/dax0.0/dax/dax0.0", tmp_path / "sys/dev/char/251:0")
+    device = tmp_path / f"{region.lstrip('/')}/dax0.0/dax/dax0.0"
+    os.symlink(device, tmp_path / "sys/dev/char/251:0")
     st = SimpleNamespace(st_rdev=os.makedev(251, 0))
     assert sysfs.has_eadr(root) is True
     assert sysfs.devdax_size(st, root) == 1 << 30

@@ -174,13 +174,20 @@ def test_numpy_view_outlives_close(kind, tmp_path):
     del a, sl
 
 
-def test_bound_methods_are_native(pm, kind):
-    """The hot methods are bound at map time: on the C paths they are builtins."""
-    for name in ("flush", "drain", "persist", "memcpy_persist", "memset_persist", "write", "read"):
-        method = getattr(pm, name)
-        assert name in pm.__dict__
-        if kind != "msync-python":
-            assert type(method).__name__ == "builtin_function_or_method", name
+def test_the_methods_that_run_are_the_ones_the_class_shows(pm, kind):
+    """With the extension, PmemMap's persistence and data methods are the C type's own."""
+    from pmemkit import _flush
+
+    hot = ("flush", "drain", "persist", "memcpy_persist", "memset_persist", "write", "read")
+    assert isinstance(pm, mapping.PmemMap)
+    for name in hot:
+        assert name not in pm.__dict__  # nothing is bound per instance
+        if kind == "msync-python":
+            assert not isinstance(pm, _flush.Mapping)
+        else:
+            assert isinstance(pm, _flush.Mapping)
+            assert getattr(type(pm), name) is getattr(_flush.Mapping, name), name
+            assert type(getattr(pm, name)).__name__ == "builtin_function_or_method", name
 
 
 def test_import_pmemkit_does_not_import_numpy(tmp_path):
@@ -270,3 +277,24 @@ def test_bound_methods_keep_the_mapping_alive(kind, tmp_path):
     gc.collect()
     memcpy_persist(10, b"still mapped")
     assert file_bytes(path, 10, 12) == b"still mapped"
+
+
+def test_c_constants_are_the_python_ones():
+    """_flush.c cannot import region.py: the cache-line size and NT threshold are pinned here."""
+    from pmemkit import _flush, region
+
+    assert _flush.CACHE_LINE == region.CACHE_LINE
+    assert _flush.NT_THRESHOLD == region.NT_THRESHOLD
+
+
+def test_unattached_c_mapping_refuses_every_call():
+    """The C type alone (never attached to memory) raises instead of touching address 0."""
+    from pmemkit import _flush
+
+    m = _flush.Mapping()
+    for call in (lambda: m.flush(0, 0), lambda: m.drain(), lambda: m.persist(0, 0),
+                 lambda: m.write(0, b""), lambda: m.read(0, 0), lambda: m.memcpy_persist(0, b""),
+                 lambda: m.memset_persist(0, 0, 0)):
+        with pytest.raises(ClosedMappingError):
+            call()
+    m._detach()

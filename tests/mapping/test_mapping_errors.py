@@ -266,7 +266,7 @@ def test_native_refuses_unknown_method(existing):
     with open(existing, "r+b") as f:
         mm = mmap.mmap(f.fileno(), 4096)
     with pytest.raises(InvalidArgumentError, match="unknown flush method"):
-        _flush.Flusher(mm, "clzap")
+        _flush.Mapping()._attach(mm, "clzap", "pool")
     mm.close()
 
 

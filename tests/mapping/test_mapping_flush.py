@@ -153,7 +153,8 @@ ops = st.lists(
 
 
 @pytest.mark.parametrize("method", ["msync", "msync-python"] + CPU_METHODS)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seq=ops)
 def test_matches_a_bytearray_model(method, seq, tmp_path_factory, monkeypatch):
     with monkeypatch.context() as mp:

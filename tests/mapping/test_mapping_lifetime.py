@@ -16,7 +16,8 @@ from mapping_helpers import CPU_METHODS
 
 SETUP = {
     "msync": "os.environ['PMEMKIT_FORCE_PMEM'] = '0'",
-    "msync-python": "from pmemkit import cpu, mapping; mapping._native = None; cpu.native = lambda: None",
+    "msync-python": ("from pmemkit import cpu, mapping\n"
+                     "mapping._native = None; cpu.native = lambda: None"),
     **{m: f"os.environ['PMEMKIT_FORCE_PMEM'] = '1'; os.environ['PMEMKIT_FLUSH'] = '{m}'"
        for m in CPU_METHODS},
 }
