@@ -77,6 +77,7 @@ VM_KERNEL_OPTIONS = {
     "nvdimm": ("ACPI_NFIT",),
     "cxl": ("CXL_BUS", "CXL_PCI", "CXL_ACPI", "CXL_MEM", "CXL_PMEM", "CXL_REGION"),
     "sector": ("BTT",),
+    "ramdax": ("RAMDAX",),
     "xfs": ("XFS_FS",),
 }
 #: Debian suite and mirror of the guest root filesystem (debootstrap --variant=minbase).

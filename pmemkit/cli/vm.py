@@ -24,6 +24,15 @@ def _add_vm_options(p):
                     help="a CXL type-3 persistent memory device of SIZE (a multiple of 256M) "
                          "instead; its backing file is kept across runs (default: one in the "
                          "cache), its label area in PATH.lsa")
+    g.add_argument("--ramdax", action="store_true",
+                   help="make the memmap range a labelled NVDIMM (the ramdax driver; needs "
+                        "--kernel debian-7.3 or another kernel with CONFIG_RAMDAX)")
+    g.add_argument("--namespaces", metavar="MODES",
+                   help="with --ramdax: a comma list of namespace modes, one namespace each "
+                        "(e.g. fsdax,sector); the filesystems go on the first")
+    g.add_argument("--persist", metavar="FILE",
+                   help="keep the guest's RAM in FILE, so memmap pmem (and ramdax namespaces) "
+                        "survive the guest")
     g.add_argument("--fs", metavar="LIST",
                    help=f"filesystems to make and mount: comma list of {','.join(defaults.FILESYSTEMS)} "
                         "or none (default: all in fsdax mode, none otherwise)")
@@ -174,7 +183,8 @@ def config_from_args(args):
         env[name] = value
     return VmConfig(memmap=args.memmap, fs=args.fs, mode=args.mode, memory=args.memory,
                     cpus=args.cpus, accel=args.accel, share=False if args.no_share else args.share,
-                    env=env, timeout=args.timeout, kernel=args.kernel, modules=args.modules, **kw)
+                    env=env, timeout=args.timeout, kernel=args.kernel, modules=args.modules, ramdax=args.ramdax,
+                    namespaces=args.namespaces, persist=args.persist, **kw)
 
 
 def project_from_args(args, config):

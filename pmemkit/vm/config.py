@@ -82,6 +82,11 @@ class VmConfig:
     * ``cxl``: a size (``"256M"``, a multiple of 256M) for a CXL type-3 persistent memory device
       instead (QEMU ``q35``); ``cxl_file`` its backing file (default: one in the cache, kept
       across runs; its label area is kept beside it in ``<file>.lsa``).
+    * ``ramdax``: the memmap range becomes a *labelled* NVDIMM (the ramdax driver, Linux 7.x:
+      ``kernel="debian-7.3"``) carved into ``namespaces``, a list of modes (default one
+      ``fsdax``); the filesystems go on the first.
+    * ``persist``: a file backing the guest's RAM, so memmap pmem (and ramdax labels) outlive
+      the guest.
     * ``kernel``: a name of :data:`pmemkit.defaults.VM_KERNELS` (default ``debian``, Debian 12's
       6.1) or the path of a kernel image (bzImage/vmlinux); ``modules``: that kernel's modules
       directory (``make modules_install INSTALL_MOD_PATH=DIR``).
@@ -106,6 +111,9 @@ class VmConfig:
     modules: object = None
     cxl: object = None
     cxl_file: object = None
+    ramdax: bool = False
+    namespaces: object = None
+    persist: object = None
 
     def __post_init__(self):
         s = object.__setattr__
@@ -148,6 +156,7 @@ class VmConfig:
             s(self, "nvdimm", size)
             s(self, "nvdimm_file", _backing_file(self.nvdimm_file, size, "NVDIMM", "--nvdimm"))
             pmem_size = size
+        self._check_ramdax()
         # filesystems
         if self.fs is None:
             fs = defaults.FILESYSTEMS if self.mode == "fsdax" else ()
@@ -207,6 +216,33 @@ class VmConfig:
         if not self.timeout or self.timeout <= 0:
             raise VmConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
 
+    def _check_ramdax(self):
+        s = object.__setattr__
+        if self.namespaces is not None and not self.ramdax:
+            raise VmConfigError("several namespaces need --ramdax (a labelled NVDIMM)")
+        if self.ramdax and self.memmap is None:
+            raise VmConfigError("--ramdax carves the memmap= range: do not combine it with "
+                                "--nvdimm or --cxl")
+        if self.persist is not None and self.memmap is None:
+            raise VmConfigError("--persist keeps the guest's RAM (and so its memmap= pmem) in a "
+                                "file: --nvdimm and --cxl have backing files already")
+        if self.ramdax:
+            modes = self.namespaces if self.namespaces is not None else (self.mode,)
+            if isinstance(modes, str):
+                modes = tuple(m.strip() for m in modes.split(",") if m.strip())
+            if not modes or any(m not in defaults.VM_MODES for m in modes):
+                raise VmConfigError(f"--namespaces {','.join(modes)}: a comma list of modes "
+                                    f"({', '.join(defaults.VM_MODES)}), e.g. fsdax,sector")
+            s(self, "namespaces", tuple(modes))
+            s(self, "mode", modes[0])
+        if self.persist is not None:
+            p = Path(self.persist).expanduser().absolute()
+            if (p.exists() and not p.is_file()) or "," in str(p):
+                raise VmConfigError(f"--persist {p}: must be a regular file path without commas")
+            if not os.access(p.parent, os.W_OK):
+                raise VmConfigError(f"cannot create {p}: directory missing or not writable")
+            s(self, "persist", p)
+
     def _check_kernel(self):
         s = object.__setattr__
         spec = self.kernel if self.kernel is not None else defaults.VM_KERNEL
@@ -229,8 +265,8 @@ class VmConfig:
     @property
     def kernel_features(self):
         """What the guest kernel must support: keys of :data:`pmemkit.defaults.VM_KERNEL_OPTIONS`."""
-        features = ["guest", "pmem", self.backend]
-        if self.mode == "sector":
+        features = ["guest", "pmem", self.backend] + (["ramdax"] if self.ramdax else [])
+        if "sector" in (self.namespaces or (self.mode,)):
             features.append("sector")
         if "xfs" in self.fs:
             features.append("xfs")

@@ -45,6 +45,8 @@ GUEST_MODULES = (
 )
 #: Modules loaded only in a guest with a CXL device (``pmemkit.cxl=1`` on the kernel command line).
 GUEST_CXL_MODULES = ("cxl_acpi", "cxl_pci", "cxl_mem", "cxl_pmem")
+#: Loaded instead of nd_e820 with ``pmemkit.ramdax=1`` (Linux 7.x): memmap= as a labelled NVDIMM.
+GUEST_RAMDAX_MODULES = ("ramdax",)
 
 #: Directories dropped from the root filesystem (documentation, translations, apt caches).
 _PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
@@ -58,13 +60,21 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "pmemkit-stage1: loading modules"
-while read -r ko; do
-    insmod "/modules/$ko" 2>/dev/null || echo "pmemkit-stage1: insmod $ko failed"
-done < /modules/order
-if grep -q "pmemkit.cxl=1" /proc/cmdline; then
+ramdax=0
+grep -q "pmemkit.ramdax=1" /proc/cmdline && ramdax=1
+load() {
     while read -r ko; do
+        [ $ramdax = 1 ] && [ "$ko" = nd_e820.ko ] && continue  # ramdax drives the range instead
         insmod "/modules/$ko" 2>/dev/null || echo "pmemkit-stage1: insmod $ko failed"
-    done < /modules/cxl-order
+    done < "$1"
+}
+load /modules/order
+for extra in cxl ramdax; do
+    grep -q "pmemkit.$extra=1" /proc/cmdline && load "/modules/$extra-order"
+done
+if [ $ramdax = 1 ] && [ ! -e /sys/bus/platform/devices/e820_pmem/driver ]; then
+    echo ramdax >/sys/bus/platform/devices/e820_pmem/driver_override
+    echo e820_pmem >/sys/bus/platform/drivers/ramdax/bind
 fi
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
@@ -371,10 +381,12 @@ def build_initramfs(kernel: Kernel, cache_root=None, progress=None):
                       "`sudo apt-get install busybox-static`")
     chain = kernel.module_chain(GUEST_MODULES)
     cxl_chain = [ko for ko in kernel.module_chain(GUEST_CXL_MODULES) if ko not in chain]
+    ramdax_chain = [ko for ko in kernel.module_chain(GUEST_RAMDAX_MODULES) if ko not in chain]
     inputs = {"recipe": INITRAMFS_RECIPE, "kernel": kernel.release, "root": str(kernel.root),
               "stage1": _STAGE1,
               "modules": [str(p.relative_to(kernel.root)) for p in chain],
               "cxl_modules": [str(p.relative_to(kernel.root)) for p in cxl_chain],
+              "ramdax_modules": [str(p.relative_to(kernel.root)) for p in ramdax_chain],
               "init": GUEST_INIT.read_text(), "launcher": GUEST_LAUNCHER.read_text(),
               "busybox": os.path.getsize(busybox)}
     k = cache.key(inputs)
@@ -391,7 +403,8 @@ def build_initramfs(kernel: Kernel, cache_root=None, progress=None):
         (tree / "bin").mkdir(parents=True)
         (tree / "modules").mkdir()
         shutil.copy2(busybox, tree / "bin" / "busybox")
-        for listing, modules in (("order", chain), ("cxl-order", cxl_chain)):
+        for listing, modules in (("order", chain), ("cxl-order", cxl_chain),
+                                 ("ramdax-order", ramdax_chain)):
             order = []
             for ko in modules:
                 src = ko if ko.is_absolute() else kernel.root / ko

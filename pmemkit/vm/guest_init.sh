@@ -96,6 +96,38 @@ if [ "$(cfg cxl)" = 1 ]; then
     fi
     DEV=/dev/$(ns_field blockdev)
     [ "$DEV" = /dev/ ] && fail "the CXL namespace has no block device"
+elif [ "$(cfg ramdax)" = 1 ]; then
+    # ramdax: the memmap= range is a labelled NVDIMM; its namespaces (in the modes asked for,
+    # equal sizes) come back from the labels when the guest's RAM is kept in a file.
+    wait_for 100 "ramdax made no nvdimm region (is the ramdax module loaded?)" \
+        sh -c 'ndctl list -R | grep -q region'
+    REGION=$(ndctl list -R | sed -n 's/.*"dev":"\(region[0-9]*\)".*/\1/p' | head -n 1)
+    sleep 0.5  # let the namespaces from the labels appear
+    WANT=$(cfg namespaces)
+    ns_of() {  # ns_of I FIELD: a field of namespace I of $REGION (ndctl lists them unordered)
+        ndctl list -N -n "namespace${REGION#region}.$1" 2>/dev/null \
+            | sed -n "s/.*\"$2\":\"\([a-z0-9.]*\)\".*/\1/p" | head -n 1
+    }
+    have="" i=0
+    while [ -n "$(ns_of $i mode)" ]; do have="$have$(ns_of $i mode) "; i=$((i + 1)); done
+    log "$REGION (ramdax): namespaces in modes: ${have:-none}; wanted: $WANT"
+    if [ "$have" != "$WANT " ]; then
+        ndctl disable-region "$REGION" >/dev/null 2>&1
+        ndctl init-labels -f all >>"$JOB/setup.log" 2>&1 || fail "ndctl init-labels"
+        ndctl enable-region "$REGION" >/dev/null 2>&1
+        avail=$(ndctl list -R -r "$REGION" | sed -n 's/.*"available_size":\([0-9]*\).*/\1/p')
+        align=16777216
+        each=$(( ${avail:-0} / $(echo $WANT | wc -w) / align * align ))
+        for mode in $WANT; do
+            mapopt=""
+            [ "$mode" = fsdax ] && mapopt=--map=mem
+            # shellcheck disable=SC2086
+            ndctl create-namespace -r "$REGION" --mode="$mode" $mapopt --size="$each" \
+                >>"$JOB/setup.log" 2>&1 || fail "ndctl create-namespace -r $REGION --mode=$mode"
+        done
+    fi
+    log "namespaces: $(ndctl list -N -r "$REGION" | sed -n 's/.*"blockdev":"\([a-z0-9.]*\)".*/\1/p' | tr '\n' ' ')"
+    DEV=/dev/$(ns_of 0 blockdev)
 else
     i=0
     while ! ndctl list -N -n namespace0.0 2>/dev/null | grep -q namespace0.0; do

@@ -140,8 +140,8 @@ def _check_config(config, release, features):
             if config.get(option) not in ("y", "m"):
                 raise VmConfigError(
                     f"kernel {release} was built without CONFIG_{option} (needed for "
-                    f"{feature}): rebuild it with CONFIG_{option}=y or =m, or use --kernel "
-                    f"{defaults.VM_KERNEL}"
+                    f"{feature}): rebuild it with CONFIG_{option}=y or =m, or pick another "
+                    f"--kernel ({', '.join(defaults.VM_KERNELS)})"
                 )
     return True
 

@@ -1,6 +1,7 @@
-"""Real power cuts: a workload runs in a guest on persistent emulated pmem (an NVDIMM or a CXL
-device, whose backing file outlives QEMU), QEMU is killed with SIGKILL at a chosen or random
-moment, the guest boots again and a check command judges what survived; N cycles.
+"""Real power cuts: a workload runs in a guest on persistent emulated pmem (an NVDIMM, a CXL
+device, or memmap= in guest RAM kept in a file: a backing file outlives QEMU), QEMU is killed
+with SIGKILL at a chosen or random moment, the guest boots again and a check command judges
+what survived; N cycles.
 
 One boot per cycle: boot ``k + 1`` first runs the check (the verdict on cut ``k``), then the
 workload again (for cut ``k + 1``); a last boot runs only the check. Both commands are argv
@@ -146,17 +147,19 @@ def run(config, workload, check, *, cuts=defaults.VM_POWER_CUTS, cut_after=None,
         seed=None, timeout=None, progress=None):
     """Run ``workload`` (argv) in a guest of ``config`` and cut its power ``cuts`` times, each
     time booting again to run ``check`` (argv; exit 0 = consistent). Returns a
-    :class:`PowerCutReport`. ``config`` must have persistent pmem (``nvdimm`` or ``cxl``)."""
-    if config.backend not in ("nvdimm", "cxl"):
+    :class:`PowerCutReport`. ``config`` must have persistent pmem (``nvdimm``, ``cxl`` or
+    memmap with ``persist``)."""
+    if config.backend == "memmap" and config.persist is None:
         raise VmConfigError("power cuts need pmem that outlives QEMU: memmap= memory is lost "
-                            "with the guest; use --nvdimm or --cxl")
+                            "with the guest; use --nvdimm, --cxl or --persist FILE")
     workload, check = [str(a) for a in workload], [str(a) for a in check]
     if not workload or not check:
         raise VmConfigError("power cuts need both a workload and a check command")
     if seed is None and cut_after is None:
         seed = random.SystemRandom().randrange(1 << 32)
     moments = cut_moments(cuts, cut_after=cut_after, window=window, seed=seed)
-    report = PowerCutReport(seed=seed, backing_file=str(runner.nvdimm_path(config)))
+    backing = runner.nvdimm_path(config) or config.persist
+    report = PowerCutReport(seed=seed, backing_file=str(backing))
     previous = None
     for i, moment in enumerate([*moments, None]):
         spec = {"check": check if previous else None,

@@ -194,6 +194,8 @@ def _write_cfg(job, config, action):
         "action": action, "mode": config.mode, "fs": " ".join(config.fs),
         "labels": "1" if (config.labels and config.nvdimm is not None) else "0",
         "cxl": "1" if config.cxl is not None else "0",
+        "ramdax": "1" if config.ramdax else "0",
+        "namespaces": " ".join(config.namespaces or ()),
         "share": config.guest_share or "", "mount_options": defaults.MOUNT_OPTIONS,
         "pmemkit_lib": GUEST_LIB if _lib_share(config) else "",
     }
@@ -244,6 +246,10 @@ def qemu_argv(config, image, job, accel, *, interactive=False):
     machine, machine_opts, maxmem, slots, cpu_opts, bus, ports = "pc", (), None, 0, [], None, 0
     if config.memmap is not None:
         append.append(config.memmap.kernel_arg)
+        if config.ramdax:
+            append.append("pmemkit.ramdax=1")
+        if config.persist is not None:
+            machine_opts = ("memory-backend=guest-ram",)
     elif config.cxl is not None:
         machine, machine_opts, bus = "q35", ("cxl=on",), "pcie.0"
         ports, extra_append, cpu_opts = _cxl_quirks(image.kernel.release)
@@ -255,6 +261,9 @@ def qemu_argv(config, image, job, accel, *, interactive=False):
     argv = qemu.base_args(accel=accel, memory=format_size(config.memory), cpus=config.cpus,
                           machine=machine, machine_opts=machine_opts, maxmem=maxmem, slots=slots,
                           cpu_opts=cpu_opts)
+    if config.persist is not None:
+        argv += ["-object", f"memory-backend-file,id=guest-ram,size={config.memory},"
+                            f"mem-path={config.persist},share=on"]
     argv += qemu.kernel_args(image.kernel.boot_image(), image.initramfs, append)
     argv += qemu.drive_args(image.rootfs.image, snapshot=True, bus=bus)
     argv += qemu.share_args(job, "pmemkit-job", bus=bus)

@@ -29,7 +29,7 @@ def test_cut_moments_are_seeded_and_fixed_moments_repeat():
 
 
 def test_memmap_has_nothing_to_survive_a_cut(tmp_path):
-    with pytest.raises(VmConfigError, match="--nvdimm or --cxl"):
+    with pytest.raises(VmConfigError, match="--nvdimm, --cxl or --persist"):
         powercut.run(VmConfig(memmap=defaults.MEMMAP_SMALL, share=False), ["true"], ["true"])
 
 
