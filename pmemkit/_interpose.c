@@ -53,6 +53,7 @@
 #define PATH_LEN 1024
 #define BUF_SIZE (1u << 20)
 #define TRACE_VERSION 1
+#define HOT_IDLE_FENCES 8
 
 enum {
 	T_HELLO = 1, T_FILE = 2, T_INIT = 3, T_STORE = 4, T_FLUSH = 5, T_FENCE = 6,
@@ -89,6 +90,9 @@ struct map {
 	size_t cap;
 	_Atomic size_t nlist;
 	_Atomic int overflow;           /* the list overflowed: scan dirty[] */
+	uint32_t *hot;                  /* writable pages diffed at every sweep (under g_lock) */
+	size_t nhot;
+	unsigned char *hot_flag, *idle; /* per page: in hot[], fences since it last changed */
 };
 
 static struct map g_maps[MAX_MAPS];
@@ -106,6 +110,7 @@ static size_t g_page = 4096;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_buf[BUF_SIZE];
 static size_t g_buflen;
+static int g_must_write;        /* write the buffer out before the interposed call returns */
 static struct sigaction g_old_segv;
 static int g_handler_installed;
 
@@ -257,6 +262,12 @@ static void emit_str(uint16_t type, const char *s)
 	emit(type, 0, 0, n, s, n);
 }
 
+static void emit_now(uint16_t type, const char *s)
+{
+	emit_str(type, s);
+	out_flush();
+}
+
 /* --- mappings ----------------------------------------------------------------- */
 
 static struct map *find_map(uintptr_t a)
@@ -330,12 +341,13 @@ static void install_handler(void)
 }
 
 /* diff [s, e) of mapping m against the shadow; emit the changed runs of 8-byte units */
-static void diff_range(struct map *m, uintptr_t s, uintptr_t e)
+static int diff_range(struct map *m, uintptr_t s, uintptr_t e)
 {
 	struct file *f = &g_files[m->fid];
 	uint64_t fo = m->foff + (s - m->start);
+	int changed = 0;
 	if (fo >= f->size)
-		return;
+		return 0;
 	if (fo + (e - s) > f->size)
 		e = s + (f->size - fo);
 	const uint64_t *cur = (const uint64_t *)s;
@@ -355,70 +367,96 @@ static void diff_range(struct map *m, uintptr_t s, uintptr_t e)
 			j++;
 		memcpy(sh + i, cur + i, (j - i) * 8);
 		emit(T_STORE, m->fid, fo + i * 8, (j - i) * 8, sh + i, (j - i) * 8);
+		changed = 1;
 		i = j;
 	}
+	return changed;
 }
 
-static void diff_page(struct map *m, size_t page)
+static int diff_page(struct map *m, size_t page)
 {
 	uintptr_t s = m->start + page * g_page;
 	uintptr_t e = s + g_page < m->end ? s + g_page : m->end;
-	diff_range(m, s, e);
+	return diff_range(m, s, e);
 }
 
-/* every dirty page of m: diff (and with reprotect, write-protect it again first) */
-static void sweep(struct map *m, int reprotect)
+/* Sweeps. A page that faulted goes to the fault list (signal handler), then to the hot
+ * set at the next sweep. Hot pages stay writable and are diffed at every flush, marker and
+ * fence (a 4 KiB compare costs far less than a protection fault); a hot page left unchanged
+ * for HOT_IDLE_FENCES fences is write-protected again (retired). */
+enum { SWEEP_DIFF = 0, SWEEP_FENCE = 1, SWEEP_ALL = 2 };
+
+static void add_hot(struct map *m, size_t p)
 {
-	if (atomic_load(&m->overflow)) {
-		for (size_t p = 0; p < m->npages; p++) {
-			if (!atomic_load(&m->dirty[p]))
-				continue;
-			if (reprotect) {
-				atomic_store(&m->dirty[p], 0);
-				raw_mprotect(m->start + p * g_page, g_page, m->prot & ~PROT_WRITE);
-			}
-			diff_page(m, p);
-		}
-		if (reprotect) {
-			atomic_store(&m->overflow, 0);
-			atomic_store(&m->nlist, 0);
-			for (size_t i = 0; i < m->cap; i++)
-				atomic_store(&m->list[i], 0);
-		}
+	if (m->hot_flag[p])
 		return;
+	m->hot_flag[p] = 1;
+	m->idle[p] = 0;
+	m->hot[m->nhot++] = (uint32_t)p;
+}
+
+static void take_faults(struct map *m)
+{
+	if (atomic_load(&m->overflow)) {   /* cannot happen (see mark_dirty); stay correct anyway */
+		atomic_store(&m->overflow, 0);
+		for (size_t p = 0; p < m->npages; p++)
+			if (atomic_load(&m->dirty[p]))
+				add_hot(m, p);
 	}
 	size_t i = 0;
 	for (;;) {
 		size_t n = atomic_load(&m->nlist);
-		if (n > m->cap) {           /* overflowed meanwhile */
-			sweep(m, reprotect);
-			return;
-		}
-		if (i == n) {
-			if (!reprotect || atomic_compare_exchange_strong(&m->nlist, &n, 0))
+		if (n > m->cap)
+			n = m->cap;
+		if (i >= n) {
+			size_t want = i;
+			if (atomic_compare_exchange_strong(&m->nlist, &want, 0))
 				return;
+			if (want > m->cap) {   /* overflowed meanwhile */
+				atomic_store(&m->nlist, 0);
+				atomic_store(&m->overflow, 1);
+				take_faults(m);
+				return;
+			}
 			continue;
 		}
 		uint32_t v;
 		while (!(v = atomic_load(&m->list[i])))
 			;   /* a handler took the slot and is about to fill it */
-		size_t p = v - 1;
-		if (reprotect) {
-			atomic_store(&m->list[i], 0);
-			atomic_store(&m->dirty[p], 0);
-			raw_mprotect(m->start + p * g_page, g_page, m->prot & ~PROT_WRITE);
-		}
-		diff_page(m, p);
+		atomic_store(&m->list[i], 0);
+		add_hot(m, v - 1);
 		i++;
 	}
 }
 
-static void sweep_all(int reprotect)
+static void sweep(struct map *m, int mode)
+{
+	take_faults(m);
+	size_t k = 0;
+	for (size_t j = 0; j < m->nhot; j++) {
+		size_t p = m->hot[j];
+		int changed = diff_page(m, p);
+		if (mode != SWEEP_DIFF) {
+			m->idle[p] = changed ? 0 : (unsigned char)(m->idle[p] + 1);
+			if (mode == SWEEP_ALL || m->idle[p] >= HOT_IDLE_FENCES) {
+				m->hot_flag[p] = 0;
+				atomic_store(&m->dirty[p], 0);
+				raw_mprotect(m->start + p * g_page, g_page, m->prot & ~PROT_WRITE);
+				diff_page(m, p);   /* stores between the diff and the protection */
+				continue;
+			}
+		}
+		m->hot[k++] = (uint32_t)p;
+	}
+	m->nhot = k;
+}
+
+static void sweep_all(int mode)
 {
 	int n = atomic_load(&g_nmaps);
 	for (int i = 0; i < n; i++)
 		if (atomic_load(&g_maps[i].active))
-			sweep(&g_maps[i], reprotect);
+			sweep(&g_maps[i], mode);
 }
 
 static int file_for(int fd, const struct stat *st)
@@ -485,22 +523,22 @@ static int grow_shadow(int fid, int fd, uint64_t size)
 	return 0;
 }
 
-static void register_map(void *addr, size_t len, int prot, int fd, off_t off)
+static void free_tables(struct map *m)
 {
-	struct stat st;
-	if (fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISCHR(st.st_mode)))
-		return;
-	int fid = file_for(fd, &st);
-	if (fid < 0) {
-		emit_str(T_ERROR, "more files mapped than pmemkit traces; later ones are not traced");
-		return;
-	}
-	uint64_t fsize = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : (uint64_t)off + len;
-	uint64_t want = (uint64_t)off + len < fsize ? (uint64_t)off + len : fsize;
-	if (grow_shadow(fid, fd, want > g_files[fid].size ? fsize : want) != 0) {
-		emit_str(T_ERROR, "cannot allocate the shadow copy of a traced file (out of memory)");
-		return;
-	}
+	free((void *)m->dirty);
+	free((void *)m->list);
+	free(m->hot);
+	free(m->hot_flag);
+	free(m->idle);
+	m->dirty = NULL;
+	m->list = NULL;
+	m->hot = NULL;
+	m->hot_flag = m->idle = NULL;
+}
+
+/* trace [start, start+len) as file fid from offset foff: write-protect it, clean */
+static struct map *add_map(uintptr_t start, size_t len, int prot, int fid, uint64_t foff)
+{
 	int slot = -1, n = atomic_load(&g_nmaps);
 	for (int i = 0; i < n; i++)
 		if (!atomic_load(&g_maps[i].active) && !g_maps[i].dirty) {
@@ -509,48 +547,68 @@ static void register_map(void *addr, size_t len, int prot, int fd, off_t off)
 		}
 	if (slot < 0) {
 		if (n == MAX_MAPS) {
-			emit_str(T_ERROR, "more mappings than pmemkit traces; later ones are not traced");
-			return;
+			raw_mprotect(start, len, prot);
+			emit_now(T_ERROR, "more mappings than pmemkit traces; later ones are not traced");
+			return NULL;
 		}
 		slot = n;
 	}
 	struct map *m = &g_maps[slot];
 	size_t npages = (len + g_page - 1) / g_page;
 	m->dirty = calloc(npages, 1);
-	m->cap = 2 * npages;
+	m->cap = npages + 1;   /* a page is listed at most once until a sweep takes it */
 	m->list = calloc(m->cap, sizeof(uint32_t));
-	if (!m->dirty || !m->list) {
-		free((void *)m->dirty);
-		free((void *)m->list);
-		m->dirty = NULL;
-		m->list = NULL;
-		emit_str(T_ERROR, "cannot allocate the dirty-page table of a traced mapping (out of memory)");
-		return;
+	m->hot = calloc(npages, sizeof(uint32_t));
+	m->hot_flag = calloc(npages, 1);
+	m->idle = calloc(npages, 1);
+	if (!m->dirty || !m->list || !m->hot || !m->hot_flag || !m->idle) {
+		free_tables(m);
+		raw_mprotect(start, len, prot);
+		emit_now(T_ERROR, "cannot allocate the dirty-page table of a traced mapping (out of memory)");
+		return NULL;
 	}
-	m->start = (uintptr_t)addr;
-	m->end = (uintptr_t)addr + npages * g_page;
+	m->start = start;
+	m->end = start + npages * g_page;
 	m->prot = prot;
 	m->fid = fid;
-	m->foff = (uint64_t)off;
+	m->foff = foff;
 	m->npages = npages;
+	m->nhot = 0;
 	atomic_store(&m->nlist, 0);
 	atomic_store(&m->overflow, 0);
-	install_handler();
-	/* stores made through another mapping of the file since its last diff */
-	sweep_all(0);
 	raw_mprotect(m->start, m->end - m->start, prot & ~PROT_WRITE);
 	atomic_store(&m->active, 1);
 	if (slot == n)
 		atomic_store(&g_nmaps, n + 1);
+	return m;
+}
+
+static void register_map(void *addr, size_t len, int prot, int fd, off_t off)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISCHR(st.st_mode)))
+		return;
+	int fid = file_for(fd, &st);
+	if (fid < 0) {
+		emit_now(T_ERROR, "more files mapped than pmemkit traces; later ones are not traced");
+		return;
+	}
+	uint64_t fsize = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : (uint64_t)off + len;
+	uint64_t want = (uint64_t)off + len < fsize ? (uint64_t)off + len : fsize;
+	if (grow_shadow(fid, fd, want > g_files[fid].size ? fsize : want) != 0) {
+		emit_now(T_ERROR, "cannot allocate the shadow copy of a traced file (out of memory)");
+		return;
+	}
+	install_handler();
+	/* stores made through another mapping of the file since its last diff */
+	sweep_all(SWEEP_DIFF);
+	add_map((uintptr_t)addr, len, prot, fid, (uint64_t)off);
 }
 
 static void release_map(struct map *m)
 {
 	atomic_store(&m->active, 0);
-	free((void *)m->dirty);
-	free((void *)m->list);
-	m->dirty = NULL;
-	m->list = NULL;
+	free_tables(m);
 }
 
 /* [addr, addr+len) is going away (munmap, MAP_FIXED, mremap): diff it, drop it, keep the rest */
@@ -562,7 +620,7 @@ static void unregister_range(uintptr_t addr, size_t len)
 		struct map *m = &g_maps[i];
 		if (!atomic_load(&m->active) || m->end <= addr || m->start >= end)
 			continue;
-		sweep(m, 1);
+		sweep(m, SWEEP_ALL);
 		int fid = m->fid, prot = m->prot;
 		uintptr_t ms = m->start, me = m->end;
 		uint64_t foff = m->foff;
@@ -573,37 +631,7 @@ static void unregister_range(uintptr_t addr, size_t len)
 			uintptr_t s = pieces[k][0], e = pieces[k][1];
 			if (e <= s)
 				continue;
-			int slot = -1, nn = atomic_load(&g_nmaps);
-			for (int j = 0; j < nn; j++)
-				if (!atomic_load(&g_maps[j].active) && !g_maps[j].dirty) {
-					slot = j;
-					break;
-				}
-			if (slot < 0 && nn < MAX_MAPS)
-				slot = nn;
-			if (slot < 0)
-				continue;
-			struct map *p = &g_maps[slot];
-			size_t np = (e - s) / g_page;
-			p->dirty = calloc(np, 1);
-			p->cap = 2 * np;
-			p->list = calloc(p->cap, sizeof(uint32_t));
-			if (!p->dirty || !p->list) {
-				release_map(p);
-				raw_mprotect(s, e - s, prot);
-				continue;
-			}
-			p->start = s;
-			p->end = e;
-			p->prot = prot;
-			p->fid = fid;
-			p->foff = foff + (s - ms);
-			p->npages = np;
-			atomic_store(&p->nlist, 0);
-			atomic_store(&p->overflow, 0);
-			atomic_store(&p->active, 1);
-			if (slot == nn)
-				atomic_store(&g_nmaps, nn + 1);
+			add_map(s, e - s, prot, fid, foff + (s - ms));
 		}
 	}
 }
@@ -638,9 +666,15 @@ static int enter(void)
 	return 1;
 }
 
+/* records reach the file at every fence, marker, record and exit (and when the buffer
+ * fills): what a kill loses is only what came after the last fence, which is lost to the
+ * trace anyway (stores made after it are never diffed) */
 static void leave(void)
 {
-	out_flush();
+	if (g_must_write) {
+		out_flush();
+		g_must_write = 0;
+	}
 	pthread_mutex_unlock(&g_lock);
 	t_depth--;
 }
@@ -673,14 +707,16 @@ static void do_flush(const void *addr, size_t len)
 
 static void do_fence(void)
 {
-	sweep_all(1);
+	sweep_all(SWEEP_FENCE);
 	emit(T_FENCE, 0, 0, 0, NULL, 0);
+	g_must_write = 1;
 }
 
 static void do_mark(const char *name)
 {
-	sweep_all(0);
+	sweep_all(SWEEP_DIFF);
 	emit_str(T_MARK, name);
+	g_must_write = 1;
 }
 
 static void finish(int how, int status)
@@ -688,8 +724,9 @@ static void finish(int how, int status)
 	if (g_finished)
 		return;
 	g_finished = 1;
-	sweep_all(1);
+	sweep_all(SWEEP_ALL);
 	emit(T_END, 0, (uint64_t)how, (uint64_t)(unsigned)status, NULL, 0);
+	g_must_write = 1;
 }
 
 /* --- libpmem ---------------------------------------------------------------------- */
@@ -753,8 +790,11 @@ static void after_copy(void *dest, size_t len, unsigned flags)
 	if (!(flags & (F_NOFLUSH | F_NODRAIN)))
 		do_fence();
 	else
-		sweep_all(0);   /* the copied bytes are stores of this point in the program */
-	out_flush();
+		sweep_all(SWEEP_DIFF);   /* the copied bytes are stores of this point in the program */
+	if (g_must_write) {
+		out_flush();
+		g_must_write = 0;
+	}
 	pthread_mutex_unlock(&g_lock);
 }
 
@@ -959,6 +999,7 @@ void pmemkit_record(const char *key, const char *value)
 		if (v)
 			memcpy(buf + k + 1, value, v);
 		emit(T_RECORD, 0, k, k + 1 + v, buf, k + 1 + v);
+		g_must_write = 1;
 		if (buf != stack)
 			free(buf);
 	}
@@ -1047,33 +1088,7 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 					f->size = want;
 				}
 			}
-			int slot = -1, n = atomic_load(&g_nmaps);
-			for (int i = 0; i < n; i++)
-				if (!atomic_load(&g_maps[i].active) && !g_maps[i].dirty) {
-					slot = i;
-					break;
-				}
-			if (slot < 0 && n < MAX_MAPS)
-				slot = n;
-			if (slot >= 0) {
-				struct map *m = &g_maps[slot];
-				size_t np = (new_len + g_page - 1) / g_page;
-				m->dirty = calloc(np, 1);
-				m->cap = 2 * np;
-				m->list = calloc(m->cap, sizeof(uint32_t));
-				m->start = (uintptr_t)r;
-				m->end = (uintptr_t)r + np * g_page;
-				m->prot = saved.prot;
-				m->fid = saved.fid;
-				m->foff = saved.foff;
-				m->npages = np;
-				atomic_store(&m->nlist, 0);
-				atomic_store(&m->overflow, 0);
-				raw_mprotect(m->start, m->end - m->start, saved.prot & ~PROT_WRITE);
-				atomic_store(&m->active, 1);
-				if (slot == n)
-					atomic_store(&g_nmaps, n + 1);
-			}
+			add_map((uintptr_t)r, new_len, saved.prot, saved.fid, saved.foff);
 		}
 		leave();
 	}
@@ -1156,6 +1171,16 @@ EXIT_FN(_Exit)
 
 /* --- start and end ---------------------------------------------------------------- */
 
+static void atfork_prepare(void)
+{
+	/* every page write-protected at the fork, so a child's store faults and is reported */
+	if (enter()) {
+		sweep_all(SWEEP_ALL);
+		g_must_write = 1;
+		leave();
+	}
+}
+
 static void atfork_child(void)
 {
 	/* the child shares the trace file and the pool: it must not record, and its
@@ -1188,7 +1213,7 @@ __attribute__((constructor)) static void pmemkit_init(void)
 	g_fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (g_fd < 0)
 		return;
-	pthread_atfork(NULL, NULL, atfork_child);
+	pthread_atfork(atfork_prepare, NULL, atfork_child);
 	pthread_mutex_lock(&g_lock);
 	emit(T_HELLO, 0, TRACE_VERSION, (uint64_t)getpid(), NULL, 0);
 	/* a definition that comes before ours (statically linked libpmem exported by the

@@ -134,12 +134,13 @@ def cmd_record(args, out):
     from ..crash import pmemcheck
 
     try:
-        _, work = _trace(args, out)
+        prog, work = _trace(args, out)
     except TraceIncompleteError:
         return status.Status.INCOMPLETE
     path = Path(args.output)
     try:
-        pmemcheck.write_log(work.exportable(), path)
+        # the pool's full path, as pmemcheck writes it: pmreorder opens that file
+        pmemcheck.write_log(work.exportable(), path, name=prog.trace.pool().path)
         if args.initial_out:
             Path(args.initial_out).write_bytes(work.initial)
     except OSError as exc:

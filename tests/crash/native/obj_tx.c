@@ -3,12 +3,15 @@
  * object, x + y == sum (each transaction adds i to x and 2i to y).
  *
  *   obj_tx create FILE            make the pool (not traced)
- *   obj_tx run MODE FILE N        MODE: correct (every field pmemobj_tx_add_range'd)
- *                                       buggy (sum written without being added)
+ *   obj_tx run MODE FILE N [timed] MODE: correct (every field pmemobj_tx_add_range'd)
+ *                                       buggy (sum written without being added);
+ *                                       timed: print the seconds the N transactions took
  *   obj_tx check FILE             open the pool (recovery runs), exit 0 iff the invariant holds
+ *   obj_tx check-pmreorder FILE   the same, exit 1 iff it holds (pmreorder's convention)
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <libpmemobj.h>
@@ -34,19 +37,22 @@ int main(int argc, char **argv)
 		pmemobj_close(pop);
 		return 0;
 	}
-	if (argc == 3 && strcmp(argv[1], "check") == 0) {
+	/* check-pmreorder: pmreorder's convention, exit 1 = consistent, 0 = inconsistent */
+	int pmreorder = argc == 3 && strcmp(argv[1], "check-pmreorder") == 0;
+	if (pmreorder || (argc == 3 && strcmp(argv[1], "check") == 0)) {
 		PMEMobjpool *pop = pmemobj_open(argv[2], LAYOUT);
-		if (!pop) { printf("cannot open: %s\n", pmemobj_errormsg()); return 1; }
+		if (!pop) { printf("cannot open: %s\n", pmemobj_errormsg()); return !pmreorder; }
 		struct root *r = pmemobj_direct(pmemobj_root(pop, sizeof(struct root)));
 		int ok = r->x + r->y == r->sum;
 		if (!ok)
 			printf("x %lu + y %lu != sum %lu\n", (unsigned long)r->x, (unsigned long)r->y,
 			       (unsigned long)r->sum);
 		pmemobj_close(pop);
-		return ok ? 0 : 1;
+		return pmreorder ? ok : !ok;
 	}
-	if (argc != 5 || strcmp(argv[1], "run") != 0) {
-		fprintf(stderr, "usage: %s create FILE [SIZE] | run correct|buggy FILE N | check FILE\n", argv[0]);
+	if (argc < 5 || argc > 6 || strcmp(argv[1], "run") != 0) {
+		fprintf(stderr, "usage: %s create FILE [SIZE] | run correct|buggy FILE N [timed] | "
+			"check FILE | check-pmreorder FILE\n", argv[0]);
 		return 2;
 	}
 	int buggy = strcmp(argv[2], "buggy") == 0;
@@ -55,6 +61,8 @@ int main(int argc, char **argv)
 	if (!pop) { fprintf(stderr, "open: %s\n", pmemobj_errormsg()); return 2; }
 	PMEMoid root = pmemobj_root(pop, sizeof(struct root));
 	struct root *r = pmemobj_direct(root);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int i = 1; i <= n; i++) {
 		TX_BEGIN(pop) {
 			if (buggy) {
@@ -72,6 +80,9 @@ int main(int argc, char **argv)
 			return 2;
 		} TX_END
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (argc == 6)
+		printf("%.9f\n", (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
 	pmemobj_close(pop);
 	return 0;
 }
