@@ -204,12 +204,13 @@ class Arena:
                             f"(first: lba {self.lba_start + int(idx[0])} -> {int(blocks[idx[0]])})")
         if self.flog_bad is not None and self.flog_bad.any():
             return problems
-        free = (np.array(self.free, dtype=np.uint32) & np.uint32(layout.MAP_LBA_MASK)).astype(np.int64)
+        free = (self.free_np & np.uint32(layout.MAP_LBA_MASK)).astype(np.int64)
         free_outside = free >= limit
         if free_outside.any():
             problems.append(f"{tag}: {int(free_outside.sum())} flog entries hold a free block past "
                             f"the arena")
-        counts = np.bincount(np.concatenate((blocks[~outside], free[~free_outside])), minlength=limit)
+        referenced = np.concatenate((blocks[~outside], free[~free_outside]))
+        counts = np.bincount(referenced, minlength=limit)
         duplicated = np.nonzero(counts > 1)[0]
         if duplicated.size:
             problems.append(f"{tag}: {duplicated.size} blocks are referenced more than once "

@@ -94,7 +94,8 @@ def build_ops(workload, cfg, nlba, nlane):
                 ("write", a, _content(rng, cfg.lbasize, next(tag))), ("error", a), ("zero", b)]
         ops = ops[:max(cfg.writes, 2)]
     else:
-        raise InvalidArgumentError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
+        raise InvalidArgumentError(
+            f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
     return ops
 
 
@@ -106,7 +107,7 @@ def _expected_after(op):
         return [(op[1], None)]
     if kind == "error":
         return [(op[1], ERROR)]
-    return list(zip(op[1], op[2]))
+    return list(zip(op[1], op[2], strict=True))
 
 
 class _RawSectors:
@@ -135,7 +136,7 @@ def _apply(dev, op):
     elif kind == "error":
         dev.set_error(op[1])
     elif isinstance(dev, _RawSectors):
-        for lba, d in zip(op[1], op[2]):
+        for lba, d in zip(op[1], op[2], strict=True):
             dev.write(lba, d)
     else:
         import numpy as np
@@ -291,7 +292,8 @@ def format_table(rows):
             f"{'torn sectors':>12} {'lost writes':>11} {'check fails':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.workload:<11} {r.mode:<4} {r.states:>8} {r.images:>7} {r.torn_states:>11} "
+        lines.append(f"{r.workload:<11} {r.mode:<4} {r.states:>8} {r.images:>7} "
+                     f"{r.torn_states:>11} "
                      f"{r.torn_sectors:>12} {r.lost_writes:>11} {r.inconsistent:>11}"
                      + ("" if r.complete else "  (incomplete)"))
     return "\n".join(lines)

@@ -293,7 +293,8 @@ class Btt(BatchIO):
         try:
             lba = operator.index(lba)
         except TypeError:
-            raise InvalidArgumentError(f"lba must be an integer, got {type(lba).__name__}") from None
+            raise InvalidArgumentError(
+                f"lba must be an integer, got {type(lba).__name__}") from None
         if not 0 <= lba < self.nlba:
             raise OutOfRangeError(
                 f"lba {lba} is out of range: this BTT has {self.nlba} blocks (0..{self.nlba - 1})")
@@ -409,7 +410,7 @@ class Btt(BatchIO):
     # --- checking ----------------------------------------------------------------------------
 
     def check(self):
-        """Consistency check (like ``pmempool check``): a list of problems, empty when consistent."""
+        """Consistency check (like ``pmempool check``): a list of problems (empty: consistent)."""
         region = self._live()
         problems = list(self.messages)
         for a in self.arenas:

@@ -75,7 +75,7 @@ CHECKSUM_OFFSET = INFO_SIZE - 8
 
 
 def fletcher64(data, skip=None, zero_from=None):
-    """Fletcher-64 over 32-bit little-endian words, as PMDK's util_checksum and Linux's nd_fletcher64.
+    """Fletcher-64 over 32-bit little-endian words (PMDK's util_checksum, Linux's nd_fletcher64).
 
     ``skip`` is the byte offset of an 8-byte checksum field counted as zeros;
     ``zero_from`` treats every byte from there on as zero (PMDK's skip_off).
@@ -271,7 +271,8 @@ def initial_flog(info, flags=MAP_ZERO):
     """The flog of a new arena: lane i owns block external_nlba+i, seq 1 in the first slot."""
     n = info.nfree
     flog = np.zeros((n, FLOG_PAIR_SIZE // 4), dtype="<u4")
-    blocks = (np.arange(n, dtype=np.uint64) + info.external_nlba).astype(np.uint32) | np.uint32(flags)
+    blocks = np.arange(n, dtype=np.uint64) + info.external_nlba
+    blocks = blocks.astype(np.uint32) | np.uint32(flags)
     flog[:, 0] = np.arange(n, dtype=np.uint32)
     flog[:, 1] = blocks
     flog[:, 2] = blocks

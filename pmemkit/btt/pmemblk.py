@@ -133,7 +133,8 @@ def open_pmemblk(path, *, readonly=False):
     region = map_file(path)
     try:
         if region.size < MIN_POOL:
-            raise BttCorruptError(f"{path} is {region.size} bytes, smaller than any libpmemblk pool")
+            raise BttCorruptError(
+                f"{path} is {region.size} bytes, smaller than any libpmemblk pool")
         header = parse_header(region.read(0, HDR_SIZE))
         bsize = struct.unpack("<I", region.read(BSIZE_OFFSET, 4))[0]
         if bsize == 0:

@@ -97,7 +97,8 @@ def test_several_arenas():
     assert all(got[i].tobytes() == block(512, lba) for i, lba in enumerate(edges))
     b.close()
     b = Btt.open(buf)
-    assert len(b.arenas) == 3 and [b.read(l) for l in edges] == [block(512, l) for l in edges]
+    assert len(b.arenas) == 3
+    assert [b.read(lba) for lba in edges] == [block(512, lba) for lba in edges]
     assert b.check() == []
 
 
@@ -386,7 +387,8 @@ def test_methods_taken_before_close_fail_cleanly():
 
 @pytest.mark.parametrize("target", ["bytearray", "file"])
 def test_fast_paths_keep_every_error_and_state(target, tmp_path):
-    """read/read_many take fast paths for int / int64-array LBAs: they must agree with the slow ones."""
+    """read/read_many take fast paths for int / int64-array LBAs: they agree with the checked
+    ones."""
     if target == "file":
         pm = pmemkit.map_file(str(tmp_path / "f"), SMALL, create=True)
         b = Btt.create(pm, lbasize=512, nfree=8)

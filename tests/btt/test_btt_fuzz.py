@@ -99,7 +99,8 @@ def test_info_fields_with_valid_checksums(data):
         name = data.draw(st.sampled_from(FIELDS))
         bits = 16 if name == "major" else 64 if name.endswith("off") else 32
         value = data.draw(st.one_of(st.integers(0, 2 ** bits - 1),
-                                    st.sampled_from([0, 1, 4096, 2 ** bits - 1, SIZE, SIZE - 4096])))
+                                    st.sampled_from([0, 1, 4096, 2 ** bits - 1, SIZE,
+                                                     SIZE - 4096])))
         setattr(info, name, value & (2 ** bits - 1))
     raw = info.pack()
     buf[start:start + 4096] = raw

@@ -58,10 +58,10 @@ def test_geometry_reproduces_libpmemblk(tmp_path, blkpool):
 
 
 def test_internal_lbasize_styles():
-    assert [layout.internal_lbasize(s, "linux") for s in layout.LINUX_LBASIZES] == \
-        [512, 576, 576, 4096, 4160, 4160, 4224]
-    assert [layout.internal_lbasize(s, "pmemblk") for s in (1, 512, 520, 4096, 4104)] == \
-        [512, 512, 768, 4096, 4352]
+    linux = [layout.internal_lbasize(s, "linux") for s in layout.LINUX_LBASIZES]
+    assert linux == [512, 576, 576, 4096, 4160, 4160, 4224]
+    pmemblk = [layout.internal_lbasize(s, "pmemblk") for s in (1, 512, 520, 4096, 4104)]
+    assert pmemblk == [512, 512, 768, 4096, 4352]
 
 
 def test_several_arenas_and_limits():

@@ -55,7 +55,7 @@ def test_pool_written_by_libpmemblk_reads_identically(tmp_path, blkpool, bsize):
     assert run_pmempool("check", "-v", path).returncode == 0
     pool = blkpool(path, bsize)
     assert pool.read(17) == content(bsize, 500)
-    assert [pool.read(l) for l in (2, 3, 40)] == [content(bsize, t) for t in (501, 502, 503)]
+    assert [pool.read(lba) for lba in (2, 3, 40)] == [content(bsize, t) for t in (501, 502, 503)]
 
 
 @pytest.mark.parametrize("bsize", [512, 4096])
