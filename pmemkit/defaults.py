@@ -37,6 +37,8 @@ FORCE_PMEM_ENV = "PMEMKIT_FORCE_PMEM"
 FLUSH_ENV = "PMEMKIT_FLUSH"
 
 # --- crash simulator -----------------------------------------------------------
+#: The persistency models, the default first (CLI choices and the tracer read this).
+CRASH_MODELS = ("x86", "x86-line", "eadr")
 #: Engine "auto": explore a crash point exhaustively while it has at most this many states...
 CRASH_AUTO_EXHAUSTIVE_STATES = 1 << 16
 #: ...else bounded with the largest k (<= CRASH_BOUNDED_K) giving at most this many states, plus random samples.

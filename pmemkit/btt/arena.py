@@ -22,8 +22,12 @@ from . import layout
 _U32 = struct.Struct("<I")
 
 
-def open_target(target, *, size=None, create=False):
-    """Return ``(region, owned)`` for a path, a Region or a writable buffer."""
+def open_target(target, *, size=None, create=False, writable=True):
+    """Return ``(region, owned)`` for a path, a Region or a writable buffer.
+
+    A path is mapped with :func:`~pmemkit.mapping.map_file`; ``writable=False`` maps it
+    read-only, so that a file without write permission can be read.
+    """
     if isinstance(target, (str, os.PathLike)):
         from ..mapping import map_file
 
@@ -31,7 +35,7 @@ def open_target(target, *, size=None, create=False):
             exists = os.path.exists(target)
             current = os.path.getsize(target) if exists else 0
             return map_file(target, max(size, current), create=True), True
-        return map_file(target), True
+        return map_file(target, writable=writable), True
     return as_region(target), False
 
 
@@ -298,11 +302,14 @@ def read_arenas(region, offset, *, readonly, arena_size, parent_uuid):
             if not readonly:
                 region.memcpy_persist(pos, raw)
         info = layout.Info.unpack(raw)
-        arena_span = info.nextoff if info.nextoff else remaining
-        if arena_span > remaining:
+        needed = info.nextoff or info.infooff + layout.INFO_SIZE
+        if needed > remaining:
+            what = "the next arena" if info.nextoff else "its backup info block"
             raise BttCorruptError(
-                f"arena {len(arenas)} at offset {pos}: next arena offset 0x{info.nextoff:x} "
-                f"lies past the end of the target")
+                f"the image is truncated: arena {len(arenas)} at offset {pos} reaches "
+                f"{pos + needed} bytes into the target (to the end of {what}), but the target "
+                f"is only {end} bytes: restore the whole image (or give the right offset)")
+        arena_span = info.nextoff if info.nextoff else remaining
         geometry = layout.geometry_problem(info, arena_span)
         if geometry:
             raise BttCorruptError(f"arena {len(arenas)} at offset {pos}: {geometry}")
@@ -313,7 +320,7 @@ def read_arenas(region, offset, *, readonly, arena_size, parent_uuid):
         arena = Arena(len(arenas), pos, info)
         if info.flags & layout.FLAG_ERROR:
             arena.ro_reason = "its info block has the error flag set"
-        if used_backup is None and not readonly:
+        if used_backup is None:
             backup_problem = layout.info_problem(region.read(pos + info.infooff, layout.INFO_SIZE))
             if backup_problem is not None:
                 messages.append(f"arena {arena.index}: backup info block at offset "
@@ -325,27 +332,40 @@ def read_arenas(region, offset, *, readonly, arena_size, parent_uuid):
     return arenas, messages
 
 
-def locate(target, *, step=layout.BTT_ALIGNMENT, limit=1 << 20):
-    """Offsets (multiples of ``step`` in the first ``limit`` bytes) holding a valid BTT info block.
+def _valid_info(view, off):
+    """The Info at ``off`` of ``view`` when a valid info block is there, else ``None``."""
+    block = view[off:off + layout.INFO_SIZE]
+    if bytes(block[:16]) != layout.SIGNATURE or layout.info_problem(block) is not None:
+        return None
+    return layout.Info.unpack(block)
+
+
+def locate(target, *, step=layout.BTT_ALIGNMENT, limit=1 << 20, arena_size=None):
+    """Offsets (multiples of ``step`` in the first ``limit`` bytes) where a BTT starts.
 
     Finds the BTT inside a namespace image: 4096 for label-less (1.1) Linux
-    namespaces, 0 for labelled (2.0) ones, 8192 in libpmemblk pools.
+    namespaces, 0 for labelled (2.0) ones, 8192 in libpmemblk pools. A BTT is found
+    from either copy of its first info block: a valid primary, or a valid backup
+    (at the end of the arena, as :meth:`~pmemkit.btt.Btt.open` looks for it; give
+    ``arena_size`` for BTTs made with a smaller arena size) that points back here.
+    A path is mapped read-only.
     """
-    region, owned = open_target(target)
+    region, owned = open_target(target, writable=False)
     try:
         found = []
-        end = min(region.size - layout.INFO_SIZE, limit)
+        size = region.size
+        end = min(size - layout.INFO_SIZE, limit)
         view = region.buffer
         try:
             for off in range(0, end + 1, step):
-                block = view[off:off + layout.INFO_SIZE]
-                if bytes(block[:16]) != layout.SIGNATURE or layout.info_problem(block) is not None:
-                    continue
-                infooff = layout.Info.unpack(block).infooff
-                backup = off + infooff
-                if (infooff and backup + layout.INFO_SIZE <= region.size
-                        and layout.info_problem(view[backup:backup + layout.INFO_SIZE]) is None):
+                if _valid_info(view, off) is not None:
                     found.append(off)
+                    continue
+                for backup_off in backup_candidates(off, size - off, arena_size):
+                    backup = _valid_info(view, backup_off)
+                    if backup is not None and backup.infooff == backup_off - off:
+                        found.append(off)
+                        break
         finally:
             view.release()
         return found

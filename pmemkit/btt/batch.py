@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BttCorruptError, BttIOError, InvalidArgumentError, OutOfRangeError
-from ..region import CACHE_LINE
+from ..region import CACHE_LINE, as_int
 from . import layout
 
 _NEXT_SEQ = np.array(layout.NSEQ, dtype=np.uint64)
@@ -72,6 +72,15 @@ class BatchIO:
         if lbas.ndim != 1:
             raise InvalidArgumentError(
                 f"lbas must be a 1-D sequence of integers, got shape {lbas.shape}")
+        if lbas.dtype == object:           # Python ints past int64, or not integers at all
+            lbas = np.array([as_int(lba, "lba") for lba in lbas.tolist()], dtype=object)
+            if lbas.size:
+                bad = [lba for lba in lbas.tolist() if not 0 <= lba < self.nlba]
+                if bad:
+                    raise OutOfRangeError(
+                        f"lba {bad[0]} is out of range: this BTT has {self.nlba} blocks "
+                        f"(0..{self.nlba - 1})")
+            lbas = lbas.astype(np.int64)
         if lbas.size and lbas.dtype.kind not in "iu":
             raise InvalidArgumentError(f"lbas must be integers, got dtype {lbas.dtype}")
         lbas = lbas.astype(np.int64, copy=False)

@@ -21,7 +21,6 @@ map forward.
 
 from __future__ import annotations
 
-import operator
 import struct
 import uuid as _uuid
 import warnings
@@ -30,12 +29,13 @@ import numpy as np
 
 from ..errors import (BttCorruptError, BttIOError, BttReadOnlyError, ClosedMappingError,
                       InvalidArgumentError, OutOfRangeError)
+from ..region import as_int, bytes_view
+from .arena import open_target, read_arenas, write_arena_layout
+from .batch import BatchIO
 from .layout import (BTT_ALIGNMENT, DEFAULT_NFREE, FLOG_ENTRY_SIZE, FLOG_PAIR_SIZE, INFO_SIZE,
                      LINUX_LBASIZES, MAP_ENTRY_SIZE, MAP_ERROR, MAP_FLAG_MASK, MAP_LBA_MASK,
                      MAP_NORMAL, MAP_ZERO, MAX_ARENA_SIZE, MIN_ARENA_SIZE, NSEQ, SEQ_MASK, VERSIONS,
-                     normal_entry, plan_arenas)
-from .arena import open_target, read_arenas, write_arena_layout
-from .batch import BatchIO
+                     info_problem, normal_entry, plan_arenas)
 
 _PAIR = struct.Struct("<II")
 _U32 = struct.Struct("<I")
@@ -148,9 +148,9 @@ class Btt(BatchIO):
         ``"pmemblk"`` like libpmemblk (256-byte, at least 512).
         ``close_region=True`` hands a region target over: closing the Btt closes it.
         """
-        lbasize = _int(lbasize, "lbasize")
-        nfree = _int(nfree, "nfree")
-        offset = _int(offset, "offset")
+        lbasize = as_int(lbasize, "lbasize")
+        nfree = as_int(nfree, "nfree")
+        offset = as_int(offset, "offset")
         if version not in VERSIONS:
             raise InvalidArgumentError(
                 f"unknown BTT version {version!r}; use one of {', '.join(VERSIONS)}")
@@ -167,17 +167,17 @@ class Btt(BatchIO):
             raise InvalidArgumentError(f"nfree must be between 1 and 65536, got {nfree}")
         if offset < 0 or offset % 8:
             raise InvalidArgumentError(f"offset must be a non-negative multiple of 8, got {offset}")
-        arena_size = _int(arena_size, "arena_size")
+        arena_size = as_int(arena_size, "arena_size")
         if arena_size % BTT_ALIGNMENT or arena_size <= 0 or arena_size > MAX_ARENA_SIZE:
             raise InvalidArgumentError(
                 f"arena_size must be a positive multiple of 4096 up to 512 GiB, got {arena_size}")
         region, owned = open_target(
-            target, size=None if size is None else offset + _int(size, "size"), create=True)
+            target, size=None if size is None else offset + as_int(size, "size"), create=True)
         owned = owned or close_region
         try:
             if size is None:
                 size = region.size - offset
-            size = _int(size, "size")
+            size = as_int(size, "size")
             if size <= 0 or offset + size > region.size:
                 raise OutOfRangeError(
                     f"the BTT [{offset}, {offset + size}) does not fit the {region.size}-byte "
@@ -207,12 +207,13 @@ class Btt(BatchIO):
         says so, and a writable open restores the primary). An arena whose flog
         or flags are inconsistent is opened read-only (:class:`BttReadOnlyError`
         on write, with the reason). ``arena_size`` helps find a backup info block
-        of BTTs made with a non-default arena size. ``parent_uuid`` (16 bytes)
+        of BTTs made with a non-default arena size. A path opened ``readonly`` is mapped
+        read-only (a file without write permission opens). ``parent_uuid`` (16 bytes)
         accepts only info blocks naming that parent (a pool's uuid).
         ``close_region=True`` hands a region target over: closing the Btt closes it.
         """
-        offset = _int(offset, "offset")
-        region, owned = open_target(target)
+        offset = as_int(offset, "offset")
+        region, owned = open_target(target, writable=not readonly)
         owned = owned or close_region
         try:
             return cls._attach(region, offset, owned=owned, readonly=readonly,
@@ -290,11 +291,7 @@ class Btt(BatchIO):
 
     def _locate(self, lba):
         """``(arena, pre-map lba)`` of external ``lba``, after checking it."""
-        try:
-            lba = operator.index(lba)
-        except TypeError:
-            raise InvalidArgumentError(
-                f"lba must be an integer, got {type(lba).__name__}") from None
+        lba = as_int(lba, "lba")
         if not 0 <= lba < self.nlba:
             raise OutOfRangeError(
                 f"lba {lba} is out of range: this BTT has {self.nlba} blocks (0..{self.nlba - 1})")
@@ -304,17 +301,11 @@ class Btt(BatchIO):
         return arena, lba - arena.lba_start
 
     def _check_data(self, data):
-        try:
-            view = memoryview(data)
-        except TypeError:
-            raise InvalidArgumentError(
-                f"data must be a bytes-like object, got {type(data).__name__}") from None
+        view = bytes_view(data)
         if view.nbytes != self.lbasize:
             raise InvalidArgumentError(
                 f"data is {view.nbytes} bytes; a block of this BTT is exactly {self.lbasize} bytes")
-        if not view.c_contiguous:
-            view = memoryview(bytes(view))
-        return view.cast("B")
+        return view
 
     def _writable(self, arena):
         if self.readonly:
@@ -369,7 +360,7 @@ class Btt(BatchIO):
         # internal_nlba. An arena with a recovery overlay keeps the checked method.
         def read(lba):
             try:
-                if lba >= 0:
+                if type(lba) is int and lba >= 0:
                     block = map_view[lba] - normal
                     if 0 <= block < internal_nlba:
                         return region_read(dataoff + block * internal_lbasize, lbasize)
@@ -418,12 +409,18 @@ class Btt(BatchIO):
         return problems
 
     def info(self):
-        """A dict describing the layout (what ``pmemkit btt info`` prints)."""
-        self._live()
+        """A dict describing the layout (what ``pmemkit btt info`` prints).
+
+        Each arena's ``info_damage`` maps ``"primary"`` and ``"backup"`` to what is wrong
+        with that copy of its info block (``None``: intact).
+        """
+        region = self._live()
         out = {"offset": self.offset, "version": self.version, "lbasize": self.lbasize,
                "nlba": self.nlba, "nlane": self.nlane, "arenas": []}
         for a in self.arenas:
             i = a.info
+            damage = {which: info_problem(region.read(off, INFO_SIZE))
+                      for which, off in (("primary", a.start), ("backup", a.infooff))}
             states = np.bincount((a.map_np >> np.uint32(30)).astype(np.int64), minlength=4)
             out["arenas"].append({
                 "index": a.index, "offset": a.start, "uuid": i.uuid_str,
@@ -432,18 +429,11 @@ class Btt(BatchIO):
                 "internal_lbasize": i.internal_lbasize, "internal_nlba": i.internal_nlba,
                 "nfree": i.nfree, "nextoff": i.nextoff, "dataoff": i.dataoff, "mapoff": i.mapoff,
                 "flogoff": i.flogoff, "infooff": i.infooff, "checksum": i.checksum,
-                "flog_slots": a.slots, "read_only": a.ro_reason,
+                "flog_slots": a.slots, "read_only": a.ro_reason, "info_damage": damage,
                 "map": {"initial": int(states[0]), "error": int(states[1]),
                         "zero": int(states[2]), "normal": int(states[3])},
             })
         return out
-
-
-def _int(value, what):
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise InvalidArgumentError(f"{what} must be an integer, got {value!r}") from None
 
 
 def _uuid_bytes(value):

@@ -127,10 +127,11 @@ def open_pmemblk(path, *, readonly=False):
     """Open a libpmemblk pool file (header ``PMEMBLK``, BTT at 8 KiB); returns its Btt.
 
     A pool whose BTT was never laid out gets its layout now (libpmemblk does the same
-    on the first write); read-only opens of such pools fail."""
+    on the first write); read-only opens of such pools fail. ``readonly`` maps the file
+    read-only (a file without write permission opens)."""
     from ..mapping import map_file
 
-    region = map_file(path)
+    region = map_file(path, writable=not readonly)
     try:
         if region.size < MIN_POOL:
             raise BttCorruptError(

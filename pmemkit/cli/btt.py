@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
-from . import status
+from .status import HelpFormatter, Status, epilog, verdict
+
+
+def _count(text, minimum=1):
+    """An argparse type: an integer of at least ``minimum`` (anything else is a usage error)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give at least {minimum}")
+    return value
+
+
+def _offset(text):
+    return _count(text, 0)
 
 
 def register(subparsers):
@@ -17,43 +33,53 @@ def register(subparsers):
 
     def image_args(q):
         q.add_argument("path", metavar="PATH",
-                       help="a libpmemblk pool, a namespace image (e.g. a QEMU NVDIMM backing file) "
-                            "or any file holding a BTT")
-        q.add_argument("--offset", type=int, default=None,
+                       help="a libpmemblk pool, a namespace image (e.g. a QEMU NVDIMM backing "
+                            "file) or any file holding a BTT")
+        q.add_argument("--offset", type=_offset, default=None,
                        help="byte offset of the first arena's info block (default: found "
-                            "automatically: 8 KiB in pmemblk pools, 4 KiB in label-less namespaces)")
+                            "automatically from either copy of the info block: 8 KiB in pmemblk "
+                            "pools, 4 KiB in label-less namespaces)")
         q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sub.add_parser("info", help="print a BTT's layout (like pmempool info)",
-                       description="Print the layout of the BTT in PATH: arenas, offsets, map states. "
-                                   "The image is opened read-only and never modified.")
+                       description="Print the layout of the BTT in PATH: arenas, offsets, map "
+                                   "states, damaged info blocks. The image is opened read-only "
+                                   "(a read-only file works) and never modified.")
     image_args(q)
     q.set_defaults(func=cmd_info)
     q = sub.add_parser("check", help="check a BTT's consistency (like pmempool check)",
-                       description="Check the BTT in PATH (info blocks and backups, flog, map: every "
-                                   "block referenced exactly once). Read-only.",
-                       formatter_class=status.HelpFormatter, epilog=status.EPILOG)
+                       description="Check the BTT in PATH (info blocks and backups, flog, map: "
+                                   "every block referenced exactly once). Read-only (a read-only "
+                                   "file works).",
+                       formatter_class=HelpFormatter, epilog=epilog())
     image_args(q)
     q.set_defaults(func=cmd_check)
 
     q = sub.add_parser(
-        "crash-suite", help="show BTT sector atomicity under every crash state, and raw mode tearing",
-        description="Run sector-write workloads under pmemkit.crash at every persistence point, through "
-                    "the BTT and in raw mode (memcpy + persist in place). Prints states checked, torn "
-                    "sectors and lost writes per workload. OK (0) when the BTT never tore or lost a "
-                    "write and raw mode tore in every workload.",
-        formatter_class=status.HelpFormatter, epilog=status.EPILOG)
+        "crash-suite",
+        help="show BTT sector atomicity under every crash state, and raw mode tearing",
+        description="Run sector-write workloads under pmemkit.crash at every persistence point, "
+                    "through the BTT and in raw mode (memcpy + persist in place). Prints states "
+                    "checked, torn sectors and lost writes per workload. OK when BTT never tore "
+                    "or lost a write and raw mode tore in every workload, with every crash state "
+                    "explored.",
+        formatter_class=HelpFormatter, epilog=epilog())
     from ..btt.crashsuite import WORKLOADS, SuiteConfig
+    from ..defaults import CRASH_MODELS
     d = SuiteConfig()
     q.add_argument("--workload", action="append", choices=WORKLOADS,
                    help="run only this workload (repeatable; default: all)")
-    q.add_argument("--writes", type=int, default=d.writes, help=f"operations per workload (default {d.writes})")
-    q.add_argument("--lbasize", type=int, default=d.lbasize, help=f"sector size (default {d.lbasize})")
-    q.add_argument("--nfree", type=int, default=d.nfree, help=f"lanes of the BTT (default {d.nfree})")
-    q.add_argument("--model", default=d.model, choices=("x86", "x86-line", "eadr"),
-                   help="persistency model (default x86)")
+    q.add_argument("--writes", type=_count, default=d.writes,
+                   help=f"operations per workload (default {d.writes})")
+    q.add_argument("--lbasize", type=_count, default=d.lbasize,
+                   help=f"sector size (default {d.lbasize})")
+    q.add_argument("--nfree", type=_count, default=d.nfree,
+                   help=f"lanes of the BTT (default {d.nfree})")
+    q.add_argument("--model", default=d.model, choices=CRASH_MODELS,
+                   help=f"persistency model (default {d.model})")
     q.add_argument("--engine", default=d.engine, help="crash engine (default auto)")
-    q.add_argument("--max-states", type=int, default=None, help="stop each exploration after N states")
+    q.add_argument("--max-states", type=_count, default=None,
+                   help="stop each exploration after N states (the verdict is then incomplete)")
     q.add_argument("--seed", type=int, default=d.seed)
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_crash_suite)
@@ -77,8 +103,8 @@ def _open(args):
         found = locate(args.path)
         if not found:
             raise BttCorruptError(
-                f"no valid BTT info block found in the first MiB of {args.path}; "
-                f"give --offset if the BTT starts later")
+                f"no valid BTT info block (primary or backup) found for a BTT starting in the "
+                f"first MiB of {args.path}; give --offset if the BTT starts later")
         offset = found[0]
     return Btt.open(args.path, offset, readonly=True)
 
@@ -112,6 +138,7 @@ def cmd_info(args, out=None):
         w(f"note: {m}\n")
     for a in info["arenas"]:
         w(f"\n[arena {a['index']}] at offset {a['offset']} (0x{a['offset']:x})\n")
+        damage = a["info_damage"]
         rows = [("UUID", a["uuid"]), ("Parent UUID", a["parent_uuid"]),
                 ("Flags", f"0x{a['flags']:x}"), ("Version", a["version"]),
                 ("External LBA size", a["external_lbasize"]),
@@ -123,6 +150,10 @@ def cmd_info(args, out=None):
                 ("Flog offset", f"0x{a['flogoff']:x}"),
                 ("Backup info offset", f"0x{a['infooff']:x}"),
                 ("Checksum", f"0x{a['checksum']:016x}"),
+                ("Primary info block", f"DAMAGED: {damage['primary']}" if damage["primary"]
+                 else "intact"),
+                ("Backup info block", f"DAMAGED: {damage['backup']}" if damage["backup"]
+                 else "intact"),
                 ("Flog slots", "%d,%d" % tuple(a["flog_slots"])),
                 ("Map entries", ", ".join(f"{k} {v}" for k, v in a["map"].items()))]
         if a["read_only"]:
@@ -148,7 +179,7 @@ def cmd_check(args, out=None):
         for p in problems:
             out.write(f"{args.path}: {p}\n")
         out.write(f"{args.path}: {'consistent' if not problems else 'NOT consistent'}\n")
-    return status.verdict(not problems)
+    return verdict(not problems)
 
 
 def cmd_crash_suite(args, out=None):
@@ -162,8 +193,9 @@ def cmd_crash_suite(args, out=None):
     rows = cs.run_suite(cfg, workloads)
     btt_ok = all(r.ok for r in rows if r.mode == "btt")
     raw_tore = all(r.torn_states > 0 for r in rows if r.mode == "raw")
+    complete = all(r.complete for r in rows)
     if args.json:
-        json.dump({"btt_atomic": btt_ok, "raw_tore": raw_tore,
+        json.dump({"btt_atomic": btt_ok, "raw_tore": raw_tore, "complete": complete,
                    "rows": [{k: getattr(r, k) for k in (
                        "workload", "mode", "states", "images", "crash_points", "torn_states",
                        "torn_sectors", "lost_states", "lost_writes", "inconsistent", "complete",
@@ -172,9 +204,12 @@ def cmd_crash_suite(args, out=None):
     else:
         out.write(cs.format_table(rows) + "\n")
         out.write(f"BTT: {'no torn sectors, no lost writes' if btt_ok else 'VIOLATIONS'}; "
-                  f"raw mode: {'tore in every workload' if raw_tore else 'did NOT tear everywhere'}\n")
+                  f"raw mode: "
+                  f"{'tore in every workload' if raw_tore else 'did NOT tear everywhere'}"
+                  f"{'' if complete else '; INCOMPLETE: not every crash state was explored'}\n")
         for r in rows:
             if r.mode == "btt" and not r.ok:
                 for e in r.examples:
                     out.write(f"  btt/{r.workload}: {e}\n")
-    return status.verdict(btt_ok and raw_tore, all(r.complete for r in rows))
+    status = verdict(btt_ok and raw_tore, complete)
+    return status if status != Status.OK or complete else Status.INCOMPLETE

@@ -32,6 +32,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from ..defaults import CRASH_MODELS
 from ..errors import InvalidArgumentError
 from ..region import CACHE_LINE, Region, as_int, byte_value, bytes_view, check_range
 
@@ -43,7 +44,7 @@ except ImportError:  # pragma: no cover - built by setup.py; without it, whole-r
 UNIT = 8
 UNITS_PER_LINE = CACHE_LINE // UNIT
 
-MODELS = ("x86", "x86-line", "eadr")
+MODELS = CRASH_MODELS
 
 # Fingerprint of an image: XOR over its 8-byte units of a 64-bit mix of (unit
 # index, unit value), twice with different keys (128 bits). Linear in the units,
