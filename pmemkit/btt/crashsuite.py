@@ -189,30 +189,9 @@ def _read_sector(mode, dev, image, lba, lbasize):
     return data if any(data) else None
 
 
-def run_workload(workload, mode, cfg=None, progress=None, *, device_class=None):
-    """Explore every crash state of ``workload`` in ``mode`` (``"btt"`` or ``"raw"``); a SuiteRow.
-
-    ``device_class`` runs the workload through another Btt subclass (the checker
-    always recovers with :class:`Btt`): a way to show the suite catches a broken protocol.
-    """
-    from .. import crash
-    from .device import Btt
-
-    device_class = device_class or Btt
-    cfg = cfg or SuiteConfig()
-    if mode not in ("btt", "raw"):
-        raise InvalidArgumentError(f"mode must be 'btt' or 'raw', got {mode!r}")
-    initial, nlba, nlane, prefill = _initial_image(mode, cfg)
-    ops = build_ops(workload, cfg, nlba, nlane)
-    row = SuiteRow(workload, mode)
-    history = {}                     # lba -> every value it ever held, oldest first
-    for lba, v in prefill.items():
-        history[lba] = [v]
-    for op in ops:
-        for lba, v in _expected_after(op):
-            history.setdefault(lba, [None]).append(v)
-    lbasize = cfg.lbasize
-
+def _workload_fn(mode, ops, lbasize, device_class):
+    """The traced workload: open the device on the traced region and apply ``ops``, noting
+    each operation's start and return for the checker."""
     def workload_fn(pm):
         dev = device_class.open(pm) if mode == "btt" else _RawSectors(pm, lbasize)
         for i, op in enumerate(ops):
@@ -224,6 +203,64 @@ def run_workload(workload, mode, cfg=None, progress=None, *, device_class=None):
                 pm.record(("done", lba), v)
         if mode == "btt":
             dev.close()
+
+    return workload_fn
+
+
+def _check_mode(mode):
+    if mode not in ("btt", "raw"):
+        raise InvalidArgumentError(f"mode must be 'btt' or 'raw', got {mode!r}")
+
+
+def require_explorable(cfg, workloads=WORKLOADS, modes=("btt", "raw")):
+    """Refuse up front (:class:`~pmemkit.errors.StateSpaceTooLarge`, with the count) an
+    exhaustive suite that could not finish: run every workload once without checking and
+    ask the crash engine whether its largest crash point can be explored exhaustively."""
+    from .. import crash
+    from ..crash.engines import EngineSpec
+    from ..errors import StateSpaceTooLarge
+    from .device import Btt
+
+    if EngineSpec.parse(cfg.engine).name != "exhaustive":
+        return
+    for workload in workloads:
+        for mode in modes:
+            _check_mode(mode)
+            initial, nlba, nlane, _ = _initial_image(mode, cfg)
+            ops = build_ops(workload, cfg, nlba, nlane)
+            _, largest, _ = crash.state_space(_workload_fn(mode, ops, cfg.lbasize, Btt),
+                                              initial=initial, model=cfg.model,
+                                              engine=cfg.engine)
+            try:
+                crash.require_explorable(largest)
+            except StateSpaceTooLarge as exc:
+                raise StateSpaceTooLarge(f"workload {workload!r} in {mode} mode: {exc}",
+                                         count=exc.count, limit=exc.limit) from None
+
+
+def run_workload(workload, mode, cfg=None, progress=None, *, device_class=None):
+    """Explore every crash state of ``workload`` in ``mode`` (``"btt"`` or ``"raw"``); a SuiteRow.
+
+    ``device_class`` runs the workload through another Btt subclass (the checker
+    always recovers with :class:`Btt`): a way to show the suite catches a broken protocol.
+    """
+    from .. import crash
+    from .device import Btt
+
+    device_class = device_class or Btt
+    cfg = cfg or SuiteConfig()
+    _check_mode(mode)
+    initial, nlba, nlane, prefill = _initial_image(mode, cfg)
+    ops = build_ops(workload, cfg, nlba, nlane)
+    row = SuiteRow(workload, mode)
+    history = {}                     # lba -> every value it ever held, oldest first
+    for lba, v in prefill.items():
+        history[lba] = [v]
+    for op in ops:
+        for lba, v in _expected_after(op):
+            history.setdefault(lba, [None]).append(v)
+    lbasize = cfg.lbasize
+    workload_fn = _workload_fn(mode, ops, lbasize, device_class)
 
     def check(image, point):
         expected = dict(prefill)
@@ -274,16 +311,21 @@ def run_workload(workload, mode, cfg=None, progress=None, *, device_class=None):
     return row
 
 
-def run_suite(cfg=None, workloads=WORKLOADS, modes=("btt", "raw"), progress=None):
-    """Run every workload in every mode; a list of SuiteRow (progress(row) after each)."""
+def run_suite(cfg=None, workloads=WORKLOADS, modes=("btt", "raw"), on_row=None):
+    """Run every workload in every mode; a list of SuiteRow (``on_row(row)`` after each).
+
+    With ``engine="exhaustive"`` a suite that could not finish is refused before anything
+    runs (:func:`require_explorable`).
+    """
     cfg = cfg or SuiteConfig()
+    require_explorable(cfg, workloads, modes)
     rows = []
     for w in workloads:
         for m in modes:
             row = run_workload(w, m, cfg)
             rows.append(row)
-            if progress is not None:
-                progress(row)
+            if on_row is not None:
+                on_row(row)
     return rows
 
 

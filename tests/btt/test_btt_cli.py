@@ -65,10 +65,32 @@ def test_errors_are_clear(tmp_path, capsys):
 
 
 def test_crash_suite_command():
+    """A sampled run is not an OK: exit status 3 (incomplete), and the table says so."""
     res = subprocess.run([sys.executable, "-m", "pmemkit", "btt", "crash-suite", "--workload",
                           "overwrite", "--writes", "2", "--engine", "random:100"],
                          capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.returncode == 3, res.stdout + res.stderr
     assert "overwrite   btt" in res.stdout and "overwrite   raw" in res.stdout
     assert "no torn sectors, no lost writes" in res.stdout
     assert "tore in every workload" in res.stdout
+    assert "(incomplete)" in res.stdout and "INCOMPLETE" in res.stdout
+
+
+def test_crash_suite_complete_run_is_ok(capsys):
+    """Under eADR every crash state of the suite can be explored: a complete OK, status 0."""
+    status = main(["btt", "crash-suite", "--workload", "overwrite", "--writes", "2",
+                   "--model", "eadr", "--engine", "exhaustive"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "incomplete" not in out.lower()
+
+
+def test_crash_suite_exhaustive_refuses_before_running_anything(monkeypatch, capsys):
+    from pmemkit.btt import crashsuite
+
+    ran = []
+    monkeypatch.setattr(crashsuite, "run_workload", lambda *a, **k: ran.append(a))
+    status = main(["btt", "crash-suite", "--engine", "exhaustive", "--writes", "1"])
+    err = capsys.readouterr().err
+    assert status == 2 and not ran
+    assert "refuses" in err and "crash states" in err and "workload 'random' in btt mode" in err
