@@ -38,6 +38,7 @@
 
 #define CACHE_LINE 64
 #define NT_THRESHOLD 256
+#define AVX512F_ENV "PMEMKIT_AVX512F" /* = pmemkit.defaults.AVX512F_ENV (a test pins them) */
 #define MAX_RANGES 16
 
 enum { M_MSYNC = 0, M_NONE, M_CLFLUSH, M_CLFLUSHOPT, M_CLWB, M_COUNT };
@@ -842,7 +843,7 @@ PyMODINIT_FUNC PyInit__flush(void)
     detect_cpu();
 #if PMK_X86
     /* Like libpmem 1.x: 256-bit AVX stores by default; AVX-512 with PMEMKIT_AVX512F=1. */
-    const char *e = getenv("PMEMKIT_AVX512F");
+    const char *e = getenv(AVX512F_ENV);
     if (e && strcmp(e, "1") == 0 && has_avx512f) {
         nt_copy_best = nt_lines_avx512;
         nt_fill_best = nt_fill_avx;
@@ -867,5 +868,6 @@ PyMODINIT_FUNC PyInit__flush(void)
     }
     PyModule_AddIntConstant(m, "NT_THRESHOLD", NT_THRESHOLD);
     PyModule_AddIntConstant(m, "CACHE_LINE", CACHE_LINE);
+    PyModule_AddStringConstant(m, "AVX512F_ENV", AVX512F_ENV);
     return m;
 }

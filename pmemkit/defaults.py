@@ -36,6 +36,9 @@ FORCE_PMEM_ENV = "PMEMKIT_FORCE_PMEM"
 #: Environment variable forcing a mapping's flush method (clwb, clflushopt, clflush, none, msync).
 FLUSH_ENV = "PMEMKIT_FLUSH"
 
+#: Environment variable: ``1`` makes non-temporal copies use AVX-512 (read by _flush.c at import).
+AVX512F_ENV = "PMEMKIT_AVX512F"
+
 # --- crash simulator -----------------------------------------------------------
 #: The persistency models, the default first (CLI choices and the tracer read this).
 CRASH_MODELS = ("x86", "x86-line", "eadr")

@@ -280,11 +280,12 @@ def test_bound_methods_keep_the_mapping_alive(kind, tmp_path):
 
 
 def test_c_constants_are_the_python_ones():
-    """_flush.c cannot import region.py: the cache-line size and NT threshold are pinned here."""
-    from pmemkit import _flush, region
+    """_flush.c cannot import Python: its cache-line size, NT threshold and env name are pinned."""
+    from pmemkit import _flush, defaults, region
 
     assert _flush.CACHE_LINE == region.CACHE_LINE
     assert _flush.NT_THRESHOLD == region.NT_THRESHOLD
+    assert _flush.AVX512F_ENV == defaults.AVX512F_ENV
 
 
 def test_unattached_c_mapping_refuses_every_call():

@@ -115,3 +115,24 @@ def test_region_api_refuses_use_after_close_even_with_views_alive(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "closed\n" * 4
+
+
+@pytest.mark.parametrize("region", ["BufferRegion(bytearray(4096))", "TracedRegion(4096)"])
+def test_other_regions_hand_out_memory_that_outlives_close(region):
+    script = textwrap.dedent(f"""
+        import gc
+        import numpy as np
+        from pmemkit.region import BufferRegion
+        from pmemkit.crash.trace import TracedRegion
+        r = {region}
+        a = r.array('u8', 2); a[0] = 5
+        f = np.frombuffer(r.buffer, 'u1')
+        v = r.buffer[0:1]
+        r.close(); del r; gc.collect()
+        a[1] = 3
+        print(a[0], a[1], f[0], bytes(v)[0])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr}"
+    assert proc.stdout == "5 3 5 5\n"
