@@ -11,7 +11,8 @@
    under the x86 model by ``pmemkit crash run`` (checker ``obj_tx check``, one process per
    image), against PMDK's pmreorder (``--pmreorder DIR`` or $PMREORDER_DIR: src/tools/pmreorder)
    with ReorderFull on the pmemcheck log written by ``pmemkit crash record``, same checker
-   (``obj_tx check-pmreorder``, pmreorder's exit convention), within ``--budget`` seconds.
+   (``obj_tx check-copy``: on a copy, since pmreorder replays onto the file it hands the
+   checker and pmemobj_open's recovery writes to it), within ``--budget`` seconds.
 
     .venv/bin/python benchmarks/crash/bench_interpose.py --pmreorder /path/to/pmdk/src/tools/pmreorder
 """
@@ -106,7 +107,7 @@ def verdict(exe, out, n, pmreorder, budget):
         return
     shutil.copyfile(initial, pool)        # pmreorder replays onto the file the log names
     argv = [sys.executable, str(Path(pmreorder) / "pmreorder.py"), "-l", str(log), "-r", "ReorderFull",
-            "-o", str(out / "pmreorder.txt"), "-e", "warning", "-c", "prog", "-p", f"{exe} check-pmreorder"]
+            "-o", str(out / "pmreorder.txt"), "-e", "warning", "-c", "prog", "-p", f"{exe} check-copy"]
     t = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:

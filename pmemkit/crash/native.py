@@ -253,11 +253,24 @@ class ProgramTrace(Trace):
         self.initial = initial
 
     def __call__(self, pm):
-        for op in self.ops:
+        ops = self.ops
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if op[0] == "store":
+                # the stores one interposed call found: made since the previous call, in an
+                # order nobody observed (written in address order): one store group
+                j = i
+                while j < len(ops) and ops[j][0] == "store":
+                    j += 1
+                with pm.unordered():
+                    for _, off, data in ops[i:j]:
+                        pm.write(off, data)
+                i = j
+                continue
+            i += 1
             if op[0] == "record":
                 pm.record(op[1], op[2])
-            elif op[0] == "store":
-                pm.write(op[1], op[2])
             elif op[0] == "flush":
                 pm.flush(op[1], op[2])
             elif op[0] == "fence":
