@@ -156,7 +156,7 @@ class CpuFeatures:
 
     @property
     def best_flush(self):
-        for name in ("clwb", "clflushopt", "clflush"):
+        for name in cpu.FLUSH_INSTRUCTIONS:
             if getattr(self, name):
                 return name
         return None

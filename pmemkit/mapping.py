@@ -96,7 +96,7 @@ def _check_method_available(method, why):
             f"only msync is possible. Install a C compiler (apt-get install gcc python3-dev) "
             f"and reinstall pmemkit, or use {defaults.FLUSH_ENV}=msync")
     if method not in cpu.available_methods():
-        have = ", ".join(cpu.flush_instructions()) or "none of clwb/clflushopt/clflush"
+        have = ", ".join(cpu.flush_instructions()) or f"none of {'/'.join(cpu.FLUSH_INSTRUCTIONS)}"
         raise UnsupportedFlushError(
             f"{why}: this CPU has no {method.upper()} instruction (it has {have}); "
             f"choose one it has, or unset {defaults.FLUSH_ENV}")

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 
+from ..cpu import FLUSH_INSTRUCTIONS
 from ..discovery import approx_size
 from ..units import format_size
 
@@ -57,7 +58,7 @@ def cmd_info(args, out=None):
     w = out.write
     w(f"kernel: {info.kernel or '?'}   RAM: {approx_size(info.ram_bytes)}   backend: {info.backend}\n")
     if info.cpu is not None:
-        have = [n for n in ("clwb", "clflushopt", "clflush") if getattr(info.cpu, n)]
+        have = [n for n in FLUSH_INSTRUCTIONS if getattr(info.cpu, n)]
         w(f"CPU flush: {', '.join(have) or 'none'} (best: {info.cpu.best_flush or 'none'}; "
           f"from {info.cpu.source})\n")
     w(f"native flush extension: {'yes' if info.native_flush else 'no (msync fallback)'}\n")
