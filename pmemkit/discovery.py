@@ -116,6 +116,17 @@ class Device:
 
 
 @dataclass(frozen=True)
+class CxlDevice:
+    """A CXL memory device (``memN``) or region (``regionN``) in ``/sys/bus/cxl/devices``."""
+
+    name: str
+    kind: str                  # "memdev" or "region"
+    size: Optional[int]        # memdev: its persistent capacity (pmem/size); region: its size
+    serial: Optional[int]      # memdev only
+    committed: Optional[bool]  # region only: its decoders are committed (commit reads 1)
+
+
+@dataclass(frozen=True)
 class Mount:
     """A mount of a pmem device or a mount with a DAX option."""
 
@@ -179,6 +190,7 @@ class Discovery:
     grub: bool                 # /etc/default/grub exists: the kernel command line can be changed
     native_flush: bool         # pmemkit's C flush extension is importable
     problems: tuple = ()
+    cxl: tuple = ()            # CxlDevice: CXL memory devices and regions
 
     @property
     def eadr(self):
@@ -208,7 +220,7 @@ class Discovery:
             md["options"] = list(md["options"])
         if self.cpu is not None:
             d["cpu"]["best_flush"] = self.cpu.best_flush
-        for key in ("regions", "namespaces", "devices", "mounts", "memmaps", "problems"):
+        for key in ("regions", "namespaces", "devices", "mounts", "memmaps", "problems", "cxl"):
             d[key] = list(d[key])
         return d
 
@@ -315,6 +327,9 @@ class _FileBackend:
     def nd_devices(self):
         return self._list("/sys/bus/nd/devices", "")
 
+    def cxl_devices(self):
+        return self._list("/sys/bus/cxl/devices", "")
+
     def block_devices(self):
         devs = self._list("/sys/class/block", "pmem")
         return devs or self._list("/sys/block", "pmem")
@@ -372,6 +387,9 @@ class _LiveBackend:
 
     def nd_devices(self):
         return self._list("nd", "")
+
+    def cxl_devices(self):
+        return self._list("cxl", "")
 
     def block_devices(self):
         return self._list("block", "pmem")
@@ -588,8 +606,19 @@ def _build(backend, root, problems):
     cmdline = _read_text(_join(root, "/proc/cmdline"), problems)
     memmaps = parse_cmdline_memmaps(cmdline or "")   # invalid items carry their error
 
+    cxl = []
+    for dev in backend.cxl_devices():
+        where = f"/sys/bus/cxl/devices/{dev.name}"
+        if re.fullmatch(r"mem\d+", dev.name):
+            cxl.append(CxlDevice(dev.name, "memdev", _int(dev.attr("pmem/size"), where, problems),
+                                 _int(dev.attr("serial"), where, problems), None))
+        elif re.fullmatch(r"region\d+", dev.name):
+            commit = dev.attr("commit")
+            cxl.append(CxlDevice(dev.name, "region", _int(dev.attr("size"), where, problems), None,
+                                 None if commit is None else commit == "1"))
+
     kernel = _read_text(_join(root, "/proc/sys/kernel/osrelease"), problems)
-    return dict(
+    return dict(cxl=tuple(cxl),
         regions=tuple(regions), namespaces=tuple(namespaces), devices=tuple(devices),
         mounts=tuple(mounts), memmaps=tuple(memmaps), cpu=backend.cpu(),
         ram_bytes=backend.ram_bytes(), kernel=kernel.strip() if kernel else None,

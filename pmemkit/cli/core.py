@@ -82,6 +82,14 @@ def cmd_info(args, out=None):
     for d in info.devices:
         dax = {True: "dax", False: "no dax", None: "dax ?"}[d.dax]
         w(f"  {d.path or d.name}  {d.kind}  {_size(d.size)}  {dax}\n")
+    if info.cxl:
+        w("CXL:\n")
+    for c in info.cxl:
+        if c.kind == "memdev":
+            extra = f"serial {c.serial:#x}" if c.serial is not None else "serial ?"
+        else:
+            extra = {True: "committed", False: "not committed", None: "commit ?"}[c.committed]
+        w(f"  {c.name}  {c.kind}  {_size(c.size)}  {extra}\n")
     w("pmem / DAX mounts:" + ("" if info.mounts else " none") + "\n")
     for m in info.mounts:
         w(f"  {m.mount_point}  {m.device}  {m.fstype}  {m.dax or 'no dax option'}\n")

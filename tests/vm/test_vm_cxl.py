@@ -4,6 +4,7 @@ workarounds, validation, and a real boot pair keeping data in the backing file a
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -97,9 +98,13 @@ def test_cxl_guest_dax_map_sync_and_data_across_runs(tmp_path, monkeypatch):
     assert set(report["map_sync"].values()) == {"ok"}, report["map_sync"]
     assert '"memdev":"mem0"' in first.error_output.replace(" ", "")
     assert '"decode_state":"commit"' in first.error_output.replace(" ", "")
-    second = vm.run(cfg, ["cat", "/mnt/pmem-ext4/marker", "/mnt/pmem-xfs/marker"], timeout=900)
+    second = vm.run(cfg, ["sh", "-c", "cat /mnt/pmem-ext4/marker /mnt/pmem-xfs/marker && "
+                                      "pmemkit info"], timeout=900)
     assert second.returncode == 0, second.error_output + second.setup_log
-    assert second.output.split() == ["cxl-run-1", "cxl-run-1"]
+    assert second.output.split()[:2] == ["cxl-run-1", "cxl-run-1"]
+    info = second.output.split("CXL:\n", 1)[1]          # pmemkit info in the guest
+    assert re.search(r"^  mem0  memdev  512M  serial 0x5eed$", info, re.M), info
+    assert re.search(r"^  region\d+  region  512M  committed$", info, re.M), info
     assert "mkfs" not in second.setup_log
     assert (tmp_path / "cxl.img").stat().st_size == 512 << 20
     assert (tmp_path / "cxl.img.lsa").exists()
