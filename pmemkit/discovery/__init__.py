@@ -183,7 +183,8 @@ def _build(backend, root, problems):
 
     kernel = read_text(_join(root, "/proc/sys/kernel/osrelease"), problems)
     return dict(
-        cxl=tuple(cxl), regions=tuple(regions), namespaces=tuple(namespaces), devices=tuple(devices),
+        cxl=tuple(cxl), regions=tuple(regions), namespaces=tuple(namespaces),
+        devices=tuple(devices),
         mounts=tuple(mounts), memmaps=tuple(memmaps), cpu=backend.cpu(),
         ram_bytes=backend.ram_bytes(), kernel=kernel.strip() if kernel else None,
         grub=os.path.exists(_join(root, "/etc/default/grub")),
