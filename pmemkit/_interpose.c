@@ -135,6 +135,8 @@ DECLARE_REAL(int, mprotect, void *, size_t, int);
 DECLARE_REAL(ssize_t, read, int, void *, size_t);
 DECLARE_REAL(ssize_t, pread, int, void *, size_t, off_t);
 DECLARE_REAL(ssize_t, pread64, int, void *, size_t, off_t);
+DECLARE_REAL(int, sigaction, int, const struct sigaction *, struct sigaction *);
+DECLARE_REAL(sighandler_t, signal, int, sighandler_t);
 DECLARE_REAL(void, exit, int);
 DECLARE_REAL(void, _exit, int);
 DECLARE_REAL(void, _Exit, int);
@@ -324,7 +326,8 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
 		g_old_segv.sa_handler(sig);
 		return;
 	}
-	signal(SIGSEGV, SIG_DFL);   /* the faulting instruction runs again and kills us */
+	RESOLVE(signal);
+	REAL(signal)(SIGSEGV, SIG_DFL);   /* the faulting instruction runs again and kills us */
 }
 
 static void install_handler(void)
@@ -336,7 +339,8 @@ static void install_handler(void)
 	sa.sa_sigaction = segv_handler;
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &g_old_segv);
+	RESOLVE(sigaction);
+	REAL(sigaction)(SIGSEGV, &sa, &g_old_segv);
 	g_handler_installed = 1;
 }
 
@@ -1149,6 +1153,33 @@ ssize_t read(int fd, void *buf, size_t n)
 	}
 PREAD_FN(pread)
 PREAD_FN(pread64)
+
+/* a program's own SIGSEGV handler: pmemkit's stays installed and hands on the faults that are
+ * not on traced pages to the program's (otherwise every write to the pool would reach it) */
+int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	RESOLVE(sigaction);
+	if (sig != SIGSEGV || !g_handler_installed || atomic_load(&g_child))
+		return REAL(sigaction)(sig, act, old);
+	struct sigaction prev = g_old_segv;
+	if (act)
+		g_old_segv = *act;
+	if (old)
+		*old = prev;
+	return 0;
+}
+
+sighandler_t signal(int sig, sighandler_t handler)
+{
+	RESOLVE(signal);
+	if (sig != SIGSEGV || !g_handler_installed || atomic_load(&g_child))
+		return REAL(signal)(sig, handler);
+	sighandler_t prev = (g_old_segv.sa_flags & SA_SIGINFO) ? (sighandler_t)g_old_segv.sa_sigaction
+							       : g_old_segv.sa_handler;
+	memset(&g_old_segv, 0, sizeof(g_old_segv));
+	g_old_segv.sa_handler = handler;
+	return prev;
+}
 
 void exit(int status)
 {

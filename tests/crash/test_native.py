@@ -93,6 +93,8 @@ def test_commit_flag(progs, tmp_path, capsys, backend, mode):
     bug = COMMIT_MODES[mode] and not (backend == "msync" and mode == "flush-no-drain")
     assert status == (Status.VIOLATIONS if bug else Status.OK), out
     assert "traced" in out and "exit status 0" in out
+    if mode == "flag-first":        # pmemkit_mark() from C, found with dlsym
+        assert "last marker 'payload'" in out
     assert not list(tmp_path.glob("pmemkit-*"))
 
 
@@ -199,6 +201,15 @@ def test_threads_each_persisting(progs, tmp_path, capsys):
     assert status == Status.OK, out
     assert "3 thread(s)" in out and "201 fence(s)" in out
     assert json.loads(out[out.index("{"):])["complete"] is True
+
+
+def test_program_with_its_own_segv_handler(progs, tmp_path, capsys):
+    """The program's SIGSEGV handler gets its own faults; pool pages still fault to pmemkit."""
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "own-segv-handler",
+                       tmp_path / "pool")
+    assert status == Status.OK, out
+    assert "exit status 0" in out and "3 store(s)" in out
+    assert (tmp_path / "pool").read_bytes()[8192:8201] == b"recovered"
 
 
 def test_usage_errors(capsys):

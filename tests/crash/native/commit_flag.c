@@ -8,7 +8,7 @@
  *   MODE: correct, correct-memcpy, flag-first, payload-unflushed, flush-no-drain,
  *         unpersisted-unmap, unpersisted-return, unpersisted-exit
  *
- * It finds pmemkit_record with dlsym, so it runs without pmemkit too. -DNO_LIBPMEM and
+ * It finds pmemkit_mark and pmemkit_record with dlsym, so it runs without pmemkit too. -DNO_LIBPMEM and
  * -DNO_PMEM2 leave the libraries out (the msync backend only).
  */
 #define _GNU_SOURCE
@@ -62,6 +62,13 @@ static void *pm_memcpy_persist(void *d, const void *s, size_t n) { return pmem_m
 static pmem2_memcpy_fn p2_memcpy;
 static void *p2_memcpy_persist(void *d, const void *s, size_t n) { return p2_memcpy(d, s, n, 0); }
 #endif
+
+static void mark(const char *name)
+{
+	void (*m)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, "pmemkit_mark");
+	if (m)
+		m(name);
+}
 
 static void record(const char *k, const char *v)
 {
@@ -145,8 +152,10 @@ int main(int argc, char **argv)
 		*flag = 1;
 		persist((void *)flag, 8);
 	} else if (strcmp(mode, "flag-first") == 0) {
+		mark("flag");
 		*flag = 1;
 		persist((void *)flag, 8);
+		mark("payload");
 		memcpy(base, payload, PAYLOAD);
 		persist(base, PAYLOAD);
 	} else if (strcmp(mode, "payload-unflushed") == 0) {

@@ -4,9 +4,12 @@
  *   procs fork-child-writes FILE   a forked child stores to the pool (must be refused)
  *   procs killed FILE              persists, stores more, then is killed by SIGKILL
  *   procs threads FILE             two threads, each persisting its own counter 100 times
+ *   procs own-segv-handler FILE    installs a SIGSEGV handler after mapping, persists, then
+ *                                  dereferences NULL and recovers in its handler (siglongjmp)
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +22,12 @@
 #define POOL 16384
 
 static char *base;
+static sigjmp_buf env;
+
+static void on_segv(int sig)
+{
+	siglongjmp(env, 1);
+}
 
 static void *worker(void *arg)
 {
@@ -53,6 +62,17 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[1], "killed") == 0) {
 		strcpy(base + 128, "never seen");
 		kill(getpid(), SIGKILL);
+	} else if (strcmp(argv[1], "own-segv-handler") == 0) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_segv;
+		sigaction(SIGSEGV, &sa, NULL);
+		strcpy(base + 4096, "after the handler");
+		pmem_persist(base + 4096, 64);
+		if (sigsetjmp(env, 1) == 0)
+			*(volatile int *)NULL = 1;
+		strcpy(base + 8192, "recovered");
+		pmem_persist(base + 8192, 64);
 	} else if (strcmp(argv[1], "threads") == 0) {
 		pthread_t t[2];
 		for (uintptr_t i = 0; i < 2; i++)
