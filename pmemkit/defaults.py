@@ -51,6 +51,9 @@ CRASH_BOUNDED_K = 2
 CRASH_RANDOM_SAMPLES = 256
 #: Images sent to a worker process at a time (explore(workers=N)).
 CRASH_BATCH = 256
+#: Distinct crash images per task when exploration runs on an executor (workers, Dask):
+#: a task should take 0.1-1 s.
+CRASH_TASK_STATES = 256
 #: Size of the traced region when explore() gets neither size nor initial contents.
 CRASH_DEFAULT_SIZE = 4096
 #: engine="exhaustive" refuses a crash point with more states than this (without max_states).

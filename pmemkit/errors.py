@@ -122,6 +122,10 @@ class StateSpaceTooLarge(CrashError, InvalidArgumentError):
 # --- control flow inside the crash simulator ------------------------------------
 # These never reach a caller of pmemkit: they carry a verdict or stop a run.
 
+class CheckpointError(CrashError, InvalidArgumentError):
+    """A ``--checkpoint`` file or failure database belongs to another run, or cannot be read."""
+
+
 class CheckFailed(Exception):
     """A checker adapter's verdict "inconsistent"; its text is the whole message.
 

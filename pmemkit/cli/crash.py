@@ -29,6 +29,14 @@ def register(subparsers):
     p.add_argument("--max-states", type=int, default=None, metavar="N", help="stop after N crash states")
     p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="check on a Dask cluster (tcp://host:8786; needs pip install 'pmemkit[dask]'); "
+                        "the checker must exist at the same path on every worker")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="record finished work in FILE; run again with the same FILE to resume")
+    p.add_argument("--failures", metavar="DIR",
+                   help="failure database: check the states that failed last time first, store new ones")
+    p.add_argument("--stop-at-first", action="store_true", help="stop everything at the first violation")
     p.add_argument("--initial", metavar="FILE", help="the file's contents before the logged run, or 'zeros' (default: zeros)")
     p.add_argument("--persistent", action="store_true",
                    help="start the checker once and send it image paths over stdin (line protocol)")
@@ -56,8 +64,16 @@ def cmd_crash(args, out=None):
             raise InvalidArgumentError(f"cannot read --initial {args.initial!r}: {exc.strerror}") from None
     size = max(trace.size, len(initial) if initial else 0)
     check = crash.PersistentChecker(args.check) if args.persistent else args.check
-    report = crash.explore(trace, check, size=size, initial=initial, model=args.model, engine=args.engine,
-                           max_states=args.max_states, seed=args.seed, workers=args.workers, progress="auto")
+    client = _dask_client(args.scheduler) if args.scheduler else None
+    try:
+        report = crash.explore(trace, check, size=size, initial=initial, model=args.model,
+                               engine=args.engine, max_states=args.max_states, seed=args.seed,
+                               workers=args.workers, executor=client, checkpoint=args.checkpoint,
+                               failures=args.failures, stop_at_first=args.stop_at_first,
+                               progress="auto")
+    finally:
+        if client is not None:
+            client.close()
     if args.json:
         json.dump({"ok": report.ok, "status": int(status.verdict(report.ok, report.complete)),
                    "violations": report.violation_count,
@@ -71,4 +87,15 @@ def cmd_crash(args, out=None):
     return status.verdict(report.ok, report.complete)
 
 
+def _dask_client(address):
+    from ..errors import CrashError
 
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CrashError("--scheduler needs Dask distributed: pip install 'pmemkit[dask]'") from None
+    try:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise CrashError(f"cannot reach the Dask scheduler at {address}: {exc}; start one with "
+                         f"'dask scheduler' and give its address (tcp://host:8786)") from None

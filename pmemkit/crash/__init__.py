@@ -8,10 +8,11 @@ See docs/crash.md.
 """
 
 from .checkers import ExternalChecker, PersistentChecker
+from .executors import replay_state
 from .explore import explore, require_explorable, state_space
 from .replay import replay
 from .report import CrashPoint, Report, Violation
 from .trace import MODELS, TracedRegion
 
-__all__ = ["explore", "replay", "require_explorable", "state_space", "Report", "Violation", "CrashPoint", "TracedRegion",
-           "ExternalChecker", "PersistentChecker", "MODELS"]
+__all__ = ["explore", "replay", "replay_state", "require_explorable", "state_space", "Report",
+           "Violation", "CrashPoint", "TracedRegion", "ExternalChecker", "PersistentChecker", "MODELS"]

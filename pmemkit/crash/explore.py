@@ -598,7 +598,8 @@ def _warnings(state, clean_flushes):
 
 def explore(workload, check, size=None, initial=None, model="x86", engine="auto",
             max_states=None, seed=0, workers=1, *, store_points=False, k=None, samples=None,
-            progress=False, on_states=None):
+            progress=False, on_states=None, executor=None, checkpoint=None, failures=None,
+            stop_at_first=False):
     """Run ``workload(pm)`` on a traced region; check every crash image the model allows.
 
     ``check(image)`` or ``check(image, point)`` (a :class:`CrashPoint`) returns
@@ -615,6 +616,14 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     installed), ``progress="auto"`` only when stderr is a terminal and tqdm is
     there (what the CLI asks for). ``on_states(states, unique_images,
     crash_points)`` is called at most ten times a second while exploring.
+
+    ``executor`` (any :class:`concurrent.futures.Executor`, or a
+    ``distributed.Client``) checks ranges of crash states in parallel, on this
+    machine or a cluster (:mod:`pmemkit.crash.executors`); ``checkpoint`` (a file)
+    makes the run resumable; ``failures`` (a directory) checks the states that
+    failed last time first; ``stop_at_first`` stops everything at the first
+    violation. Any of these runs the two-phase exploration, with ``workers``
+    processes when no executor is given.
     """
     if not callable(workload):
         raise InvalidArgumentError(f"workload must be callable (it receives the region), got {workload!r}")
@@ -637,6 +646,14 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     initial = _load_initial(initial)
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
+    if executor is not None or checkpoint is not None or failures is not None or stop_at_first:
+        from .executors import explore_on_executor
+
+        return explore_on_executor(
+            workload, check, size=size, initial=initial, model=model, spec=spec,
+            max_states=max_states, seed=seed, store_points=store_points, workers=workers,
+            executor=executor, checkpoint=checkpoint, failures=failures,
+            stop_at_first=bool(stop_at_first), on_states=on_states)
     ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress, on_states)
     ex.store_points = bool(store_points)
     t0 = time.perf_counter()

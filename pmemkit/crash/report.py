@@ -71,6 +71,7 @@ class Violation:
     store_points: bool = False
     space: int = 0               # which space of the view (eadr/prefix with store groups)
     reordered_lines: tuple = ()  # x86 only: lines this image needs persisted out of program order
+    state: int | None = None     # index in the run's enumeration: crash.replay_state() rebuilds it
 
     def diff_ranges(self):
         """Byte ranges ``(start, end)`` where the image differs from the fully persisted image."""

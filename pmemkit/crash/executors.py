@@ -1,0 +1,569 @@
+"""Crash exploration on any :class:`concurrent.futures.Executor`: ranges of states, not images.
+
+:func:`explore` with ``workers=N``, an ``executor``, a ``checkpoint`` or a
+failure database runs in two phases:
+
+1. *plan*: the workload runs once here; at every crash point the explorer
+   enumerates the states (choice vectors and fingerprints only, no checker) and
+   keeps a compact *point log*: the durable units changed since the previous
+   point, the point's dimensions and plan. Every state gets a global index in
+   this deterministic enumeration; the first state of each distinct image is the
+   one checked.
+2. *check*: the indices of the distinct images are cut into tasks (ranges of
+   about :data:`~pmemkit.defaults.CRASH_TASK_STATES` states). The point log goes
+   to each worker once; a worker rebuilds the images of its ranges in its own
+   memory by replaying the log, so no image crosses the network.
+
+The verdict, the violations (in enumeration order) and the state counts are the
+same as those of the in-process run. A violation is identified by
+``(seed, model, engine, state index)`` and :func:`replay_state` rebuilds its image
+on any machine.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import pickle
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, wait
+from multiprocessing.util import Finalize
+
+from .. import defaults
+from ..errors import CrashError, InvalidArgumentError, StateLimitReached
+from .checkers import as_checker, wants_info
+from .checkpoint import Checkpoint, FailureDB
+from .explore import MAX_KEPT_VIOLATIONS, _Explorer, _message, _new_region, _PointMeta, _verdict
+from .report import Report
+from .trace import UNIT, blank_image
+
+
+def _accept(image):
+    """The checker of the phases that only enumerate or rebuild images."""
+    return True
+
+
+class _Entry:
+    """What a worker needs of one crash point."""
+
+    __slots__ = ("offset", "count", "changed", "durable_hash", "passes", "info", "final", "stores",
+                 "lines", "olds")
+
+    def __getstate__(self):
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state):
+        for s, v in zip(self.__slots__, state, strict=True):
+            setattr(self, s, v)
+
+
+class _RangeDone(Exception):
+    """Internal: the enumeration went past the last state of the task."""
+
+
+class _Planner(_Explorer):
+    """Phase 1: enumerate every state (no checker) and keep the point log."""
+
+    def __init__(self, size, model, spec, max_states, seed, want):
+        super().__init__(_accept, size, model, spec, max_states, seed, 1, False, None)
+        self.want = want        # a checker given the crash point sees images per point
+        self.log = []
+        self.new = []           # global indices of the states whose image is seen first
+        self._entry = None
+
+    def on_point(self, state):
+        entry = None
+        if self.complete:
+            entry = self._entry = _Entry()
+            entry.offset = self.states
+            changed = state.changed if state.changed is not None else ()
+            entry.changed = tuple((u, bytes(state.durable[u * UNIT:u * UNIT + UNIT])) for u in changed)
+            entry.durable_hash = state.durable_hash
+            entry.lines = tuple((li, tuple(events), fl) for li, events, fl in state.lines)
+            entry.final = tuple({ev.unit: ev.value for _, events, _ in entry.lines
+                                 for ev in events}.items())
+            entry.stores = dict(state.store_log)
+            entry.passes = []
+            entry.info = entry.olds = None
+        try:
+            super().on_point(state)
+        finally:
+            self._entry = None
+            if entry is not None and entry.info is not None:
+                entry.count = self.states - entry.offset
+                self.log.append(entry)
+
+    def _explore_space(self, state, orig, space, how, meta, images):
+        entry = self._entry
+        entry.info, entry.olds = meta.info, meta.olds
+        entry.passes.append((space, meta.index, how, meta.label))
+        super()._explore_space(state, orig, space, how, meta, images)
+
+    def _visitor(self, view, meta, cur, hashes, images):
+        seen = self.seen
+        max_states = self.max_states
+        new = self.new
+        keyed = meta.info.index if self.want else None
+
+        def visit():
+            if max_states is not None and self.states >= max_states:
+                raise StateLimitReached
+            h = hashes["h"]
+            if images is not None:
+                images.add(h)
+            self.states += 1
+            key = h if keyed is None else (h, keyed)
+            if key not in seen:
+                seen.add(key)
+                self.unique += 1
+                new.append(self.states - 1)
+
+        meta._flush = None
+        return visit
+
+
+class _Hash:
+    __slots__ = ("durable_hash",)
+
+    def __init__(self, h):
+        self.durable_hash = h
+
+
+class _Runner(_Explorer):
+    """Phase 2, in a worker: rebuild the images of some states from the point log and check them."""
+
+    def __init__(self, check, payload):
+        size, model, spec, seed, log, base, store_points = payload
+        super().__init__(check, size, model, spec, None, seed, 1, False, None)
+        self.store_points = store_points
+        self.log = log
+        self.offsets = [e.offset for e in log]
+        self.base = base
+        self.cursor = -1
+        self._reset()
+
+    def _reset(self):
+        img = blank_image(-(-self.size // UNIT) * UNIT)
+        if self.base:
+            img[:len(self.base)] = self.base
+        self.scratch.img = img
+        self.cursor = -1
+
+    def _goto_point(self, p):
+        if p < self.cursor:
+            self._reset()
+        img = self.scratch.img
+        for q in range(self.cursor + 1, p + 1):
+            for u, v in self.log[q].changed:
+                img[u * UNIT:u * UNIT + UNIT] = v
+        self.cursor = p
+
+    def run(self, wanted, on_state):
+        """Enumerate the states of the sorted indices ``wanted``; ``on_state(index, view, meta, cur)``."""
+        if not wanted:
+            return
+        p = bisect.bisect_right(self.offsets, wanted[0]) - 1
+        w = 0
+        while w < len(wanted):
+            entry = self.log[p]
+            end = entry.offset + entry.count
+            mine = []
+            while w < len(wanted) and wanted[w] < end:
+                mine.append(wanted[w])
+                w += 1
+            if mine:
+                self._run_point(p, entry, mine, on_state)
+            p += 1
+
+    def _run_point(self, p, entry, mine, on_state):
+        self._goto_point(p)
+        orig = {}
+        self._task = ([entry.offset], set(mine), mine[-1], on_state)
+        try:
+            for space, index, how, label in entry.passes:
+                meta = _PointMeta(entry.info, space, index, None, label, entry.stores, entry.lines,
+                                  entry.olds)
+                self._explore_space(_Hash(entry.durable_hash), orig, space, how, meta, None)
+        except _RangeDone:
+            pass
+        finally:
+            img = self.scratch.img
+            for u, v in orig.items():
+                img[u * UNIT:u * UNIT + UNIT] = v
+
+    def _visitor(self, view, meta, cur, hashes, images):
+        counter, mine, last, on_state = self._task
+
+        def visit():
+            i = counter[0]
+            counter[0] = i + 1
+            if i in mine:
+                on_state(i, view, meta, cur)
+                if i == last:
+                    raise _RangeDone
+
+        meta._flush = None
+        return visit
+
+    def check_states(self, wanted, stop_at_first=False):
+        """Check the states ``wanted``: ``(number checked, [(index, choice, message)] inconsistent)``."""
+        out = []
+        checked = [0]
+        check, want = self.check, self.want
+
+        def on_state(i, view, meta, cur):
+            checked[0] += 1
+            try:
+                r = check(view, meta.info) if want else check(view)
+                msg = None if r is None or r is True else _verdict(r)[1]
+            except CrashError:
+                raise
+            except Exception as exc:  # the checker's verdict: inconsistent
+                msg = _message(exc)
+            if msg is not None:
+                out.append((i, dict(cur), msg))
+                if stop_at_first:
+                    raise _RangeDone
+
+        try:
+            self.run(wanted, on_state)
+        except _RangeDone:
+            pass
+        return checked[0], out
+
+    def violation(self, index, message, choice):
+        """Append the :class:`Violation` of state ``index`` (image rebuilt here) to ``self.violations``."""
+        got = []
+        self.run([index], lambda i, view, meta, cur: got.append((meta, bytes(view))))
+        meta, image = got[0]
+        p = bisect.bisect_right(self.offsets, index) - 1
+        meta.persisted = self.persisted_of(p)
+        self._violation(meta, choice, image, message)
+        self.violations[-1].state = index
+
+    def image_of(self, index):
+        """``(CrashPoint, choice, image bytes)`` of the state ``index``."""
+        got = []
+        self.run([index], lambda i, view, meta, cur: got.append((meta.info, dict(cur), bytes(view))))
+        return got[0]
+
+    def persisted_of(self, p):
+        """The image at point ``p`` had every pending store become durable."""
+        self._goto_point(p)
+        img = bytearray(self.scratch.img[:self.size])
+        for u, v in self.log[p].final:
+            img[u * UNIT:u * UNIT + UNIT] = v[:max(0, min(UNIT, self.size - u * UNIT))]
+        return bytes(img)
+
+
+# --- the worker side -------------------------------------------------------------------
+
+_local = threading.local()     # .runners: payload digest -> _Runner, one per worker thread
+_shared = {}                    # what the default pool's initializer hands its workers
+_made = []                      # every runner of this process, to close their checkers
+_made_lock = threading.Lock()
+_finalizer_pid = [None]
+
+
+def _runner_for(digest, check, payload):
+    runners = getattr(_local, "runners", None)
+    if runners is None:
+        runners = _local.runners = {}
+    runner = runners.get(digest)
+    if runner is None:
+        if payload is None:
+            check, payload = _shared[digest]
+        if isinstance(payload, bytes):
+            payload = pickle.loads(payload)
+        runners.clear()
+        runner = runners[digest] = _Runner(check, payload)
+        with _made_lock:
+            _made.append(runner)
+            if _finalizer_pid[0] != os.getpid():   # worker processes skip atexit: close at their exit
+                _finalizer_pid[0] = os.getpid()
+                Finalize(None, close_runners, exitpriority=10)
+    return runner
+
+
+def close_runners():
+    """Close the checkers of this process's runners (temp files, persistent checker processes)."""
+    with _made_lock:
+        made = _made[:]
+        _made.clear()
+    for runner in made:
+        closer = getattr(runner.check, "close", None)
+        if callable(closer):
+            closer()
+    _local.runners = {}
+
+
+def _pool_init(digest, check, payload):
+    _shared.clear()
+    _shared[digest] = (check, payload)
+
+
+def check_task(digest, check, payload, wanted, stop_at_first):
+    """A task: check the states ``wanted`` (sorted global indices); the payload is cached per worker."""
+    return _runner_for(digest, check, payload).check_states(wanted, stop_at_first)
+
+
+# --- the coordinator ------------------------------------------------------------------------
+
+def _is_dask_client(executor):
+    return all(hasattr(executor, a) for a in ("scatter", "submit", "gather", "cancel"))
+
+
+class Distributed:
+    """Runs the check phase of one exploration on an executor; see the module's docstring."""
+
+    def __init__(self, planner, check, want, payload, executor, workers, task_states):
+        self.planner = planner
+        self.check = check
+        self.want = want
+        self.payload = payload
+        blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        self.blob = blob
+        self.digest = hashlib.sha256(blob).hexdigest()
+        self.executor = executor
+        self.workers = workers
+        self.task_states = task_states
+        self.owned = None       # an executor made here, shut down by close()
+        self.forked = None      # ...a process pool whose workers got the payload at start
+
+    def tasks(self, skip=()):
+        """The distinct-image indices cut into sorted lists of about ``task_states`` each."""
+        skip = set(skip)
+        new = [i for i in self.planner.new if i not in skip]
+        n = self.task_states
+        return [new[i:i + n] for i in range(0, len(new), n)]
+
+    def _executor(self):
+        if self.executor is not None:
+            return self.executor
+        if self.workers == 1:      # a checkpoint or failure database without workers: one thread
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.owned = ThreadPoolExecutor(1)
+            return self.owned
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        prepare = getattr(self.check, "before_fork", None)
+        if callable(prepare):       # e.g. the image files' directory, made by this process
+            prepare()
+        # fork: the checker (a closure, say) and the point log reach each worker once
+        self.owned = self.forked = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("fork"), initializer=_pool_init,
+            initargs=(self.digest, self.check, self.payload))
+        return self.owned
+
+    def run(self, tasks, on_done, stop_at_first=False):
+        """Check ``tasks``; ``on_done(task, checked, results)`` as each finishes; False if stopped early."""
+        ex = self._executor()
+        dask = _is_dask_client(ex)
+        if ex is self.forked:
+            def submit(t):
+                return ex.submit(check_task, self.digest, None, None, t, stop_at_first)
+        elif dask:
+            # the point log and the checker go to every worker once; tasks name them
+            payload = ex.scatter(self.blob, broadcast=True)
+            check = ex.scatter(self.check, broadcast=True)
+            cf = ex.get_executor(pure=False)    # concurrent.futures futures
+
+            def submit(t):
+                return cf.submit(check_task, self.digest, check, payload, t, stop_at_first)
+        else:
+            def submit(t):
+                return ex.submit(check_task, self.digest, self.check, self.blob, t, stop_at_first)
+        window = 2 * _parallelism(ex)
+        pending = {}
+        queue = list(tasks)
+        queue.reverse()
+        stopped = False
+        try:
+            while queue or pending:
+                while queue and len(pending) < window and not stopped:
+                    t = queue.pop()
+                    pending[submit(t)] = t
+                if not pending:
+                    break
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: pending[f][0]):
+                    t = pending.pop(fut)
+                    n, results = fut.result()
+                    on_done(t, n, results)
+                    if results and stop_at_first:
+                        stopped = True
+                if stopped:
+                    for fut in pending:
+                        fut.cancel()
+                    pending.clear()
+                    queue.clear()
+        finally:
+            for fut in pending:
+                fut.cancel()
+            if dask:
+                ex.run(close_runners)
+            elif ex is not self.forked:
+                close_runners()     # threads of this process (a process pool closes at exit)
+        return not stopped
+
+    def close(self):
+        if self.owned is not None:
+            self.owned.shutdown(cancel_futures=True)
+            self.owned = self.forked = None
+
+
+def _parallelism(executor):
+    n = getattr(executor, "_max_workers", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    if _is_dask_client(executor):
+        try:
+            return max(1, sum(executor.nthreads().values()))
+        except Exception:  # noqa: BLE001 - a client without a scheduler answer: a small window
+            return 2
+    return 2
+
+
+def plan_states(workload, size, initial, model, spec, max_states, seed, store_points, want=False):
+    """Phase 1: run ``workload`` and enumerate its crash states; returns ``(planner, region warnings)``."""
+    from .explore import _warnings
+
+    planner = _Planner(size, model, spec, max_states, seed, want)
+    planner.store_points = bool(store_points)
+    region = _new_region(size, initial, model, planner.on_point, store_points)
+    try:
+        workload(region)
+        region.finish()
+        warnings = _warnings(planner.last_state, region.clean_flushes)
+    finally:
+        planner.last_state = None
+        region.close()
+    return planner, warnings
+
+
+def replay_state(workload, state, *, size=None, initial=None, model="x86", engine="auto", seed=0,
+                 store_points=False, k=None, samples=None):
+    """Rebuild crash state number ``state`` of a run: ``(CrashPoint, choice, image bytes)``.
+
+    Any violation found by :func:`~pmemkit.crash.explore` (on a cluster or not)
+    replays on one machine from ``(seed, model, engine, state index)``.
+    """
+    from .engines import EngineSpec
+    from .explore import _load_initial
+
+    spec = EngineSpec.parse(engine, k, samples)
+    initial = _load_initial(initial)
+    if size is None:
+        size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
+    if not isinstance(state, int) or state < 0:
+        raise InvalidArgumentError(f"state must be a non-negative integer, got {state!r}")
+    planner, _ = plan_states(workload, size, initial, model, spec, state + 1, seed, store_points)
+    if planner.states <= state:
+        raise InvalidArgumentError(
+            f"this run has {planner.states} crash states; state {state} does not exist "
+            f"(same workload, model, engine and seed as the run that reported it?)")
+    runner = _Runner(_accept, (size, model, spec, seed, planner.log, initial, store_points))
+    return runner.image_of(state)
+
+
+def explore_on_executor(workload, check, *, size, initial, model, spec, max_states, seed,
+                        store_points, workers, executor, checkpoint, failures, stop_at_first,
+                        on_states):
+    """:func:`~pmemkit.crash.explore` in two phases on an executor (see the module's docstring)."""
+    t0 = time.perf_counter()
+    check = as_checker(check)
+    want = wants_info(check)
+    planner, warnings = plan_states(workload, size, initial, model, spec, max_states, seed,
+                                    store_points, want)
+    payload = (size, model, spec, seed, planner.log, initial, store_points)
+    dist = Distributed(planner, check, want, payload, executor, workers, defaults.CRASH_TASK_STATES)
+    run = dist.digest
+    about = {"model": model, "engine": str(spec), "seed": seed, "max_states": max_states,
+             "task_states": dist.task_states}
+    found = {}              # state index -> (choice, message)
+    checked = [0]
+    ck = db = None
+    finished = True
+    try:
+        stored = {}
+        if failures is not None:
+            db = FailureDB(failures)
+            stored = db.load(run)
+            new = set(planner.new)
+            known = sorted(i for i in stored if i in new)
+            if known:
+                n, results = _Runner(check, payload).check_states(known, stop_at_first)
+                for i, choice, msg in results:
+                    found[i] = (choice, msg)
+                checked[0] += n
+                for i in known[:n]:         # checked again: kept only if they still fail
+                    stored.pop(i, None)
+        else:
+            known = []
+        if checkpoint is not None:
+            ck = Checkpoint(checkpoint, run, about)
+            for results in ck.done.values():
+                for i, choice, msg in results:
+                    found[i] = (choice, msg)
+        tasks = [t for t in dist.tasks(skip=known) if (t[0], t[-1], len(t)) not in (ck.done if ck else {})]
+        if ck is not None:
+            checked[0] += sum(k[2] for k in ck.done)
+
+        def on_done(task, n, results):
+            for i, choice, msg in results:
+                found[i] = (choice, msg)
+            checked[0] += n
+            if ck is not None and n == len(task):
+                ck.record((task[0], task[-1], n), results)
+            if on_states is not None:
+                on_states(checked[0], checked[0], len(planner.log))
+
+        if not (stop_at_first and found):
+            finished = dist.run(tasks, on_done, stop_at_first)
+        else:
+            finished = False
+    finally:
+        dist.close()
+        if ck is not None:
+            ck.close()
+        closer = getattr(check, "close", None)
+        if callable(closer):
+            closer()
+    if db is not None:
+        if finished:
+            stored = {}
+        stored.update((i, msg) for i, (_, msg) in found.items())
+        db.save(run, stored, about)
+    violations = _violations(payload, found)
+    stopped = not planner.complete or not finished
+    if not planner.complete:
+        warnings.append(f"stopped after max_states={max_states} crash states: the verdict is incomplete")
+    if not finished:
+        warnings.append(f"stopped at the first violation after checking {checked[0]} of "
+                        f"{planner.unique} distinct images: the verdict is incomplete")
+    if planner.sampled and planner.complete:
+        warnings.append(
+            "some crash points had too many states to explore them all: they were sampled "
+            "(see engines), so an OK is not a proof; engine='exhaustive' refuses such points")
+    return Report(violations=violations, states_checked=planner.states if finished else checked[0],
+                  unique_images=planner.unique if finished else checked[0],
+                  crash_points=planner.points, warnings=warnings, model=model, engine=str(spec),
+                  engines=dict(planner.engines), seed=seed,
+                  complete=not stopped and not planner.sampled, violation_count=len(found),
+                  elapsed=time.perf_counter() - t0, states_possible=planner.possible,
+                  states_covered=planner.covered if finished else checked[0], stopped=stopped)
+
+
+def _violations(payload, found):
+    """Violation objects (images rebuilt here) for the first kept violations, in enumeration order."""
+    if not found:
+        return []
+    runner = _Runner(_accept, payload)
+    for i in sorted(found)[:MAX_KEPT_VIOLATIONS]:
+        choice, msg = found[i]
+        runner.violation(i, msg, choice)
+    return runner.violations
