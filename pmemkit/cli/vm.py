@@ -137,8 +137,8 @@ def register(subparsers):
     _add_vm_options(s)
     s.set_defaults(func=cmd_shell)
 
-    b = sub.add_parser("build", help="build (or check) the cached kernel, root image and initramfs, "
-                                     "with this project's guest layer")
+    b = sub.add_parser("build", help="build (or check) the cached kernel, root image and "
+                                     "initramfs, with this project's guest layer")
     _add_kernel_options(b)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     _add_project_options(b)

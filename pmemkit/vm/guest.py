@@ -152,6 +152,9 @@ class Layer:
         return tuple(dict.fromkeys(extra))
 
 
+#: What is not copied of a project installed from its directory (``-e .``) into a layer.
+_NOT_COPIED = (".git", ".venv", "venv", ".tox", ".nox", "__pycache__", "build", "dist",
+               "*.egg-info")
 #: Where a layer keeps pmemkit's native extension built for the guest's Python.
 GUEST_NATIVE_DIR = "/usr/local/lib/pmemkit-native"
 _COULD_NOT_FIND = "Couldn't find these debs:"
@@ -214,8 +217,9 @@ def _debootstrap(debootstrap, inputs, tree, progress):
     for attempt in range(1, 4):  # a mirror hiccup should not cost the user the build
         shutil.rmtree(tree, ignore_errors=True)
         try:
-            cache.run([debootstrap, "--variant=minbase", "--include=" + ",".join(inputs["packages"]),
-                       inputs["suite"], tree, inputs["mirror"]],
+            include = "--include=" + ",".join(inputs["packages"])
+            cache.run([debootstrap, "--variant=minbase", include, inputs["suite"], tree,
+                       inputs["mirror"]],
                       "debootstrap", progress=progress,
                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             return
@@ -235,7 +239,7 @@ def _debootstrap(debootstrap, inputs, tree, progress):
 
 
 def _apply_layer(layer, tree, progress):
-    """Install ``layer``'s pip requirements and native extension into the debootstrapped ``tree``."""
+    """Install ``layer``'s pip requirements and native extension into the ``tree``."""
     chroot = cache.need_tool("chroot")
     python = tree_python(tree)
     if layer.check_python and python:
@@ -263,8 +267,7 @@ def _apply_layer(layer, tree, progress):
     if layer.project is not None:
         dest = tree / layer.guest_project.lstrip("/")
         shutil.copytree(layer.project, dest, symlinks=True, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".git", ".venv", "venv", ".tox", "__pycache__",
-                                                      "build", "dist", "*.egg-info", ".nox"))
+                        ignore=shutil.ignore_patterns(*_NOT_COPIED))
         cwd = layer.guest_project
     resolv = Path("/etc/resolv.conf")
     if resolv.exists():
@@ -295,7 +298,8 @@ def write_pmemkit_metadata(directory, version):
     its plugin through the entry point (and loads it once)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "METADATA").write_text(f"Metadata-Version: 2.1\nName: pmemkit\nVersion: {version}\n")
+    (directory / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: pmemkit\nVersion: {version}\n")
     (directory / "entry_points.txt").write_text("[pytest11]\npmemkit = pmemkit.pytest_plugin\n")
     (directory / "INSTALLER").write_text("pmemkit-vm\n")
     (directory / "RECORD").write_text("")

@@ -78,7 +78,7 @@ def _as_list(value, key, where):
 
 
 def _split_option(values):
-    """``--packages a,b --packages c`` -> ``["a", "b", "c"]`` (None when the option was not given)."""
+    """``--packages a,b --packages c`` -> ``["a", "b", "c"]`` (None: the option was not given)."""
     if values is None:
         return None
     if isinstance(values, str):
@@ -150,8 +150,9 @@ def load_project(start=None, share=None, *, packages=None, pip=None, setup=None)
         where = directory or start
         if share is None:
             raise VmConfigError(
-                f"the project in {where} has pip requirements or setup commands but no directory is "
-                "shared with the guest: drop --no-share (the project directory must be shared)")
+                f"the project in {where} has pip requirements or setup commands but no "
+                "directory is shared with the guest: drop --no-share (the project directory "
+                "must be shared)")
         if not (where == share or share in where.parents):
             raise VmConfigError(
                 f"the project directory {where} is not under the shared directory {share}: run "

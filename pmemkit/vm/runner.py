@@ -65,7 +65,7 @@ class GuestImage:
 
 
 def _pmemkit_package():
-    """The directory of the pmemkit running this code (a checkout, an editable or a normal install)."""
+    """The directory of the pmemkit running this code (checkout, editable or normal install)."""
     return Path(pmemkit.__file__).resolve().parent
 
 
@@ -97,10 +97,11 @@ def project_layer(config, project, version=None):
         native = package / "_flush.c"
         if not native.exists():
             raise GuestLayerError(
-                f"pmemkit's native extension for the guest's Python {version} is not in {package} "
-                "and its source (_flush.c) is not there to rebuild it: the guest would fall back to "
-                f"msync on DAX. Install pmemkit from a wheel or sdist of version "
-                f">= {pmemkit.__version__} (they carry the source), or run pmemkit with Python {version}")
+                f"pmemkit's native extension for the guest's Python {version} is not in "
+                f"{package} and its source (_flush.c) is not there to rebuild it: the guest would "
+                "fall back to msync on DAX. Install pmemkit from a wheel or sdist of version "
+                f">= {pmemkit.__version__} (they carry the source), or run pmemkit with "
+                f"Python {version}")
     guest_project = None
     if project.local_pip:
         guest_project = str(_guest_path(config, project.directory))
@@ -314,9 +315,9 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     interactive shell on the terminal instead (see :func:`shell`). ``cut_when()``, polled while
     the guest runs, cuts the power when it returns true: QEMU is killed with SIGKILL and the
     result has ``power_cut`` set and no exit status (see :mod:`pmemkit.vm.powercut`).
-    ``project`` (a
-    :class:`~pmemkit.vm.project.Project`, see :func:`pmemkit.vm.project.load_project`) adds its
-    packages and pip requirements to the guest (a cached layer) and runs its setup commands first.
+    ``project`` (a :class:`~pmemkit.vm.project.Project`, see
+    :func:`pmemkit.vm.project.load_project`) adds its packages and pip requirements to the guest
+    (a cached layer) and runs its setup commands first.
     """
     config = config or VmConfig()
     argv = [str(a) for a in argv]
@@ -336,7 +337,9 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     try:
         _write_cfg(job, config, action)
         job_env = dict(config.env)
-        pp = _guest_pythonpath(config) + ([job_env["PYTHONPATH"]] if job_env.get("PYTHONPATH") else [])
+        pp = _guest_pythonpath(config)
+        if job_env.get("PYTHONPATH"):
+            pp.append(job_env["PYTHONPATH"])
         job_env["PYTHONPATH"] = os.pathsep.join(pp)
         if image.rootfs.native_dir:
             job_env[defaults.NATIVE_DIR_ENV] = image.rootfs.native_dir
