@@ -33,10 +33,14 @@ from ..region import as_int, bytes_view
 from .arena import open_target, read_arenas, write_arena_layout
 from .batch import BatchIO
 from .layout import (BTT_ALIGNMENT, DEFAULT_NFREE, FLOG_ENTRY_SIZE, FLOG_PAIR_SIZE, INFO_SIZE,
-                     LINUX_LBASIZES, MAP_ENTRY_SIZE, MAP_ERROR, MAP_FLAG_MASK, MAP_LBA_MASK,
-                     MAP_NORMAL, MAP_ZERO, MAX_ARENA_SIZE, MIN_ARENA_SIZE, NSEQ, SEQ_MASK, VERSIONS,
-                     info_problem, normal_entry, plan_arenas)
+                     LINUX_LBASIZES, MAP_ENTRY_SIZE, MAP_ERROR, MAP_FLAG_MASK, MAP_FLAG_SHIFT,
+                     MAP_LBA_MASK, MAP_NORMAL, MAP_ZERO, MAX_ARENA_SIZE, MIN_ARENA_SIZE, NSEQ,
+                     SEQ_MASK, VERSIONS, info_problem, normal_entry, plan_arenas)
 
+#: Info block fields :meth:`Btt.info` reports as they are.
+_INFO_FIELDS = ("flags", "version", "external_lbasize", "external_nlba", "internal_lbasize",
+                "internal_nlba", "nfree", "nextoff", "dataoff", "mapoff", "flogoff", "infooff",
+                "checksum")
 _PAIR = struct.Struct("<II")
 _U32 = struct.Struct("<I")
 #: A key no lba has: :meth:`Btt.close` puts it in every overlay so that fast paths callers
@@ -418,17 +422,15 @@ class Btt(BatchIO):
         out = {"offset": self.offset, "version": self.version, "lbasize": self.lbasize,
                "nlba": self.nlba, "nlane": self.nlane, "arenas": []}
         for a in self.arenas:
-            i = a.info
+            info = a.info
             damage = {which: info_problem(region.read(off, INFO_SIZE))
                       for which, off in (("primary", a.start), ("backup", a.infooff))}
-            states = np.bincount((a.map_np >> np.uint32(30)).astype(np.int64), minlength=4)
+            flags = a.map_np >> np.uint32(MAP_FLAG_SHIFT)
+            states = np.bincount(flags.astype(np.int64), minlength=4)
             out["arenas"].append({
-                "index": a.index, "offset": a.start, "uuid": i.uuid_str,
-                "parent_uuid": i.parent_uuid_str, "flags": i.flags, "version": i.version,
-                "external_lbasize": i.external_lbasize, "external_nlba": i.external_nlba,
-                "internal_lbasize": i.internal_lbasize, "internal_nlba": i.internal_nlba,
-                "nfree": i.nfree, "nextoff": i.nextoff, "dataoff": i.dataoff, "mapoff": i.mapoff,
-                "flogoff": i.flogoff, "infooff": i.infooff, "checksum": i.checksum,
+                "index": a.index, "offset": a.start, "uuid": info.uuid_str,
+                "parent_uuid": info.parent_uuid_str,
+                **{name: getattr(info, name) for name in _INFO_FIELDS},
                 "flog_slots": a.slots, "read_only": a.ro_reason, "info_damage": damage,
                 "map": {"initial": int(states[0]), "error": int(states[1]),
                         "zero": int(states[2]), "normal": int(states[3])},

@@ -37,6 +37,7 @@ FLAG_ERROR = 0x1
 MAP_ENTRY_SIZE = 4
 MAP_LBA_MASK = 0x3FFFFFFF
 MAP_FLAG_MASK = 0xC0000000
+MAP_FLAG_SHIFT = 30          # entry >> MAP_FLAG_SHIFT: 0 initial, 1 error, 2 zero, 3 normal
 MAP_NORMAL = 0xC0000000
 MAP_ZERO = 0x80000000
 MAP_ERROR = 0x40000000
@@ -196,30 +197,31 @@ def geometry_problem(info, arena_size):
     These are the checks that keep every later access inside the arena; a reader
     that passes them can never index outside the target.
     """
-    i = info
-    if i.external_lbasize < 1 or i.internal_lbasize < i.external_lbasize:
-        return (f"lbasize external {i.external_lbasize} / internal {i.internal_lbasize} "
+    if info.external_lbasize < 1 or info.internal_lbasize < info.external_lbasize:
+        return (f"lbasize external {info.external_lbasize} / internal {info.internal_lbasize} "
                 f"is impossible")
-    if i.nfree == 0 or i.external_nlba == 0:
-        return f"nfree {i.nfree} / external_nlba {i.external_nlba} must be non-zero"
-    if i.internal_nlba != i.external_nlba + i.nfree:
-        return (f"internal_nlba {i.internal_nlba} != external_nlba {i.external_nlba} "
-                f"+ nfree {i.nfree}")
-    if i.internal_nlba > MAP_LBA_MASK:
-        return f"internal_nlba {i.internal_nlba} does not fit a map entry"
-    if i.nfree > i.external_nlba + i.nfree or i.nfree > 1 << 20:
-        return f"nfree {i.nfree} is implausible"
-    if i.infooff + INFO_SIZE > arena_size:
-        return f"backup info offset 0x{i.infooff:x} lies past the arena (0x{arena_size:x} bytes)"
-    if i.dataoff < INFO_SIZE or i.dataoff + i.internal_nlba * i.internal_lbasize > i.mapoff:
-        return (f"data area [0x{i.dataoff:x}, +{i.internal_nlba}x{i.internal_lbasize}) "
-                f"overlaps the map at 0x{i.mapoff:x}")
-    if i.mapoff + i.external_nlba * MAP_ENTRY_SIZE > i.flogoff:
-        return f"map at 0x{i.mapoff:x} overlaps the flog at 0x{i.flogoff:x}"
-    if i.flogoff + i.nfree * FLOG_PAIR_SIZE > i.infooff:
-        return f"flog at 0x{i.flogoff:x} overlaps the backup info block at 0x{i.infooff:x}"
-    if i.nextoff and (i.nextoff < i.infooff + INFO_SIZE or i.nextoff % BTT_ALIGNMENT):
-        return f"next arena offset 0x{i.nextoff:x} is inside this arena or misaligned"
+    if info.nfree == 0 or info.external_nlba == 0:
+        return f"nfree {info.nfree} / external_nlba {info.external_nlba} must be non-zero"
+    if info.internal_nlba != info.external_nlba + info.nfree:
+        return (f"internal_nlba {info.internal_nlba} != external_nlba {info.external_nlba} "
+                f"+ nfree {info.nfree}")
+    if info.internal_nlba > MAP_LBA_MASK:
+        return f"internal_nlba {info.internal_nlba} does not fit a map entry"
+    if info.nfree > info.external_nlba + info.nfree or info.nfree > 1 << 20:
+        return f"nfree {info.nfree} is implausible"
+    if info.infooff + INFO_SIZE > arena_size:
+        return (f"backup info offset 0x{info.infooff:x} lies past the arena "
+                f"(0x{arena_size:x} bytes)")
+    data_end = info.dataoff + info.internal_nlba * info.internal_lbasize
+    if info.dataoff < INFO_SIZE or data_end > info.mapoff:
+        return (f"data area [0x{info.dataoff:x}, +{info.internal_nlba}x{info.internal_lbasize}) "
+                f"overlaps the map at 0x{info.mapoff:x}")
+    if info.mapoff + info.external_nlba * MAP_ENTRY_SIZE > info.flogoff:
+        return f"map at 0x{info.mapoff:x} overlaps the flog at 0x{info.flogoff:x}"
+    if info.flogoff + info.nfree * FLOG_PAIR_SIZE > info.infooff:
+        return f"flog at 0x{info.flogoff:x} overlaps the backup info block at 0x{info.infooff:x}"
+    if info.nextoff and (info.nextoff < info.infooff + INFO_SIZE or info.nextoff % BTT_ALIGNMENT):
+        return f"next arena offset 0x{info.nextoff:x} is inside this arena or misaligned"
     return None
 
 

@@ -108,7 +108,8 @@ class Tree:
         path = f"{region_path}/{name}"
         self.attrs(path, mode=mode, size=size, resource=hex(start), devtype=devtype,
                    nstype="4" if devtype == "nd_namespace_io" else "5", holder=holder,
-                   numa_node="0", force_raw="0", modalias="nd:t4" if devtype == "nd_namespace_io" else "nd:t5")
+                   numa_node="0", force_raw="0",
+                   modalias="nd:t4" if devtype == "nd_namespace_io" else "nd:t5")
         self.link(f"sys/bus/nd/devices/{name}", path)
         return path
 

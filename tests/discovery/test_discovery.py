@@ -48,8 +48,10 @@ def test_memmap_boots_in_fsdax():
     # (map=mem, no pfn device), /dev/pmem0 DAX-capable.
     info = discover(fx("memmap-fsdax"))
     assert info.backend == "files"
-    assert [(r.name, r.size, r.provider, r.persistence_domain, r.deep_flush) for r in info.regions] == [
-        ("region0", 512 * MiB, "e820", None, False), ("region1", 512 * MiB, "e820", None, False)]
+    regions = [(r.name, r.size, r.provider, r.persistence_domain, r.deep_flush)
+               for r in info.regions]
+    assert regions == [("region0", 512 * MiB, "e820", None, False),
+                       ("region1", 512 * MiB, "e820", None, False)]
     assert all(r.emulated and not r.eadr for r in info.regions)
     # seeds (pfn0.0, btt0.0, dax0.0 with no namespace) are not namespaces
     assert [(n.name, n.region, n.mode, n.size, n.devtype, n.holder, n.device)
@@ -136,7 +138,8 @@ def test_nvdimm_sector():
     [dev] = info.devices
     assert (dev.name, dev.dax, dev.namespace) == ("pmem0s", False, "namespace0.0")
     [m] = info.mounts
-    assert (m.device, m.mount_point, m.dax, m.dax_always) == ("/dev/pmem0s", "/mnt/blk", None, False)
+    assert (m.device, m.mount_point, m.dax, m.dax_always) == (
+        "/dev/pmem0s", "/mnt/blk", None, False)
 
 
 def test_devdax_and_eadr():
@@ -217,7 +220,8 @@ def test_to_dict_is_json():
     assert d["dax_mount_points"] == ["/mnt/pmem-ext4"]
     assert d["memmaps"][1]["memmap"] == {"size": 512 * MiB, "start": 2 * GiB, "text": "512M!2G"}
     assert d["regions"][0]["emulated"] is True and d["eadr"] is False
-    assert d["mounts"][1]["dax"] is None and d["mounts"][0]["options"] == ["rw", "relatime", "dax=always"]
+    assert d["mounts"][1]["dax"] is None
+    assert d["mounts"][0]["options"] == ["rw", "relatime", "dax=always"]
     d = discover(fx("devdax")).to_dict()
     assert d["eadr"] is True and d["cpu"]["best_flush"] == "clwb"
 
