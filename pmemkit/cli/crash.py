@@ -75,12 +75,8 @@ def cmd_crash(args, out=None):
         if client is not None:
             client.close()
     if args.json:
-        json.dump({"ok": report.ok, "status": int(status.verdict(report.ok, report.complete)),
-                   "violations": report.violation_count,
-                   "states_checked": report.states_checked, "unique_images": report.unique_images,
-                   "crash_points": report.crash_points, "complete": report.complete,
-                   "engines": report.engines, "warnings": report.warnings,
-                   "elapsed": report.elapsed}, out, indent=2)
+        json.dump(dict(report.as_dict(), status=int(status.verdict(report.ok, report.complete))),
+                  out, indent=2)
         out.write("\n")
     else:
         out.write(f"{report}\n")

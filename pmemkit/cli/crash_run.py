@@ -119,11 +119,7 @@ def cmd_run(args, out):
                            workers=args.workers)
     verdict = status.verdict(report.ok, report.complete)
     if args.json:
-        json.dump({"ok": report.ok, "status": int(verdict), "violations": report.violation_count,
-                   "states_checked": report.states_checked, "unique_images": report.unique_images,
-                   "crash_points": report.crash_points, "complete": report.complete,
-                   "engines": report.engines, "warnings": report.warnings,
-                   "elapsed": report.elapsed}, out, indent=2)
+        json.dump(dict(report.as_dict(), status=int(verdict)), out, indent=2)
         out.write("\n")
     else:
         out.write(f"{report}\n")

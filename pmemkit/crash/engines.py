@@ -20,7 +20,8 @@ ENGINES = ("exhaustive", "bounded", "random", "prefix", "auto")
 
 
 class EngineSpec:
-    """A parsed engine name: ``exhaustive``, ``bounded[:k]``, ``random[:n]``, ``prefix``, ``auto``."""
+    """A parsed engine name: ``exhaustive``, ``bounded[:k]``, ``random[:n]``, ``prefix``, ``auto``.
+    """
 
     def __init__(self, name, k=None, samples=None):
         self.name = name
@@ -101,7 +102,7 @@ def bounded_vectors(dims, k, start=0):
     for size in range(start, min(k, n) + 1):
         for combo in itertools.combinations(range(n), size):
             for alts in itertools.product(*(range(1, len(dims[d]) + 1) for d in combo)):
-                yield dict(zip(combo, alts))
+                yield dict(zip(combo, alts, strict=True))
 
 
 def point_rng(seed, point):

@@ -450,7 +450,7 @@ class _Explorer:
         durable = set(space.base_stores)
         for j, a in choice.items():
             durable.update(space.dims[j][a - 1].stores)
-        if space.view == "x86-end":     # the base made every store durable; the choice took some back
+        if space.view == "x86-end":     # the base made every store durable; the choice took some
             durable = _end_durable(meta, choice)
         pending = set(meta.stores)
 
@@ -483,8 +483,9 @@ class _Explorer:
             if callable(prepare):
                 prepare()
             # fork: the checker (a closure, say) reaches the workers as the initializer's argument
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=_worker_init, initargs=(self.check, self.want))
+            self.pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_worker_init, initargs=(self.check, self.want))
         self._persisted(meta)
         if meta.info.index != self.pickled_point:
             try:
@@ -493,7 +494,8 @@ class _Explorer:
                 raise InvalidArgumentError(
                     f"with workers > 1 every value given to pm.record() must be picklable "
                     f"(it reaches the checker in another process): {type(exc).__name__}: {exc}; "
-                    f"record plain data (bytes, numbers, strings, tuples) or use workers=1") from None
+                    f"record plain data (bytes, numbers, strings, tuples) or use workers=1"
+                ) from None
             self.pickled_point = meta.info.index
         items = [(i, image) for i, (_, image) in enumerate(batch)]
         fut = self.pool.submit(_worker_batch, items, meta.info)
@@ -508,8 +510,9 @@ class _Explorer:
         try:
             found = fut.result()
         except BrokenProcessPool:
-            raise CrashError("a worker process died while checking images (killed, or the checker "
-                             "exited the process); no verdict. Run with workers=1 to see why") from None
+            raise CrashError(
+                "a worker process died while checking images (killed, or the checker exited "
+                "the process); no verdict. Run with workers=1 to see why") from None
         for i, msg in found:
             choice, image = batch[i]
             self._violation(meta, choice, image, msg)
@@ -583,9 +586,11 @@ def _warnings(state, clean_flushes):
         return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
     if never:
-        out.append(f"{len(never)} store(s) never flushed, so never made durable by the end: {fmt(never)}")
+        out.append(f"{len(never)} store(s) never flushed, so never made durable by the end: "
+                   f"{fmt(never)}")
     if flushed_unfenced:
-        out.append(f"{len(flushed_unfenced)} store(s) flushed with no later fence, so not durable by the end: "
+        out.append(f"{len(flushed_unfenced)} store(s) flushed with no later fence, "
+                   f"so not durable by the end: "
                    f"{fmt(flushed_unfenced)}")
     if clean_flushes:
         n = len(clean_flushes)
@@ -626,12 +631,14 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     processes when no executor is given.
     """
     if not callable(workload):
-        raise InvalidArgumentError(f"workload must be callable (it receives the region), got {workload!r}")
+        raise InvalidArgumentError(
+            f"workload must be callable (it receives the region), got {workload!r}")
     if model not in MODELS:
         raise InvalidArgumentError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     spec = EngineSpec.parse(engine, k, samples)
     if max_states is not None and not _positive_int(max_states):
-        raise InvalidArgumentError(f"max_states must be a positive integer or None, got {max_states!r}")
+        raise InvalidArgumentError(
+            f"max_states must be a positive integer or None, got {max_states!r}")
     if not _positive_int(workers):
         raise InvalidArgumentError(f"workers must be a positive integer, got {workers!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -642,7 +649,8 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
             f"terminal), got {progress!r}; to be called back, pass on_states=callable")
     if on_states is not None and not callable(on_states):
         raise InvalidArgumentError(
-            f"on_states must be a callable (states, unique_images, crash_points), got {on_states!r}")
+            f"on_states must be a callable (states, unique_images, crash_points), "
+            f"got {on_states!r}")
     initial = _load_initial(initial)
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
@@ -672,7 +680,8 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
         region.close()
     stopped = not ex.complete
     if stopped:
-        warnings.append(f"stopped after max_states={max_states} crash states: the verdict is incomplete")
+        warnings.append(
+            f"stopped after max_states={max_states} crash states: the verdict is incomplete")
     if ex.sampled and not stopped:
         warnings.append(
             "some crash points had too many states to explore them all: they were sampled "

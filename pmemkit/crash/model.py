@@ -235,8 +235,8 @@ def spaces(state, view):
             alts = _chain(evs, floor, H)
             dims = [alts] if alts else []
         else:       # one event per unit: each unit durable or not, independently
-            dims = [[Alternative(((ev.unit, ev.value),), H(ev.unit, floor(ev.unit)) ^ H(ev.unit, ev.value),
-                                 (ev.store,))]
+            dims = [[Alternative(((ev.unit, ev.value),),
+                                 H(ev.unit, floor(ev.unit)) ^ H(ev.unit, ev.value), (ev.store,))]
                     for ev in evs if ev.value != floor(ev.unit)]
         out.append(Space(view, dims, *frozen))
         for ev in evs:

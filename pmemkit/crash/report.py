@@ -50,7 +50,8 @@ class StoreInfo:
 
     def __str__(self):
         m = f", marker {self.marker!r}" if self.marker is not None else ""
-        return f"store #{self.index} [{self.offset:#x}, {self.offset + self.size:#x}) via {self.via}{m}"
+        return (f"store #{self.index} [{self.offset:#x}, {self.offset + self.size:#x}) "
+                f"via {self.via}{m}")
 
 
 @dataclass
@@ -63,7 +64,8 @@ class Violation:
     view: str                    # "x86", "x86-line", "eadr" or "prefix": how dimensions were built
     engine: str                  # the engine that visited it at this point
     seed: int
-    durable_stores: list = field(default_factory=list)   # pending stores (partly) durable in the image
+    # pending stores (partly) durable in the image
+    durable_stores: list = field(default_factory=list)
     lost_stores: list = field(default_factory=list)      # pending stores not durable at all
     image: bytes = b""
     persisted: bytes = b""       # the image had every pending store become durable
@@ -85,10 +87,11 @@ class Violation:
         breaks = np.flatnonzero(np.diff(changed) > 8)
         starts = np.concatenate(([changed[0]], changed[breaks + 1]))
         ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
-        return list(zip(starts.tolist(), ends.tolist()))
+        return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
     def __repr__(self):
-        return (f"<Violation point={self.point.index} kind={self.point.kind} marker={self.point.marker!r} "
+        return (f"<Violation point={self.point.index} kind={self.point.kind} "
+                f"marker={self.point.marker!r} "
                 f"choice={self.choice!r} message={self.message!r}>")
 
     def replay_hint(self):
@@ -98,16 +101,18 @@ class Violation:
         if self.store_points:
             view += ", store_points=True"
         return (f"crash.replay(workload, point={self.point.index}, choice={self.choice!r}, "
-                f"model={self.model!r}{view}, size={len(self.image)})  # seed={self.seed}, engine {self.engine}")
+                f"model={self.model!r}{view}, size={len(self.image)})  "
+                f"# seed={self.seed}, engine {self.engine}")
 
     def __str__(self):
         lines = [f"{self.point.describe()}",
                  f"  checker: {self.message}"]
         if self.reordered_lines:
             shown = ", ".join(f"{li * 64:#x}" for li in self.reordered_lines[:4])
-            lines.append(f"  NOTE: this image needs stores to one cache line (at {shown}) to persist "
-                         f"out of program order, which x86 hardware does not do; the x86 model allows it "
-                         f"to be conservative. model='x86-line' is the hardware-exact check.")
+            lines.append(f"  NOTE: this image needs stores to one cache line (at {shown}) to "
+                         f"persist out of program order, which x86 hardware does not do; the x86 "
+                         f"model allows it to be conservative. model='x86-line' is the "
+                         f"hardware-exact check.")
         if self.durable_stores:
             lines.append("  pending stores that WERE durable:")
             lines += [f"    {s}" for s in self.durable_stores[:8]]
@@ -167,6 +172,15 @@ class Report:
     states_covered: int = 0
     stopped: bool = False        # max_states cut the run short
 
+    def as_dict(self):
+        """The verdict and its figures as plain data (what ``--json`` prints)."""
+        return {"ok": self.ok, "violations": self.violation_count,
+                "states_checked": self.states_checked, "unique_images": self.unique_images,
+                "crash_points": self.crash_points, "complete": self.complete,
+                "states_possible": self.states_possible, "states_covered": self.states_covered,
+                "stopped": self.stopped, "coverage": self.coverage(), "engines": self.engines,
+                "warnings": self.warnings, "elapsed": self.elapsed}
+
     def coverage(self):
         """A sentence saying how much of the crash-state space was visited."""
         if self.complete:
@@ -191,7 +205,8 @@ class Report:
         used = ", ".join(f"{name} at {n} point(s)" for name, n in self.engines.items()) or "none"
         rate = self.states_checked / self.elapsed if self.elapsed > 0 else 0.0
         return (f"crash exploration {verdict}: {self.states_checked} crash state(s), "
-                f"{self.unique_images} unique image(s) checked, {self.crash_points} crash point(s); "
+                f"{self.unique_images} unique image(s) checked, "
+                f"{self.crash_points} crash point(s); "
                 f"model {self.model}, engine {self.engine} ({used}), seed {self.seed}; "
                 f"{self.elapsed:.2f} s ({rate:,.0f} states/s); {self.coverage()}")
 
@@ -203,7 +218,8 @@ class Report:
         for i, v in enumerate(self.violations[:SHOWN_VIOLATIONS]):
             lines.append(f"violation {i + 1} of {self.violation_count}: {v}")
         if self.violation_count > SHOWN_VIOLATIONS:
-            lines.append(f"... {self.violation_count - SHOWN_VIOLATIONS} more violation(s) in report.violations")
+            lines.append(f"... {self.violation_count - SHOWN_VIOLATIONS} more violation(s) "
+                         f"in report.violations")
         return "\n".join(lines)
 
 

@@ -140,7 +140,8 @@ class Store:
         self.group = group
 
     def __repr__(self):
-        return f"Store(#{self.index}, offset={self.offset:#x}, size={len(self.data)}, via={self.via})"
+        return (f"Store(#{self.index}, offset={self.offset:#x}, size={len(self.data)}, "
+                f"via={self.via})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -208,7 +209,8 @@ class TracedRegion(Region):
     def __init__(self, size=None, initial=None, *, model="x86", on_crash_point=None,
                  store_points=False, keep_trace=True):
         if model not in MODELS:
-            raise InvalidArgumentError(f"unknown crash model {model!r}; choose one of {', '.join(MODELS)}")
+            raise InvalidArgumentError(
+                f"unknown crash model {model!r}; choose one of {', '.join(MODELS)}")
         if initial is not None:
             initial = bytes(memoryview(initial).cast("B"))
             if size is None:
@@ -248,7 +250,8 @@ class TracedRegion(Region):
         # durable units changed since the last crash point; None: all. With no initial
         # contents the first point's changes are relative to an all-zero image.
         self._changed = None if initial else set()
-        self.trace = []             # ("store", Store) / ("flush", off, len) / ("fence",) / ("mark", name)
+        # ("store", Store) / ("flush", off, len) / ("fence",) / ("mark", name)
+        self.trace = []
         self.stores = []            # Store objects by index
         self.records = []           # (key, value) appended by record()
         self.marker = None

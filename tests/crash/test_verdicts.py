@@ -5,6 +5,7 @@ hardware's rules, not from pmemkit's implementation.
 """
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ RECORD_UNITS = 32           # a 256-byte record: 31 payload words, then the CRC 
 
 def crc_record_workload(pm):
     payload = b"".join(struct.pack("<Q", 0x1000 + i) for i in range(RECORD_UNITS - 1))
-    crc = struct.pack("<Q", __import__("zlib").crc32(payload) | 1 << 40)
+    crc = struct.pack("<Q", zlib.crc32(payload) | 1 << 40)
     pm.write(0, payload + crc)      # bug: the CRC is written with the record, not after it
     pm.persist(0, 256)
 
@@ -150,7 +151,8 @@ def crc_record_check(img):
         written += 1
     if written >= 18:
         payload = bytes(img[:8 * (RECORD_UNITS - 1)])
-        assert words[-1] == __import__("zlib").crc32(payload) | 1 << 40, f"torn record ({written} words)"
+        expected = zlib.crc32(payload) | 1 << 40
+        assert words[-1] == expected, f"torn record ({written} words)"
 
 
 def test_default_model_finds_what_x86_line_finds():
@@ -270,3 +272,21 @@ def test_btt_crash_suite_exhaustive_refuses_up_front(capsys):
     assert main(["btt", "crash-suite", "--engine", "exhaustive", "--writes", "1"]) == 2
     err = capsys.readouterr().err
     assert "refuses about 2^64 crash states" in err
+
+
+def test_cli_json_says_how_much_was_covered(tmp_path, capsys):
+    from pmemkit.cli import main
+    from pmemkit.crash import pmemcheck
+
+    def workload(pm):
+        for i in range(20):
+            pm.write(i * 8, struct.pack("<Q", i + 1))
+        pm.persist(0, 160)
+
+    log = tmp_path / "store.log"
+    pmemcheck.write_log(pmemcheck.record(workload, 4096), log)
+    assert main(["crash", str(log), "--initial", "zeros", "--json", "--check", "true"]) == 3
+    out = capsys.readouterr().out
+    data = __import__("json").loads(out[out.index("{"):])
+    assert data["complete"] is False and data["states_possible"] == 2 ** 20 + 1   # + the end
+    assert 0 < data["states_covered"] < 2 ** 20 and "INCOMPLETE (sampled)" in data["coverage"]
