@@ -290,3 +290,14 @@ def test_cli_json_says_how_much_was_covered(tmp_path, capsys):
     data = __import__("json").loads(out[out.index("{"):])
     assert data["complete"] is False and data["states_possible"] == 2 ** 20 + 1   # + the end
     assert 0 < data["states_covered"] < 2 ** 20 and "INCOMPLETE (sampled)" in data["coverage"]
+
+
+def test_x86_extra_views_replay_and_state_space_counts():
+    r = crash.explore(crc_record_workload, crc_record_check, model="x86")
+    views = {v.view for v in r.violations}
+    assert views & {"x86-line", "x86-end"}, views
+    for v in r.violations[:5]:
+        assert crash.replay(crc_record_workload, v) == v.image
+    points, largest, total = crash.state_space(crc_record_workload, model="x86")
+    assert points == 2 and largest == 2 ** 32 and total == 2 ** 32 + 1
+    assert crash.state_space(crc_record_workload, model="x86-line")[1] == 9 ** 4
