@@ -192,3 +192,23 @@ def test_checker_file_is_patched_and_restored(tmp_path):
     finally:
         f.cleanup()
     assert f.dir is None
+
+
+def test_a_system_call_into_tracked_memory_fails_cleanly(tmp_path):
+    """The documented limit: read(2) into a protected page is EFAULT, an OSError, not a crash."""
+    src = tmp_path / "data"
+    src.write_bytes(b"x" * 100)
+    pm = TracedRegion(8192)
+    buf = pm.buffer
+    errno = None
+    with open(src, "rb", buffering=0) as f:
+        try:
+            f.readinto(buf[:100])
+        except OSError as exc:      # not kept: its traceback would hold buf in a cycle
+            errno = exc.errno
+    assert errno == 14
+    with open(src, "rb") as f:          # buffered: copied in user space, tracked
+        f.readinto(buf[:100])
+    pm.flush(0, 100)
+    assert [(s.offset, len(s.data), s.via) for s in pm.stores] == [(0, 104, "view")]
+    pm.close()
