@@ -58,6 +58,14 @@ CRASH_TASK_STATES = 256
 CRASH_DEFAULT_SIZE = 4096
 #: engine="exhaustive" refuses a crash point with more states than this (without max_states).
 CRASH_EXHAUSTIVE_MAX_STATES = 1 << 24
+#: Largest image (all registered files of a pmemcheck log together) pmemkit explores; the traced
+#: region keeps three copies of it in memory.
+CRASH_MAX_LOG_IMAGE = 4 << 30
+#: Where each registered file of a pmemcheck log starts in the explored image (a multiple of this).
+CRASH_FILE_ALIGN = 4096
+#: The environment variable (and pm.record() key) holding the markers seen so far, joined by "|",
+#: for external checkers (PMDK's pmreorder sets it; its pmreorder_stack checker reads it).
+MARKERS_ENV = "PMREORDER_MARKERS"
 
 #: Environment variables of the LD_PRELOAD interposer (pmemkit/_interpose.c repeats them; a test
 #: pins them equal): the trace file's path, and the pid of the one process that records.

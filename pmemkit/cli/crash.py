@@ -21,11 +21,19 @@ def register(subparsers):
         formatter_class=status.HelpFormatter,
         epilog=status.epilog("example: pmemkit crash store.log --engine exhaustive --check ./check_pool "
                              "--strict", ""))
-    p.add_argument("log", metavar="LOG", help="pmemcheck store log (valgrind --tool=pmemcheck --log-stores=yes)")
+    p.add_argument("log", metavar="LOG",
+                   help="pmemcheck store log, as valgrind --tool=pmemcheck --log-stores=yes --log-file=LOG "
+                        "wrote it (with or without -q, stack traces and summary)")
     p.add_argument("--model", default="x86", choices=("x86", "x86-line", "eadr"),
                    help="persistency model (default: x86, independent 8-byte units)")
     p.add_argument("--engine", default="auto",
-                   help="auto, exhaustive, bounded[:K], random[:N] or prefix (default: auto)")
+                   help="auto, exhaustive, bounded[:K], random[:N], prefix or in-order; pmreorder's engine "
+                        "names work too (default: auto)")
+    p.add_argument("-x", "--sections", metavar="MARKER=ENGINE,...|FILE",
+                   help="an engine per marker section, as pmreorder's -x: MARKER=ENGINE pairs or a JSON "
+                        "file {\"MARKER\": \"ENGINE\"}; library markers (pmem_memset_persist, with "
+                        "PMREORDER_EMIT_LOG=1) work; engine 'none' (NoReorderNoCheck) leaves a section "
+                        "unchecked")
     p.add_argument("--max-states", type=int, default=None, metavar="N", help="stop after N crash states")
     p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
@@ -37,13 +45,61 @@ def register(subparsers):
     p.add_argument("--failures", metavar="DIR",
                    help="failure database: check the states that failed last time first, store new ones")
     p.add_argument("--stop-at-first", action="store_true", help="stop everything at the first violation")
-    p.add_argument("--initial", metavar="FILE", help="the file's contents before the logged run, or 'zeros' (default: zeros)")
+    p.add_argument("--initial", action="append", default=[], metavar="[NAME=]FILE|zeros",
+                   help="a registered file's contents before the logged run (NAME=FILE for one of several "
+                        "files), or 'zeros'; default: each file the log names is read from its path, which "
+                        "must hold the pool as it was before the run (as pmreorder requires)")
     p.add_argument("--persistent", action="store_true",
                    help="start the checker once and send it image paths over stdin (line protocol)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
-    p.add_argument("--check", nargs=argparse.REMAINDER, required=True, metavar="CMD",
-                   help="the checker program and its arguments (must come last)")
+    p.add_argument("--replay", type=int, metavar="POINT",
+                   help="write the crash image of POINT (with --choice) to --output instead of exploring")
+    p.add_argument("--choice", default="{}", metavar="JSON", help="with --replay: the violation's choice")
+    p.add_argument("--view", default=None, help="with --replay: the violation's view (default: the model)")
+    p.add_argument("--space", type=int, default=0, help="with --replay: the violation's space (default: 0)")
+    p.add_argument("--output", metavar="DIR", help="with --replay: directory to write the image file(s) to")
+    p.add_argument("--check", nargs=argparse.REMAINDER, default=None, metavar="CMD",
+                   help="the checker program and its arguments (must come last); it gets every registered "
+                        "file's image path, in the log's order, as its last arguments")
     p.set_defaults(func=cmd_crash)
+
+
+def _initial(args, trace):
+    from ..errors import InvalidArgumentError
+
+    if not args.initial:
+        return None
+    if args.initial == ["zeros"]:
+        return "zeros"
+    named, plain = {}, []
+    for item in args.initial:
+        name, eq, path = item.partition("=")
+        if eq and name in {f.name for f in trace.files} | {f.basename for f in trace.files}:
+            named[name] = path
+        else:
+            plain.append(item)
+    if plain and (named or len(plain) > 1):
+        raise InvalidArgumentError(
+            f"--initial {plain[0]!r}: with several --initial give NAME=FILE, NAME being a file the log "
+            f"registers ({', '.join(f.basename for f in trace.files) or 'none'})")
+    if plain:
+        return plain[0]
+    return named
+
+
+def _replay_command(args, v):
+    import shlex
+
+    parts = ["pmemkit", "crash", args.log, "--model", args.model]
+    for item in args.initial:
+        parts += ["--initial", item]
+    parts += ["--replay", str(v.point.index), "--choice", json.dumps({str(k): a for k, a in v.choice.items()})]
+    if v.view != v.model:
+        parts += ["--view", v.view]
+    if v.space:
+        parts += ["--space", str(v.space)]
+    parts += ["--output", "DIR"]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def cmd_crash(args, out=None):
@@ -52,35 +108,57 @@ def cmd_crash(args, out=None):
     from ..errors import InvalidArgumentError
 
     out = out or sys.stdout
+    trace = pmemcheck.read_log(args.log)
+    initial = trace.initial_image(_initial(args, trace))
+    if args.replay is not None:
+        return _cmd_replay(args, trace, initial, out)
     if not args.check:
         raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
-    trace = pmemcheck.read_log(args.log)
-    initial = None
-    if args.initial and args.initial != "zeros":
-        from pathlib import Path
-        try:
-            initial = Path(args.initial).read_bytes()
-        except OSError as exc:
-            raise InvalidArgumentError(f"cannot read --initial {args.initial!r}: {exc.strerror}") from None
-    size = max(trace.size, len(initial) if initial else 0)
-    check = crash.PersistentChecker(args.check) if args.persistent else args.check
+    engine = pmemcheck.engine_name(args.engine)
+    sections = None
+    if args.sections:
+        sections = pmemcheck.Sections(pmemcheck.parse_sections(args.sections), args.engine)
+    elif engine is None:
+        raise InvalidArgumentError(f"--engine {args.engine} checks nothing; give -x MARKER=ENGINE for the "
+                                   f"sections to check, or another engine")
+    if args.persistent:
+        if len(trace.files) > 1:
+            raise InvalidArgumentError(
+                f"the log registers {len(trace.files)} files; --persistent sends one image path per "
+                f"line: use a one-shot checker, which gets every file's path")
+        check = crash.PersistentChecker(args.check, info=True)
+    else:
+        check = crash.FilesChecker(args.check, trace.layout(), markers=bool(trace.markers))
     client = _dask_client(args.scheduler) if args.scheduler else None
     try:
-        report = crash.explore(trace, check, size=size, initial=initial, model=args.model,
-                               engine=args.engine, max_states=args.max_states, seed=args.seed,
+        report = crash.explore(trace, check, size=trace.size, initial=initial, model=args.model,
+                               engine=engine or "auto", max_states=args.max_states, seed=args.seed,
                                workers=args.workers, executor=client, checkpoint=args.checkpoint,
                                failures=args.failures, stop_at_first=args.stop_at_first,
-                               progress="auto")
+                               progress="auto", sections=sections)
     finally:
         if client is not None:
             client.close()
+    pmemcheck.describe_stores(report, trace)
+    for v in report.violations:
+        v.command = _replay_command(args, v)
+    notes = list(trace.notes)
+    if sections is not None:
+        notes += [f"-x names {m}, which opens no section in this log" for m in sections.unused(trace)]
+    verdict = status.verdict(report.ok, report.complete)
     if args.json:
-        json.dump(dict(report.as_dict(), status=int(status.verdict(report.ok, report.complete))),
+        json.dump(dict(report.as_dict(), status=int(verdict), notes=notes,
+                       files=[{"name": f.name, "offset": f.offset, "size": f.size} for f in trace.files]),
                   out, indent=2)
         out.write("\n")
     else:
+        if len(trace.files) > 1:
+            out.write("files (image offsets in the report): " + ", ".join(
+                f"{f.name} at [{f.offset:#x}, {f.offset + f.size:#x})" for f in trace.files) + "\n")
+        for n in notes:
+            out.write(f"note: {n}\n")
         out.write(f"{report}\n")
-    return status.verdict(report.ok, report.complete)
+    return verdict
 
 
 def _dask_client(address):
@@ -95,3 +173,26 @@ def _dask_client(address):
     except (OSError, TimeoutError) as exc:
         raise CrashError(f"cannot reach the Dask scheduler at {address}: {exc}; start one with "
                          f"'dask scheduler' and give its address (tcp://host:8786)") from None
+
+
+def _cmd_replay(args, trace, initial, out):
+    import os
+
+    from .. import crash
+    from ..errors import InvalidArgumentError
+
+    if not args.output:
+        raise InvalidArgumentError("--replay needs --output DIR (where to write the image file(s))")
+    try:
+        choice = {int(k): int(a) for k, a in json.loads(args.choice).items()}
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidArgumentError(f"--choice must be the JSON object the report printed, got {args.choice!r}") from None
+    image = crash.replay(trace, args.replay, choice, model=args.model, view=args.view, size=trace.size,
+                         initial=initial, space=args.space)
+    os.makedirs(args.output, exist_ok=True)
+    for f, data in trace.split(image):
+        path = os.path.join(args.output, f.basename)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        out.write(f"wrote {path} ({len(data)} bytes, the crash image of {f.name})\n")
+    return status.Status.OK

@@ -7,7 +7,7 @@
 See docs/crash.md.
 """
 
-from .checkers import ExternalChecker, PersistentChecker
+from .checkers import ExternalChecker, FilesChecker, PersistentChecker
 from .executors import replay_state
 from .explore import explore, require_explorable, state_space
 from .replay import replay
@@ -15,4 +15,5 @@ from .report import CrashPoint, Report, Violation
 from .trace import MODELS, TracedRegion
 
 __all__ = ["explore", "replay", "replay_state", "require_explorable", "state_space", "Report",
-           "Violation", "CrashPoint", "TracedRegion", "ExternalChecker", "PersistentChecker", "MODELS"]
+           "Violation", "CrashPoint", "TracedRegion", "ExternalChecker", "FilesChecker", "PersistentChecker",
+           "MODELS"]

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 
+from .. import defaults
 from ..errors import CheckerError, CheckFailed, InvalidArgumentError
 
 try:
@@ -159,10 +160,13 @@ class ExternalChecker:
         self._file = _ImageFile()
 
     def __call__(self, image):
-        path = self._file.write(image)
+        return self._run([self._file.write(image)])
+
+    def _run(self, paths, env=None):
+        """Run the checker on the image file(s) ``paths`` (appended to argv): True, or raise."""
         try:
-            proc = subprocess.run(self.argv + [path], stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=self.timeout)
+            proc = subprocess.run(self.argv + list(paths), stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=self.timeout, env=env)
         except subprocess.TimeoutExpired:
             raise CheckerError(f"checker {self.argv[0]!r} took more than {self.timeout} s on one image") from None
         except OSError as exc:
@@ -190,6 +194,50 @@ class ExternalChecker:
 
     def __setstate__(self, state):
         self.__init__(state["argv"], state["timeout"])
+
+
+class FilesChecker(ExternalChecker):
+    """An external checker for an image made of several files (a pmemcheck log's pools).
+
+    ``layout`` lists ``(name, offset, size)``: each file's bytes ``image[offset:offset + size]``
+    are written to a file of their own and every path is appended to ``argv``, in ``layout``'s
+    order (one file: pmreorder's convention). With ``markers=True`` the markers seen so far
+    (what the workload recorded under :data:`~pmemkit.defaults.MARKERS_ENV`, joined by ``|``)
+    are in the checker's environment as ``PMREORDER_MARKERS``, as pmreorder sets them (the same
+    image is then checked again under different markers).
+    """
+
+    def __init__(self, argv, layout, timeout=CHECK_TIMEOUT, markers=False):
+        super().__init__(argv, timeout)
+        self.wants_info = bool(markers)
+        self.layout = [(str(n), int(o), int(z)) for n, o, z in layout]
+        if not self.layout:
+            raise InvalidArgumentError("FilesChecker needs at least one (name, offset, size) file")
+        self._files = [_ImageFile() for _ in self.layout]
+
+    def __call__(self, image, info=None):
+        view = memoryview(image).cast("B")
+        paths = [f.write(view[o:o + z]) for f, (_, o, z) in zip(self._files, self.layout, strict=True)]
+        env = None
+        if info is not None:
+            env = dict(os.environ)
+            env[defaults.MARKERS_ENV] = str(info.state.get(defaults.MARKERS_ENV, ""))
+        return self._run(paths, env)
+
+    def before_fork(self):
+        for f in self._files:
+            f.prepare()
+
+    def close(self):
+        for f in self._files:
+            f.cleanup()
+
+    def __getstate__(self):
+        return {"argv": self.argv, "timeout": self.timeout, "layout": self.layout,
+                "markers": self.wants_info}
+
+    def __setstate__(self, state):
+        self.__init__(state["argv"], state["layout"], state["timeout"], state["markers"])
 
 
 class PersistentChecker:

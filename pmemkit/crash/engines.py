@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from .. import defaults
 from ..errors import InvalidArgumentError
 
-ENGINES = ("exhaustive", "bounded", "random", "prefix", "auto")
+ENGINES = ("exhaustive", "bounded", "random", "prefix", "auto", "in-order")
 
 
 class EngineSpec:
-    """A parsed engine name: ``exhaustive``, ``bounded[:k]``, ``random[:n]``, ``prefix``, ``auto``.
+    """A parsed engine name: ``exhaustive``, ``bounded[:k]``, ``random[:n]``, ``prefix``, ``auto``
+    or ``in-order`` (only the image with every pending store durable: pmreorder's NoReorderDoCheck).
     """
 
     def __init__(self, name, k=None, samples=None):
@@ -34,7 +35,7 @@ class EngineSpec:
             return engine
         if not isinstance(engine, str):
             raise InvalidArgumentError(f"engine must be a string such as 'auto', got {engine!r}")
-        m = re.fullmatch(r"\s*([a-z]+)\s*(?:[:(]\s*(\d+)\s*\)?)?\s*", engine)
+        m = re.fullmatch(r"\s*([a-z-]+)\s*(?:[:(]\s*(\d+)\s*\)?)?\s*", engine)
         if not m or m.group(1) not in ENGINES:
             raise InvalidArgumentError(
                 f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)} "
@@ -142,6 +143,8 @@ class Plan:
 def plan(spec, dims, count):
     """Decide how to explore a crash point with ``dims`` (``count`` states): a :class:`Plan`."""
     name = spec.name
+    if name == "in-order":
+        return Plan(name, "bounded", 0, 0, complete=count <= 1)
     if name in ("exhaustive", "prefix") or (name == "auto"
                                             and count <= defaults.CRASH_AUTO_EXHAUSTIVE_STATES):
         return Plan(name if name != "auto" else "exhaustive", "exhaustive")

@@ -247,8 +247,20 @@ class _Explorer:
         self.pickled_point = None   # the last crash point whose records were checked picklable
         self.covered = 0            # distinct crash states visited (of self.possible)
         self.sampled = False        # some point was sampled, not explored completely
+        self.sections = None        # callable(CrashPoint) -> engine name, or None: leave unchecked
+        self.skipped = 0            # crash points left unchecked on purpose (sections)
 
     # --- per crash point -----------------------------------------------------------
+
+    def _point_engine(self, info):
+        """(engine spec, view) for crash point ``info``; None to leave it unchecked ("none")."""
+        if self.sections is None:
+            return self.spec, self.view
+        name = self.sections(info)
+        if name is None:
+            return None
+        spec = EngineSpec.parse(name)
+        return spec, ("prefix" if spec.name == "prefix" else self.model)
 
     def on_point(self, state):
         self.scratch.sync(state)
@@ -258,20 +270,25 @@ class _Explorer:
         info = CrashPoint(self.points, state.kind, state.marker, state.records,
                           state.fences, state.stores)
         self.points += 1
-        main = spaces(state, self.view)
+        chosen = self._point_engine(info)
+        if chosen is None:
+            self.skipped += 1
+            return
+        spec, view = chosen
+        main = spaces(state, "x86-end" if spec.name == "in-order" else view)
         count = total_count(main)
         self.possible += count
-        passes = [(sp, i, plan(self.spec, sp.dims, sp.count())) for i, sp in enumerate(main)]
-        if self.spec.name == "exhaustive" and self.max_states is None:
+        passes = [(sp, i, plan(spec, sp.dims, sp.count())) for i, sp in enumerate(main)]
+        if spec.name == "exhaustive" and self.max_states is None:
             require_explorable(count, info)
         point_complete = all(p.complete for _, _, p in passes)
         label = "+".join(dict.fromkeys(p.label for _, _, p in passes))
-        if self.view == "x86" and not point_complete:
+        if view == "x86" and spec.name != "in-order" and not point_complete:
             # x86's images include x86-line's and those "k units short of fully persisted":
             # explore both as well, so the default model never finds less than x86-line
             for extra in ("x86-line", "x86-end"):
                 for i, sp in enumerate(spaces(state, extra)):
-                    passes.append((sp, i, plan(self.spec, sp.dims, sp.count())))
+                    passes.append((sp, i, plan(spec, sp.dims, sp.count())))
             label += " + x86-line images + bounded from the persisted end"
         self.engines[label] += 1
         olds = None
@@ -604,7 +621,7 @@ def _warnings(state, clean_flushes):
 def explore(workload, check, size=None, initial=None, model="x86", engine="auto",
             max_states=None, seed=0, workers=1, *, store_points=False, k=None, samples=None,
             progress=False, on_states=None, executor=None, checkpoint=None, failures=None,
-            stop_at_first=False):
+            stop_at_first=False, sections=None):
     """Run ``workload(pm)`` on a traced region; check every crash image the model allows.
 
     ``check(image)`` or ``check(image, point)`` (a :class:`CrashPoint`) returns
@@ -629,7 +646,14 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     failed last time first; ``stop_at_first`` stops everything at the first
     violation. Any of these runs the two-phase exploration, with ``workers``
     processes when no executor is given.
+
+    ``sections(point)`` (optional) picks the engine of each crash point from its
+    :class:`CrashPoint` (e.g. by the marker section it is in): an engine name as
+    above, ``"in-order"`` (only the image with every pending store durable), or
+    None to leave the point unchecked (counted in the report's warnings).
     """
+    if sections is not None and not callable(sections):
+        raise InvalidArgumentError(f"sections must be a callable (CrashPoint) -> engine name, got {sections!r}")
     if not callable(workload):
         raise InvalidArgumentError(
             f"workload must be callable (it receives the region), got {workload!r}")
@@ -655,6 +679,9 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
     if executor is not None or checkpoint is not None or failures is not None or stop_at_first:
+        if sections is not None:
+            raise InvalidArgumentError("sections (an engine per marker section) is not supported with "
+                                       "executor, checkpoint, failures or stop_at_first yet")
         from .executors import explore_on_executor
 
         return explore_on_executor(
@@ -664,6 +691,7 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
             stop_at_first=bool(stop_at_first), on_states=on_states)
     ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress, on_states)
     ex.store_points = bool(store_points)
+    ex.sections = sections
     t0 = time.perf_counter()
     region = _new_region(size, initial, model, ex.on_point, store_points)
     ex.start_progress()
@@ -682,6 +710,9 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     if stopped:
         warnings.append(
             f"stopped after max_states={max_states} crash states: the verdict is incomplete")
+    if ex.skipped:
+        warnings.append(f"{ex.skipped} crash point(s) left unchecked on purpose (their section's "
+                        f"engine is 'none', pmreorder's NoReorderNoCheck)")
     if ex.sampled and not stopped:
         warnings.append(
             "some crash points had too many states to explore them all: they were sampled "
