@@ -17,7 +17,9 @@ from pmemkit.units import parse_size
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", nargs="+", default=["1M", "64M"])
     ap.add_argument("--writes", type=int, default=crashsuite.SuiteConfig.writes)
     ap.add_argument("--workload", action="append", choices=crashsuite.WORKLOADS)
@@ -27,12 +29,17 @@ def main():
     for text in args.sizes:
         cfg = crashsuite.SuiteConfig(size=parse_size(text), writes=args.writes)
         t = time.perf_counter()
-        rows = crashsuite.run_suite(cfg, workloads=args.workload or crashsuite.WORKLOADS, modes=("btt",))
+        rows = crashsuite.run_suite(
+            cfg, workloads=args.workload or crashsuite.WORKLOADS, modes=("btt",)
+        )
         took = time.perf_counter() - t
         assert all(r.ok and r.complete for r in rows), rows
         first = first or took
-        print(f"{text:>8} {took:9.2f} {sum(r.states for r in rows):8} "
-              f"{sum(r.crash_points for r in rows):7} {took / first:7.2f}", flush=True)
+        print(
+            f"{text:>8} {took:9.2f} {sum(r.states for r in rows):8} "
+            f"{sum(r.crash_points for r in rows):7} {took / first:7.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

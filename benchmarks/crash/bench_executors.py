@@ -18,7 +18,6 @@ image: ``(time on a one-thread executor - time in-process) / tasks``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -50,7 +49,9 @@ def timed(fn):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pending", type=int, default=10)
     ap.add_argument("--task-states", type=int, default=defaults.CRASH_TASK_STATES)
     args = ap.parse_args()
@@ -65,14 +66,23 @@ def main():
         ref, t_in = timed(lambda: crash.explore(wl, [str(exe)], **kw))
         rows = [("in-process", t_in, ref)]
         for n in (1, 2):
-            with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                          host="127.0.0.1", dashboard_address=None) as cluster, \
-                    distributed.Client(cluster) as client:
+            with (
+                distributed.LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                ) as cluster,
+                distributed.Client(cluster) as client,
+            ):
                 r, t = timed(lambda: crash.explore(wl, [str(exe)], executor=client, **kw))
             assert (r.unique_images, r.violation_count) == (ref.unique_images, ref.violation_count)
             rows.append((f"dask {n}", t, r))
-        print(f"workload: {args.pending} pending stores x 3 barriers, {ref.unique_images} distinct "
-              f"images, external C checker (one process per image), tasks of {args.task_states}")
+        print(
+            f"workload: {args.pending} pending stores x 3 barriers, {ref.unique_images} distinct "
+            f"images, external C checker (one process per image), tasks of {args.task_states}"
+        )
         for name, t, r in rows:
             print(f"  {name:<11} {t:8.2f} s  {r.unique_images / t:8.1f} images/s")
         r1, r2 = rows[1][2].unique_images / rows[1][1], rows[2][2].unique_images / rows[2][1]
@@ -84,9 +94,11 @@ def main():
         with ThreadPoolExecutor(1) as pool:
             r, t1 = timed(lambda: crash.explore(wl, accept, executor=pool, **kw))
         tasks = -(-r.unique_images // args.task_states)
-        print(f"  trivial checker: in-process {t0:.3f} s, one-thread executor {t1:.3f} s, "
-              f"{tasks} tasks: {1e3 * (t1 - t0) / tasks:.2f} ms overhead per task "
-              f"({1e6 * (t1 - t0) / r.unique_images:.1f} us per image)")
+        print(
+            f"  trivial checker: in-process {t0:.3f} s, one-thread executor {t1:.3f} s, "
+            f"{tasks} tasks: {1e3 * (t1 - t0) / tasks:.2f} ms overhead per task "
+            f"({1e6 * (t1 - t0) / r.unique_images:.1f} us per image)"
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -31,6 +31,7 @@ def workload(ops, view, pattern):
             pm.write(off, (i + 1).to_bytes(8, "little"))
             pm.persist(off, 8)
         del arr
+
     return run
 
 
@@ -38,7 +39,9 @@ def measure(size, ops, view, pattern, repeat):
     best = None
     for _ in range(repeat):
         t = time.perf_counter()
-        report = crash.explore(workload(ops, view, pattern), lambda img: True, size=size, progress=None)
+        report = crash.explore(
+            workload(ops, view, pattern), lambda img: True, size=size, progress=None
+        )
         took = time.perf_counter() - t
         assert report.ok and report.complete, report
         best = took if best is None else min(best, took)
@@ -46,17 +49,23 @@ def measure(size, ops, view, pattern, repeat):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", nargs="+", default=["64K", "1M", "16M", "64M", "1G"])
     ap.add_argument("--ops", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--views", choices=("both", "no", "yes"), default="both")
-    ap.add_argument("--patterns", nargs="+", choices=("spread", "packed"), default=["spread", "packed"])
+    ap.add_argument(
+        "--patterns", nargs="+", choices=("spread", "packed"), default=["spread", "packed"]
+    )
     args = ap.parse_args()
     views = {"both": (False, True), "no": (False,), "yes": (True,)}[args.views]
     base = {}
-    print(f"{'region':>8} {'pattern':>8} {'view':>5} {'ms/run':>10} {'us/persist':>11} {'ratio':>7} "
-          f"{'maxrss MiB':>11}")
+    print(
+        f"{'region':>8} {'pattern':>8} {'view':>5} {'ms/run':>10} {'us/persist':>11} {'ratio':>7} "
+        f"{'maxrss MiB':>11}"
+    )
     for text in args.sizes:
         size = parse_size(text)
         for pattern in args.patterns:
@@ -64,9 +73,11 @@ def main():
                 took = measure(size, args.ops, view, pattern, args.repeat)
                 base.setdefault((pattern, view), took)
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                print(f"{text:>8} {pattern:>8} {'yes' if view else 'no':>5} {took * 1e3:10.1f} "
-                      f"{took / args.ops * 1e6:11.1f} {took / base[pattern, view]:7.2f} {rss:11.0f}",
-                      flush=True)
+                print(
+                    f"{text:>8} {pattern:>8} {'yes' if view else 'no':>5} {took * 1e3:10.1f} "
+                    f"{took / args.ops * 1e6:11.1f} {took / base[pattern, view]:7.2f} {rss:11.0f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class Checkpoint:
     def __init__(self, path, run, header):
         self.path = Path(path)
         self.run = run
-        self.done = {}          # (first index, last index) -> [(index, choice, message)]
+        self.done = {}  # (first index, last index) -> [(index, choice, message)]
         self._f = None
         header = dict(header, **{"pmemkit-checkpoint": FORMAT, "run": run})
         if self.path.exists() and self.path.stat().st_size:
@@ -42,8 +42,9 @@ class Checkpoint:
             try:
                 self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
             except OSError as exc:
-                raise CheckpointError(f"cannot create checkpoint {str(self.path)!r}: "
-                                      f"{exc.strerror or exc}") from None
+                raise CheckpointError(
+                    f"cannot create checkpoint {str(self.path)!r}: {exc.strerror or exc}"
+                ) from None
             self._append(header)
 
     def _load(self, header):
@@ -51,25 +52,30 @@ class Checkpoint:
             lines = self.path.read_text(encoding="utf-8").split("\n")
             first = json.loads(lines[0])
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CheckpointError(f"{str(self.path)!r} is not a pmemkit checkpoint ({exc}); "
-                                  f"give another file or delete it") from None
+            raise CheckpointError(
+                f"{str(self.path)!r} is not a pmemkit checkpoint ({exc}); "
+                f"give another file or delete it"
+            ) from None
         if not isinstance(first, dict) or first.get("pmemkit-checkpoint") != FORMAT:
-            raise CheckpointError(f"{str(self.path)!r} is not a pmemkit checkpoint; "
-                                  f"give another file or delete it")
+            raise CheckpointError(
+                f"{str(self.path)!r} is not a pmemkit checkpoint; give another file or delete it"
+            )
         if first.get("run") != self.run:
             diff = [k for k in header if first.get(k) != header[k] and k != "run"]
             what = ", ".join(diff) if diff else "the workload's trace"
             raise CheckpointError(
                 f"checkpoint {str(self.path)!r} belongs to another run (differs in: {what}); "
-                f"run the same workload, model, engine and seed, or give another file")
+                f"run the same workload, model, engine and seed, or give another file"
+            )
         for line in lines[1:]:
             try:
                 rec = json.loads(line)
             except ValueError:
-                continue    # a line cut short by a kill: that task runs again
+                continue  # a line cut short by a kill: that task runs again
             if isinstance(rec, dict) and "task" in rec:
                 self.done[tuple(rec["task"])] = [
-                    (i, {int(j): a for j, a in choice}, msg) for i, choice, msg in rec["violations"]]
+                    (i, {int(j): a for j, a in choice}, msg) for i, choice, msg in rec["violations"]
+                ]
 
     def _append(self, rec):
         self._f.write(json.dumps(rec) + "\n")
@@ -78,8 +84,12 @@ class Checkpoint:
 
     def record(self, key, results):
         self.done[key] = results
-        self._append({"task": list(key), "violations": [
-            [i, sorted(choice.items()), msg] for i, choice, msg in results]})
+        self._append(
+            {
+                "task": list(key),
+                "violations": [[i, sorted(choice.items()), msg] for i, choice, msg in results],
+            }
+        )
 
     def close(self):
         if self._f is not None:
@@ -95,8 +105,10 @@ class FailureDB:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CheckpointError(f"cannot use {str(self.path)!r} as a failure database: "
-                                  f"{exc.strerror or exc}; give a writable directory") from None
+            raise CheckpointError(
+                f"cannot use {str(self.path)!r} as a failure database: "
+                f"{exc.strerror or exc}; give a writable directory"
+            ) from None
 
     def _file(self, run):
         return self.path / f"{run[:32]}.json"
@@ -108,7 +120,7 @@ class FailureDB:
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError, ValueError):
-            return {}           # a damaged entry is only a lost hint
+            return {}  # a damaged entry is only a lost hint
         if not isinstance(data, dict) or data.get("run") != run:
             return {}
         return {int(i): m for i, m in data.get("states", {}).items()}

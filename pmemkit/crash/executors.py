@@ -23,6 +23,7 @@ on any machine.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import os
 import pickle
@@ -48,8 +49,18 @@ def _accept(image):
 class _Entry:
     """What a worker needs of one crash point."""
 
-    __slots__ = ("offset", "count", "changed", "durable_hash", "passes", "info", "final", "stores",
-                 "lines", "olds")
+    __slots__ = (
+        "changed",
+        "count",
+        "durable_hash",
+        "final",
+        "info",
+        "lines",
+        "offset",
+        "olds",
+        "passes",
+        "stores",
+    )
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -68,9 +79,9 @@ class _Planner(_Explorer):
 
     def __init__(self, size, model, spec, max_states, seed, want):
         super().__init__(_accept, size, model, spec, max_states, seed, 1, False, None)
-        self.want = want        # a checker given the crash point sees images per point
+        self.want = want  # a checker given the crash point sees images per point
         self.log = []
-        self.new = []           # global indices of the states whose image is seen first
+        self.new = []  # global indices of the states whose image is seen first
         self._entry = None
 
     def on_point(self, state):
@@ -79,11 +90,14 @@ class _Planner(_Explorer):
             entry = self._entry = _Entry()
             entry.offset = self.states
             changed = state.changed if state.changed is not None else ()
-            entry.changed = tuple((u, bytes(state.durable[u * UNIT:u * UNIT + UNIT])) for u in changed)
+            entry.changed = tuple(
+                (u, bytes(state.durable[u * UNIT : u * UNIT + UNIT])) for u in changed
+            )
             entry.durable_hash = state.durable_hash
             entry.lines = tuple((li, tuple(events), fl) for li, events, fl in state.lines)
-            entry.final = tuple({ev.unit: ev.value for _, events, _ in entry.lines
-                                 for ev in events}.items())
+            entry.final = tuple(
+                {ev.unit: ev.value for _, events, _ in entry.lines for ev in events}.items()
+            )
             entry.stores = dict(state.store_log)
             entry.passes = []
             entry.info = entry.olds = None
@@ -147,7 +161,7 @@ class _Runner(_Explorer):
     def _reset(self):
         img = blank_image(-(-self.size // UNIT) * UNIT)
         if self.base:
-            img[:len(self.base)] = self.base
+            img[: len(self.base)] = self.base
         self.scratch.img = img
         self.cursor = -1
 
@@ -157,11 +171,11 @@ class _Runner(_Explorer):
         img = self.scratch.img
         for q in range(self.cursor + 1, p + 1):
             for u, v in self.log[q].changed:
-                img[u * UNIT:u * UNIT + UNIT] = v
+                img[u * UNIT : u * UNIT + UNIT] = v
         self.cursor = p
 
     def run(self, wanted, on_state):
-        """Enumerate the states of the sorted indices ``wanted``; ``on_state(index, view, meta, cur)``."""
+        """Enumerate the sorted states ``wanted``, ``on_state(index, view, meta, cur)`` each."""
         if not wanted:
             return
         p = bisect.bisect_right(self.offsets, wanted[0]) - 1
@@ -183,15 +197,16 @@ class _Runner(_Explorer):
         self._task = ([entry.offset], set(mine), mine[-1], on_state)
         try:
             for space, index, how, label in entry.passes:
-                meta = _PointMeta(entry.info, space, index, None, label, entry.stores, entry.lines,
-                                  entry.olds)
+                meta = _PointMeta(
+                    entry.info, space, index, None, label, entry.stores, entry.lines, entry.olds
+                )
                 self._explore_space(_Hash(entry.durable_hash), orig, space, how, meta, None)
         except _RangeDone:
             pass
         finally:
             img = self.scratch.img
             for u, v in orig.items():
-                img[u * UNIT:u * UNIT + UNIT] = v
+                img[u * UNIT : u * UNIT + UNIT] = v
 
     def _visitor(self, view, meta, cur, hashes, images):
         counter, mine, last, on_state = self._task
@@ -208,7 +223,7 @@ class _Runner(_Explorer):
         return visit
 
     def check_states(self, wanted, stop_at_first=False):
-        """Check the states ``wanted``: ``(number checked, [(index, choice, message)] inconsistent)``."""
+        """Check the states ``wanted``: ``(number checked, [(index, choice, message)])``."""
         out = []
         checked = [0]
         check, want = self.check, self.want
@@ -227,14 +242,12 @@ class _Runner(_Explorer):
                 if stop_at_first:
                     raise _RangeDone
 
-        try:
+        with contextlib.suppress(_RangeDone):
             self.run(wanted, on_state)
-        except _RangeDone:
-            pass
         return checked[0], out
 
     def violation(self, index, message, choice):
-        """Append the :class:`Violation` of state ``index`` (image rebuilt here) to ``self.violations``."""
+        """Append the :class:`Violation` of state ``index`` (its image rebuilt here)."""
         got = []
         self.run([index], lambda i, view, meta, cur: got.append((meta, bytes(view))))
         meta, image = got[0]
@@ -246,23 +259,25 @@ class _Runner(_Explorer):
     def image_of(self, index):
         """``(CrashPoint, choice, image bytes)`` of the state ``index``."""
         got = []
-        self.run([index], lambda i, view, meta, cur: got.append((meta.info, dict(cur), bytes(view))))
+        self.run(
+            [index], lambda i, view, meta, cur: got.append((meta.info, dict(cur), bytes(view)))
+        )
         return got[0]
 
     def persisted_of(self, p):
         """The image at point ``p`` had every pending store become durable."""
         self._goto_point(p)
-        img = bytearray(self.scratch.img[:self.size])
+        img = bytearray(self.scratch.img[: self.size])
         for u, v in self.log[p].final:
-            img[u * UNIT:u * UNIT + UNIT] = v[:max(0, min(UNIT, self.size - u * UNIT))]
+            img[u * UNIT : u * UNIT + UNIT] = v[: max(0, min(UNIT, self.size - u * UNIT))]
         return bytes(img)
 
 
 # --- the worker side -------------------------------------------------------------------
 
-_local = threading.local()     # .runners: payload digest -> _Runner, one per worker thread
-_shared = {}                    # what the default pool's initializer hands its workers
-_made = []                      # every runner of this process, to close their checkers
+_local = threading.local()  # .runners: payload digest -> _Runner, one per worker thread
+_shared = {}  # what the default pool's initializer hands its workers
+_made = []  # every runner of this process, to close their checkers
 _made_lock = threading.Lock()
 _finalizer_pid = [None]
 
@@ -281,7 +296,9 @@ def _runner_for(digest, check, payload):
         runner = runners[digest] = _Runner(check, payload)
         with _made_lock:
             _made.append(runner)
-            if _finalizer_pid[0] != os.getpid():   # worker processes skip atexit: close at their exit
+            if (
+                _finalizer_pid[0] != os.getpid()
+            ):  # worker processes skip atexit: close at their exit
                 _finalizer_pid[0] = os.getpid()
                 Finalize(None, close_runners, exitpriority=10)
     return runner
@@ -305,11 +322,12 @@ def _pool_init(digest, check, payload):
 
 
 def check_task(digest, check, payload, wanted, stop_at_first):
-    """A task: check the states ``wanted`` (sorted global indices); the payload is cached per worker."""
+    """A task: check the states ``wanted`` (sorted indices); the payload is cached per worker."""
     return _runner_for(digest, check, payload).check_states(wanted, stop_at_first)
 
 
 # --- the coordinator ------------------------------------------------------------------------
+
 
 def _is_dask_client(executor):
     return all(hasattr(executor, a) for a in ("scatter", "submit", "gather", "cancel"))
@@ -329,20 +347,20 @@ class Distributed:
         self.executor = executor
         self.workers = workers
         self.task_states = task_states
-        self.owned = None       # an executor made here, shut down by close()
-        self.forked = None      # ...a process pool whose workers got the payload at start
+        self.owned = None  # an executor made here, shut down by close()
+        self.forked = None  # ...a process pool whose workers got the payload at start
 
     def tasks(self, skip=()):
         """The distinct-image indices cut into sorted lists of about ``task_states`` each."""
         skip = set(skip)
         new = [i for i in self.planner.new if i not in skip]
         n = self.task_states
-        return [new[i:i + n] for i in range(0, len(new), n)]
+        return [new[i : i + n] for i in range(0, len(new), n)]
 
     def _executor(self):
         if self.executor is not None:
             return self.executor
-        if self.workers == 1:      # a checkpoint or failure database without workers: one thread
+        if self.workers == 1:  # a checkpoint or failure database without workers: one thread
             from concurrent.futures import ThreadPoolExecutor
 
             self.owned = ThreadPoolExecutor(1)
@@ -351,32 +369,38 @@ class Distributed:
         from concurrent.futures import ProcessPoolExecutor
 
         prepare = getattr(self.check, "before_fork", None)
-        if callable(prepare):       # e.g. the image files' directory, made by this process
+        if callable(prepare):  # e.g. the image files' directory, made by this process
             prepare()
         # fork: the checker (a closure, say) and the point log reach each worker once
         self.owned = self.forked = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("fork"), initializer=_pool_init,
-            initargs=(self.digest, self.check, self.payload))
+            self.workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_pool_init,
+            initargs=(self.digest, self.check, self.payload),
+        )
         return self.owned
 
     def run(self, tasks, on_done, stop_at_first=False):
-        """Check ``tasks``; ``on_done(task, checked, results)`` as each finishes; False if stopped early."""
+        """Check ``tasks``; ``on_done(task, checked, results)`` per task; False if stopped early."""
         ex = self._executor()
         dask = _is_dask_client(ex)
         if ex is self.forked:
+
             def submit(t):
                 return ex.submit(check_task, self.digest, None, None, t, stop_at_first)
         elif dask:
             # the point log and the checker go to every worker once; tasks name them
             payload = ex.scatter(self.blob, broadcast=True)
             check = ex.scatter(self.check, broadcast=True)
-            cf = ex.get_executor(pure=False)    # concurrent.futures futures
+            cf = ex.get_executor(pure=False)  # concurrent.futures futures
 
             def submit(t):
                 return cf.submit(check_task, self.digest, check, payload, t, stop_at_first)
         else:
+
             def submit(t):
                 return ex.submit(check_task, self.digest, self.check, self.blob, t, stop_at_first)
+
         window = 2 * _parallelism(ex)
         pending = {}
         queue = list(tasks)
@@ -407,7 +431,7 @@ class Distributed:
             if dask:
                 ex.run(close_runners)
             elif ex is not self.forked:
-                close_runners()     # threads of this process (a process pool closes at exit)
+                close_runners()  # threads of this process (a process pool closes at exit)
         return not stopped
 
     def close(self):
@@ -423,13 +447,13 @@ def _parallelism(executor):
     if _is_dask_client(executor):
         try:
             return max(1, sum(executor.nthreads().values()))
-        except Exception:  # noqa: BLE001 - a client without a scheduler answer: a small window
+        except Exception:
             return 2
     return 2
 
 
 def plan_states(workload, size, initial, model, spec, max_states, seed, store_points, want=False):
-    """Phase 1: run ``workload`` and enumerate its crash states; returns ``(planner, region warnings)``."""
+    """Phase 1: run ``workload``, enumerate its crash states; ``(planner, region warnings)``."""
     from .explore import _warnings
 
     planner = _Planner(size, model, spec, max_states, seed, want)
@@ -445,8 +469,19 @@ def plan_states(workload, size, initial, model, spec, max_states, seed, store_po
     return planner, warnings
 
 
-def replay_state(workload, state, *, size=None, initial=None, model="x86", engine="auto", seed=0,
-                 store_points=False, k=None, samples=None):
+def replay_state(
+    workload,
+    state,
+    *,
+    size=None,
+    initial=None,
+    model="x86",
+    engine="auto",
+    seed=0,
+    store_points=False,
+    k=None,
+    samples=None,
+):
     """Rebuild crash state number ``state`` of a run: ``(CrashPoint, choice, image bytes)``.
 
     Any violation found by :func:`~pmemkit.crash.explore` (on a cluster or not)
@@ -465,26 +500,48 @@ def replay_state(workload, state, *, size=None, initial=None, model="x86", engin
     if planner.states <= state:
         raise InvalidArgumentError(
             f"this run has {planner.states} crash states; state {state} does not exist "
-            f"(same workload, model, engine and seed as the run that reported it?)")
+            f"(same workload, model, engine and seed as the run that reported it?)"
+        )
     runner = _Runner(_accept, (size, model, spec, seed, planner.log, initial, store_points))
     return runner.image_of(state)
 
 
-def explore_on_executor(workload, check, *, size, initial, model, spec, max_states, seed,
-                        store_points, workers, executor, checkpoint, failures, stop_at_first,
-                        on_states):
+def explore_on_executor(
+    workload,
+    check,
+    *,
+    size,
+    initial,
+    model,
+    spec,
+    max_states,
+    seed,
+    store_points,
+    workers,
+    executor,
+    checkpoint,
+    failures,
+    stop_at_first,
+    on_states,
+):
     """:func:`~pmemkit.crash.explore` in two phases on an executor (see the module's docstring)."""
     t0 = time.perf_counter()
     check = as_checker(check)
     want = wants_info(check)
-    planner, warnings = plan_states(workload, size, initial, model, spec, max_states, seed,
-                                    store_points, want)
+    planner, warnings = plan_states(
+        workload, size, initial, model, spec, max_states, seed, store_points, want
+    )
     payload = (size, model, spec, seed, planner.log, initial, store_points)
     dist = Distributed(planner, check, want, payload, executor, workers, defaults.CRASH_TASK_STATES)
     run = dist.digest
-    about = {"model": model, "engine": str(spec), "seed": seed, "max_states": max_states,
-             "task_states": dist.task_states}
-    found = {}              # state index -> (choice, message)
+    about = {
+        "model": model,
+        "engine": str(spec),
+        "seed": seed,
+        "max_states": max_states,
+        "task_states": dist.task_states,
+    }
+    found = {}  # state index -> (choice, message)
     checked = [0]
     ck = db = None
     finished = True
@@ -500,7 +557,7 @@ def explore_on_executor(workload, check, *, size, initial, model, spec, max_stat
                 for i, choice, msg in results:
                     found[i] = (choice, msg)
                 checked[0] += n
-                for i in known[:n]:         # checked again: kept only if they still fail
+                for i in known[:n]:  # checked again: kept only if they still fail
                     stored.pop(i, None)
         else:
             known = []
@@ -509,7 +566,11 @@ def explore_on_executor(workload, check, *, size, initial, model, spec, max_stat
             for results in ck.done.values():
                 for i, choice, msg in results:
                     found[i] = (choice, msg)
-        tasks = [t for t in dist.tasks(skip=known) if (t[0], t[-1], len(t)) not in (ck.done if ck else {})]
+        tasks = [
+            t
+            for t in dist.tasks(skip=known)
+            if (t[0], t[-1], len(t)) not in (ck.done if ck else {})
+        ]
         if ck is not None:
             checked[0] += sum(k[2] for k in ck.done)
 
@@ -541,25 +602,40 @@ def explore_on_executor(workload, check, *, size, initial, model, spec, max_stat
     violations = _violations(payload, found)
     stopped = not planner.complete or not finished
     if not planner.complete:
-        warnings.append(f"stopped after max_states={max_states} crash states: the verdict is incomplete")
+        warnings.append(
+            f"stopped after max_states={max_states} crash states: the verdict is incomplete"
+        )
     if not finished:
-        warnings.append(f"stopped at the first violation after checking {checked[0]} of "
-                        f"{planner.unique} distinct images: the verdict is incomplete")
+        warnings.append(
+            f"stopped at the first violation after checking {checked[0]} of "
+            f"{planner.unique} distinct images: the verdict is incomplete"
+        )
     if planner.sampled and planner.complete:
         warnings.append(
             "some crash points had too many states to explore them all: they were sampled "
-            "(see engines), so an OK is not a proof; engine='exhaustive' refuses such points")
-    return Report(violations=violations, states_checked=planner.states if finished else checked[0],
-                  unique_images=planner.unique if finished else checked[0],
-                  crash_points=planner.points, warnings=warnings, model=model, engine=str(spec),
-                  engines=dict(planner.engines), seed=seed,
-                  complete=not stopped and not planner.sampled, violation_count=len(found),
-                  elapsed=time.perf_counter() - t0, states_possible=planner.possible,
-                  states_covered=planner.covered if finished else checked[0], stopped=stopped)
+            "(see engines), so an OK is not a proof; engine='exhaustive' refuses such points"
+        )
+    return Report(
+        violations=violations,
+        states_checked=planner.states if finished else checked[0],
+        unique_images=planner.unique if finished else checked[0],
+        crash_points=planner.points,
+        warnings=warnings,
+        model=model,
+        engine=str(spec),
+        engines=dict(planner.engines),
+        seed=seed,
+        complete=not stopped and not planner.sampled,
+        violation_count=len(found),
+        elapsed=time.perf_counter() - t0,
+        states_possible=planner.possible,
+        states_covered=planner.covered if finished else checked[0],
+        stopped=stopped,
+    )
 
 
 def _violations(payload, found):
-    """Violation objects (images rebuilt here) for the first kept violations, in enumeration order."""
+    """Violations (images rebuilt here) of the first kept failing states, in enumeration order."""
     if not found:
         return []
     runner = _Runner(_accept, payload)

@@ -1,6 +1,7 @@
-"""Exploration on executors: same verdict as in-process, resumable, failures first, Dask clusters."""
+"""Exploration on executors: the in-process verdict, resumable, failures first, Dask clusters."""
 
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -8,7 +9,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
@@ -21,9 +21,23 @@ from pmemkit.errors import CheckpointError
 def _summary(r):
     # pytest's assertion rewriting adds explanations (with object addresses) after the first line,
     # and only where the test module was imported through pytest: compare the first lines
-    return (r.states_checked, r.unique_images, r.crash_points, r.violation_count, r.complete,
-            [(v.point.index, v.choice, re.sub(r"0x[0-9a-f]+", "0x", v.message.split("\n")[0]), v.image,
-              v.persisted) for v in r.violations])
+    return (
+        r.states_checked,
+        r.unique_images,
+        r.crash_points,
+        r.violation_count,
+        r.complete,
+        [
+            (
+                v.point.index,
+                v.choice,
+                re.sub(r"0x[0-9a-f]+", "0x", v.message.split("\n")[0]),
+                v.image,
+                v.persisted,
+            )
+            for v in r.violations
+        ],
+    )
 
 
 CASES = [(name, which, model) for name in sorted(BUGS) for which in (0, 1) for model in MODELS]
@@ -42,7 +56,7 @@ def test_any_executor_gives_the_in_process_verdict(name, which, model):
 
 @pytest.mark.parametrize("name", ["undo-valid-before-log", "numpy-view-unflushed"])
 def test_worker_processes_give_the_in_process_verdict(name, monkeypatch, tmp_path):
-    monkeypatch.setattr(defaults, "CRASH_TASK_STATES", 16)      # many small tasks
+    monkeypatch.setattr(defaults, "CRASH_TASK_STATES", 16)  # many small tasks
     entry = BUGS[name]
     kw = dict(size=2048, initial=_initial(entry), progress=None)
     one = crash.explore(entry[0], _checks(entry)[0], **kw)
@@ -56,12 +70,27 @@ def test_worker_processes_give_the_in_process_verdict(name, monkeypatch, tmp_pat
 
 def test_every_violation_replays_from_its_state_index():
     entry = BUGS["undo-valid-before-log"]
-    r = crash.explore(entry[0], _checks(entry)[0], size=2048, initial=_initial(entry), workers=2,
-                      stop_at_first=False, executor=ThreadPoolExecutor(2), progress=None)
+    r = crash.explore(
+        entry[0],
+        _checks(entry)[0],
+        size=2048,
+        initial=_initial(entry),
+        workers=2,
+        stop_at_first=False,
+        executor=ThreadPoolExecutor(2),
+        progress=None,
+    )
     assert r.violations and all(v.state is not None for v in r.violations)
     for v in r.violations[:20]:
-        point, choice, image = crash.replay_state(entry[0], v.state, size=2048, initial=_initial(entry),
-                                                  model=v.model, engine=r.engine, seed=v.seed)
+        point, choice, image = crash.replay_state(
+            entry[0],
+            v.state,
+            size=2048,
+            initial=_initial(entry),
+            model=v.model,
+            engine=r.engine,
+            seed=v.seed,
+        )
         assert (point.index, choice, image) == (v.point.index, v.choice, v.image)
 
 
@@ -72,6 +101,7 @@ def n_slots(n):
             pm.flush(i * 64, 8)
         pm.drain()
         pm.record("done")
+
     return workload
 
 
@@ -83,7 +113,7 @@ def slot_check(img):
 
 
 def test_checkpoint_resumes_where_a_killed_run_stopped(tmp_path):
-    """A run killed after some tasks, resumed from its checkpoint: the finished tasks are not redone,
+    """A run killed after some tasks, resumed from its checkpoint: finished tasks are not redone,
     the others are checked once, and the report is the uninterrupted run's."""
     ck, log1, log2 = tmp_path / "run.ckpt", tmp_path / "one.log", tmp_path / "two.log"
     code = textwrap.dedent(f"""
@@ -103,30 +133,38 @@ def test_checkpoint_resumes_where_a_killed_run_stopped(tmp_path):
                           executor=__import__("concurrent.futures").futures.ThreadPoolExecutor(1))
         print(r.states_checked, r.unique_images, r.violation_count, r.complete)
     """)
-    first = subprocess.run([sys.executable, "-c", code, str(log1), "kill"], capture_output=True, text=True,
-                           timeout=300)
+    first = subprocess.run(
+        [sys.executable, "-c", code, str(log1), "kill"], capture_output=True, text=True, timeout=300
+    )
     assert first.returncode == -signal.SIGKILL, first.stderr
     lines = ck.read_text().splitlines()
     finished = [json.loads(x) for x in lines[1:] if x.strip()]
     done_states = sum(t["task"][2] for t in finished)
     assert 40 <= done_states < 256
-    second = subprocess.run([sys.executable, "-c", code, str(log2), "run"], capture_output=True, text=True,
-                            timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-c", code, str(log2), "run"], capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stderr
     full = crash.explore(n_slots(8), slot_check, progress=None)
-    assert second.stdout.split() == [str(full.states_checked), str(full.unique_images),
-                                     str(full.violation_count), "True"]
+    assert second.stdout.split() == [
+        str(full.states_checked),
+        str(full.unique_images),
+        str(full.violation_count),
+        "True",
+    ]
     # the resumed run checked exactly the states no finished task had checked
     checked_again = log2.read_text().split()
     assert len(checked_again) == len(set(checked_again)) == full.unique_images - done_states
-    first_run = [x for x in log1.read_text().split() if len(x) == 1024]   # not a line cut by the kill
+    first_run = [
+        x for x in log1.read_text().split() if len(x) == 1024
+    ]  # not a line cut by the kill
     assert len(set(first_run) | set(checked_again)) == full.unique_images
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):
     ck = tmp_path / "c"
     crash.explore(n_slots(3), slot_check, checkpoint=ck, progress=None)
-    with pytest.raises(CheckpointError, match="another run.*seed"):
+    with pytest.raises(CheckpointError, match=r"another run.*seed"):
         crash.explore(n_slots(3), slot_check, checkpoint=ck, seed=5, progress=None)
     ck.write_text("not json\n")
     with pytest.raises(CheckpointError, match="not a pmemkit checkpoint"):
@@ -145,10 +183,10 @@ def test_failure_database_reports_a_known_failure_first(tmp_path):
 
     again = crash.explore(n_slots(6), counting, failures=db, stop_at_first=True, progress=None)
     assert not again.ok and not again.complete
-    assert len(calls) == 1                  # the first stored state ran, and failed: stop
+    assert len(calls) == 1  # the first stored state ran, and failed: stop
     assert again.violations[0].image == first.violations[0].image
     stored = json.loads(next(db.glob("*.json")).read_text())["states"]
-    assert len(stored) == first.violation_count         # the others are still stored
+    assert len(stored) == first.violation_count  # the others are still stored
     # fixed: the stored states pass, the entry is dropped
     fixed = crash.explore(n_slots(6), lambda img: True, failures=db, progress=None)
     assert fixed.ok and not list(db.glob("*.json"))
@@ -170,11 +208,13 @@ def test_stop_at_first_stops_early(monkeypatch):
 
 # --- Dask ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dask_cluster():
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
     client = distributed.Client(cluster)
     try:
         yield client
@@ -183,7 +223,9 @@ def dask_cluster():
         cluster.close()
 
 
-@pytest.mark.parametrize("name", ["undo-valid-before-log", "unflushed-data", "numpy-view-unflushed"])
+@pytest.mark.parametrize(
+    "name", ["undo-valid-before-log", "unflushed-data", "numpy-view-unflushed"]
+)
 @pytest.mark.parametrize("which", [0, 1])
 def test_dask_cluster_gives_the_in_process_verdict(dask_cluster, name, which, monkeypatch):
     monkeypatch.setattr(defaults, "CRASH_TASK_STATES", 32)
@@ -202,6 +244,7 @@ def test_a_killed_dask_worker_loses_nothing(dask_cluster, monkeypatch):
 
     def check(img):
         import time
+
         time.sleep(0.002)
         slot_check(img)
 
@@ -215,12 +258,12 @@ def test_a_killed_dask_worker_loses_nothing(dask_cluster, monkeypatch):
     assert killed
     assert _summary(r)[:5] == _summary(full)[:5]
     assert [v.image for v in r.violations] == [v.image for v in full.violations]
-    dask_cluster.wait_for_workers(2, timeout=60)     # the nanny restarts it for the next test
+    dask_cluster.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
 
 
 @pytest.mark.parametrize("how", ["workers", "threads"])
 def test_worker_checkers_leave_no_image_files(tmp_path, how):
-    """Each worker's external checker gets its image file in a temp dir: removed when the run ends."""
+    """Each worker's external checker has its image file in a temp dir, removed at the end."""
     log = tmp_path / "paths"
     argv = [sys.executable, "-c", f"import sys; open({str(log)!r}, 'a').write(sys.argv[1] + '\\n')"]
     kw = {"workers": 2} if how == "workers" else {"executor": ThreadPoolExecutor(2)}

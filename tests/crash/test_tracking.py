@@ -1,4 +1,4 @@
-"""Page write tracking (mprotect) for the traced region: same images as whole-region diffs, safe faults."""
+"""Page write tracking (mprotect) of the traced region: whole-region diff images, safe faults."""
 
 import hashlib
 import os
@@ -8,12 +8,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from test_regression import BUGS, MODELS, _initial
 
 from pmemkit import crash
 from pmemkit.crash import trace
 from pmemkit.crash.trace import TracedRegion, image_hash
-
-from test_regression import BUGS, MODELS, _initial
 
 pytestmark = pytest.mark.skipif(trace.Tracker is None, reason="pmemkit.crash._dirty was not built")
 
@@ -24,18 +23,18 @@ def mixed_views(pm):
     """Stores through write(), pm.buffer and numpy views, across page boundaries, unaligned."""
     a = pm.array(np.uint64)
     buf = pm.buffer
-    a[510:514] = [1, 2, 3, 4]                       # crosses the first page boundary
-    pm.write(PAGE * 2 - 4, b"abcdefgh")             # write() over a page boundary
-    buf[PAGE * 3 + 5:PAGE * 3 + 9] = b"wxyz"        # unaligned, inside one unit pair
+    a[510:514] = [1, 2, 3, 4]  # crosses the first page boundary
+    pm.write(PAGE * 2 - 4, b"abcdefgh")  # write() over a page boundary
+    buf[PAGE * 3 + 5 : PAGE * 3 + 9] = b"wxyz"  # unaligned, inside one unit pair
     pm.flush(PAGE - 16, 32)
     pm.write(8, b"\x07" * 8)
-    a[0] = 9                                        # view store next to a write() store
+    a[0] = 9  # view store next to a write() store
     pm.persist(0, 16)
-    buf[pm.size - 3:] = b"end"                      # last bytes of an odd-sized region
+    buf[pm.size - 3 :] = b"end"  # last bytes of an odd-sized region
     pm.persist(PAGE * 2 - 8, 16)
     pm.persist(PAGE * 3, 16)
     pm.persist(pm.size - 8, 8)
-    a[1000] = 5                                     # never flushed
+    a[1000] = 5  # never flushed
 
 
 def _image_log(workload, model, initial=None, size=None):
@@ -44,8 +43,9 @@ def _image_log(workload, model, initial=None, size=None):
     def check(img, point):
         seen.append((point.index, hashlib.blake2b(img).hexdigest()))
 
-    report = crash.explore(workload, check, size=size, initial=initial, model=model,
-                           engine="exhaustive", progress=None)
+    report = crash.explore(
+        workload, check, size=size, initial=initial, model=model, engine="exhaustive", progress=None
+    )
     return seen, report
 
 
@@ -53,7 +53,7 @@ CASES = [(name, i) for name in sorted(BUGS) for i in (0, 1)]
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("case", CASES + [("mixed-views", None)], ids=str)
+@pytest.mark.parametrize("case", [*CASES, ("mixed-views", None)], ids=str)
 def test_tracked_images_equal_whole_region_diffs(case, model, monkeypatch):
     name, which = case
     if which is None:
@@ -65,8 +65,11 @@ def test_tracked_images_equal_whole_region_diffs(case, model, monkeypatch):
     dense, r2 = _image_log(workload, model, initial, size)
     assert tracked == dense and tracked
     assert r1.violation_count == r2.violation_count
-    assert (r1.states_checked, r1.unique_images, r1.crash_points) == \
-        (r2.states_checked, r2.unique_images, r2.crash_points)
+    assert (r1.states_checked, r1.unique_images, r1.crash_points) == (
+        r2.states_checked,
+        r2.unique_images,
+        r2.crash_points,
+    )
     assert r1.warnings == r2.warnings
 
 
@@ -81,7 +84,7 @@ def test_view_stores_are_recorded_once_with_writes_between():
     assert got == [(96, 8, "view"), (200, 1, "write"), (PAGE, 8, "view")]
     assert pm._tracker.dirty_pages == 0
     pm.close()
-    a[5] = 1    # the memory stays valid (and writable) while the view lives
+    a[5] = 1  # the memory stays valid (and writable) while the view lives
 
 
 def test_durable_hash_is_relative_to_the_initial_image():
@@ -94,8 +97,13 @@ def test_durable_hash_is_relative_to_the_initial_image():
 
 
 def _run(code, **kw):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_a_real_segfault_still_reaches_faulthandler_and_kills():
@@ -140,12 +148,15 @@ def test_several_regions_and_handlers_installed_later():
             print(sorted((s.offset, s.via) for s in pm.stores))
     """)
     assert proc.returncode == 0, proc
-    assert proc.stdout.split("\n")[:3] == ["[(4800, 'view')]", "[(8, 'view'), (16000, 'view')]",
-                                           "[(0, 'view')]"]
+    assert proc.stdout.split("\n")[:3] == [
+        "[(4800, 'view')]",
+        "[(8, 'view'), (16000, 'view')]",
+        "[(0, 'view')]",
+    ]
 
 
 def test_memory_follows_the_pages_written():
-    """A 1 GiB region with a numpy view held and 200 persisted writes costs megabytes, not gigabytes."""
+    """A 1 GiB region, a numpy view held, 200 persisted writes: megabytes, not gigabytes."""
     proc = _run("""
         import resource
         from pmemkit import crash
@@ -171,19 +182,19 @@ def test_checker_file_is_patched_and_restored(tmp_path):
 
     f = _ImageFile()
     try:
-        one = bytes(range(256)) * 64                     # 4 pages
+        one = bytes(range(256)) * 64  # 4 pages
         path = f.write(one)
         with open(path, "rb") as fh:
             assert fh.read() == one
         two = bytearray(one)
         two[5000:5008] = b"ABCDEFGH"
-        with open(path, "r+b") as fh:                   # the checker scribbles on page 3
+        with open(path, "r+b") as fh:  # the checker scribbles on page 3
             fh.seek(3 * PAGE + 1)
             fh.write(b"zz")
         assert f.write(two) == path
         with open(path, "rb") as fh:
             assert fh.read() == bytes(two)
-        os.unlink(path)                                  # replaced behind our back: written whole
+        os.unlink(path)  # replaced behind our back: written whole
         with open(path, "wb") as fh:
             fh.write(b"short")
         f.write(one)
@@ -204,10 +215,10 @@ def test_a_system_call_into_tracked_memory_fails_cleanly(tmp_path):
     with open(src, "rb", buffering=0) as f:
         try:
             f.readinto(buf[:100])
-        except OSError as exc:      # not kept: its traceback would hold buf in a cycle
+        except OSError as exc:  # not kept: its traceback would hold buf in a cycle
             errno = exc.errno
     assert errno == 14
-    with open(src, "rb") as f:          # buffered: copied in user space, tracked
+    with open(src, "rb") as f:  # buffered: copied in user space, tracked
         f.readinto(buf[:100])
     pm.flush(0, 100)
     assert [(s.offset, len(s.data), s.via) for s in pm.stores] == [(0, 104, "view")]
