@@ -110,16 +110,20 @@ def cmd_run(args, out):
     if not args.check:
         raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
     try:
-        _, work = _trace(args, out)
+        prog, work = _trace(args, out)
     except TraceIncompleteError:
         return status.Status.INCOMPLETE
+    t = prog.trace
+    traced = {"argv": args.program, "returncode": prog.returncode, "pool": t.pool().path,
+              "stores": t.pool().stores, "flushes": t.flushes, "fences": t.fences,
+              "threads": len(t.threads), "records": len(t.records)}
     check = crash.PersistentChecker(args.check, info=True) if args.persistent else args.check
     report = crash.explore(work, check, size=work.size, initial=work.initial, model=args.model,
                            engine=args.engine, max_states=args.max_states, seed=args.seed,
                            workers=args.workers)
     verdict = status.verdict(report.ok, report.complete)
     if args.json:
-        json.dump(dict(report.as_dict(), status=int(verdict)), out, indent=2)
+        json.dump(dict(report.as_dict(), status=int(verdict), program=traced), out, indent=2)
         out.write("\n")
     else:
         out.write(f"{report}\n")

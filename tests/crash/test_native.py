@@ -153,6 +153,24 @@ def test_record_round_trip_same_verdict(progs, tmp_path, capsys, mode):
     assert s_run == s_log == (Status.OK if mode == "correct" else Status.VIOLATIONS), (out, out3)
 
 
+@pytest.mark.parametrize("mode", ["correct", "buggy"])
+def test_libpmemobj_record_round_trip_same_verdict(progs, obj_pool, tmp_path, capsys, mode):
+    pool = tmp_path / "pool.obj"
+    shutil.copyfile(obj_pool, pool)
+    check = [progs["obj_tx"], "check"]
+    s_run, out = _run(capsys, "run", "--model", "eadr", "--engine", "exhaustive", "--check", *check,
+                      "--", progs["obj_tx"], "run", mode, pool, 1)
+    shutil.copyfile(obj_pool, pool)
+    log = tmp_path / "store.log"
+    s_rec, out2 = _run(capsys, "record", "-o", log, "--initial-out", tmp_path / "initial", "--",
+                       progs["obj_tx"], "run", mode, pool, 1)
+    assert s_rec == Status.OK, out2
+    assert f"REGISTER_FILE;{pool};" in log.read_text()       # the full path, as pmemcheck writes it
+    s_log, out3 = _run(capsys, log, "--model", "eadr", "--engine", "exhaustive", "--initial",
+                       tmp_path / "initial", "--check", *check)
+    assert s_run == s_log == (Status.OK if mode == "correct" else Status.VIOLATIONS), (out, out3)
+
+
 def test_record_log_matches_trace(progs, tmp_path, capsys):
     pool = tmp_path / "pool"
     log = tmp_path / "store.log"
@@ -200,7 +218,9 @@ def test_threads_each_persisting(progs, tmp_path, capsys):
                        tmp_path / "pool")
     assert status == Status.OK, out
     assert "3 thread(s)" in out and "201 fence(s)" in out
-    assert json.loads(out[out.index("{"):])["complete"] is True
+    summary = json.loads(out[out.index("{"):])
+    assert summary["complete"] is True
+    assert summary["program"]["threads"] == 3 and summary["program"]["fences"] == 201
 
 
 def test_program_with_its_own_segv_handler(progs, tmp_path, capsys):
