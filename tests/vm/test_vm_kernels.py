@@ -107,6 +107,7 @@ def test_kernel_features_follow_the_config():
     ]
 
 
+@pytest.mark.vm
 def test_debian_kernels_have_every_option():
     """Each named Debian kernel's own config has what every feature needs (downloads once);
     only 7.x has ramdax, and the others are refused for it with the option named."""
