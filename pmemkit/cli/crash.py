@@ -12,55 +12,59 @@ from . import status
 def register(subparsers):
     p = subparsers.add_parser(
         "crash", help="explore the crash states of a pmemcheck store log",
-        description="Replay a pmemcheck store log (the input of PMDK's pmreorder), enumerate the crash "
-                    "images the persistency model allows at every fence and at the end, and run a checker "
-                    "on each distinct image. The checker gets the image file's path as its last argument; "
-                    "exit status 0 means consistent (with --persistent: one process, line protocol, see "
-                    "docs/crash.md). To trace a C/C++ program instead of reading a log: "
-                    "`pmemkit crash run --help`, `pmemkit crash record --help`.",
+        description="Replay a pmemcheck store log (the input of PMDK's pmreorder), enumerate the "
+                    "crash images the persistency model allows at every fence and at the end, and "
+                    "run a checker on each distinct image. The checker gets the image files' paths "
+                    "(one per registered pool file) as its last arguments; exit status 0 means "
+                    "consistent (with --persistent: one process, line protocol, see "
+                    "docs/crash.md). "
+                    "Logs, pool files and pmreorder's options: docs/pmemcheck.md. To trace a C/C++ "
+                    "program instead of reading a log: `pmemkit crash run --help`, "
+                    "`pmemkit crash record --help`.",
         formatter_class=status.HelpFormatter,
-        epilog=status.epilog("example: pmemkit crash store.log --engine exhaustive --check ./check_pool "
-                             "--strict", ""))
-    p.add_argument("log", metavar="LOG",
-                   help="pmemcheck store log, as valgrind --tool=pmemcheck --log-stores=yes --log-file=LOG "
-                        "wrote it (with or without -q, stack traces and summary)")
-    p.add_argument("--model", default="x86", choices=("x86", "x86-line", "eadr"),
-                   help="persistency model (default: x86, independent 8-byte units)")
-    p.add_argument("--engine", default="auto",
-                   help="auto, exhaustive, bounded[:K], random[:N], prefix or in-order; pmreorder's engine "
-                        "names work too (default: auto)")
-    p.add_argument("-x", "--sections", metavar="MARKER=ENGINE,...|FILE",
-                   help="an engine per marker section, as pmreorder's -x: MARKER=ENGINE pairs or a JSON "
-                        "file {\"MARKER\": \"ENGINE\"}; library markers (pmem_memset_persist, with "
-                        "PMREORDER_EMIT_LOG=1) work; engine 'none' (NoReorderNoCheck) leaves a section "
-                        "unchecked")
-    p.add_argument("--max-states", type=int, default=None, metavar="N", help="stop after N crash states")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="check on a Dask cluster (tcp://host:8786; needs pip install 'pmemkit[dask]'); "
-                        "the checker must exist at the same path on every worker")
-    p.add_argument("--checkpoint", metavar="FILE",
-                   help="record finished work in FILE; run again with the same FILE to resume")
-    p.add_argument("--failures", metavar="DIR",
-                   help="failure database: check the states that failed last time first, store new ones")
-    p.add_argument("--stop-at-first", action="store_true", help="stop everything at the first violation")
-    p.add_argument("--initial", action="append", default=[], metavar="[NAME=]FILE|zeros",
-                   help="a registered file's contents before the logged run (NAME=FILE for one of several "
-                        "files), or 'zeros'; default: each file the log names is read from its path, which "
-                        "must hold the pool as it was before the run (as pmreorder requires)")
-    p.add_argument("--persistent", action="store_true",
-                   help="start the checker once and send it image paths over stdin (line protocol)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
-    p.add_argument("--replay", type=int, metavar="POINT",
-                   help="write the crash image of POINT (with --choice) to --output instead of exploring")
-    p.add_argument("--choice", default="{}", metavar="JSON", help="with --replay: the violation's choice")
-    p.add_argument("--view", default=None, help="with --replay: the violation's view (default: the model)")
-    p.add_argument("--space", type=int, default=0, help="with --replay: the violation's space (default: 0)")
-    p.add_argument("--output", metavar="DIR", help="with --replay: directory to write the image file(s) to")
-    p.add_argument("--check", nargs=argparse.REMAINDER, default=None, metavar="CMD",
-                   help="the checker program and its arguments (must come last); it gets every registered "
-                        "file's image path, in the log's order, as its last arguments")
+        epilog=status.epilog("example: pmemkit crash store.log --engine exhaustive "
+                             "--check ./check_pool --strict", ""))
+    add = p.add_argument
+    add("log", metavar="LOG",
+        help="pmemcheck store log, as valgrind --tool=pmemcheck --log-stores=yes --log-file=LOG "
+             "wrote it (with or without -q, stack traces and summary)")
+    add("--model", default="x86", choices=("x86", "x86-line", "eadr"),
+        help="persistency model (default: x86, independent 8-byte units)")
+    add("--engine", default="auto",
+        help="auto, exhaustive, bounded[:K], random[:N], prefix or in-order; pmreorder's engine "
+             "names work too (default: auto)")
+    add("-x", "--sections", metavar="MARKER=ENGINE,...|FILE",
+        help="an engine per marker section, as pmreorder's -x: MARKER=ENGINE pairs or a JSON file "
+             "{\"MARKER\": \"ENGINE\"}; library markers (pmem_memset_persist, with "
+             "PMREORDER_EMIT_LOG=1) work; engine 'none' (NoReorderNoCheck) leaves a section "
+             "unchecked")
+    add("--max-states", type=int, default=None, metavar="N", help="stop after N crash states")
+    add("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
+    add("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
+    add("--scheduler", metavar="ADDRESS",
+        help="check on a Dask cluster (tcp://host:8786; needs pip install 'pmemkit[dask]'); "
+             "the checker must exist at the same path on every worker")
+    add("--checkpoint", metavar="FILE",
+        help="record finished work in FILE; run again with the same FILE to resume")
+    add("--failures", metavar="DIR",
+        help="failure database: check the states that failed last time first, store new ones")
+    add("--stop-at-first", action="store_true", help="stop everything at the first violation")
+    add("--initial", action="append", default=[], metavar="[NAME=]FILE|zeros",
+        help="a registered file's contents before the logged run (NAME=FILE for one of several "
+             "files), or 'zeros'; default: each file the log names is read from its path, which "
+             "must hold the pool as it was before the run (as pmreorder requires)")
+    add("--persistent", action="store_true",
+        help="start the checker once and send it image paths over stdin (line protocol)")
+    add("--json", action="store_true", help="print a JSON summary instead of the report")
+    add("--replay", type=int, metavar="POINT",
+        help="write the crash image of POINT (with --choice) to --output instead of exploring")
+    add("--choice", default="{}", metavar="JSON", help="with --replay: the violation's choice")
+    add("--view", default=None, help="with --replay: the violation's view (default: the model)")
+    add("--space", type=int, default=0, help="with --replay: the violation's space (default: 0)")
+    add("--output", metavar="DIR", help="with --replay: directory to write the image file(s) to")
+    add("--check", nargs=argparse.REMAINDER, default=None, metavar="CMD",
+        help="the checker program and its arguments (must come last); it gets every registered "
+             "file's image path, in the log's order, as its last arguments")
     p.set_defaults(func=cmd_crash)
 
 
@@ -80,7 +84,8 @@ def _initial(args, trace):
             plain.append(item)
     if plain and (named or len(plain) > 1):
         raise InvalidArgumentError(
-            f"--initial {plain[0]!r}: with several --initial give NAME=FILE, NAME being a file the log "
+            f"--initial {plain[0]!r}: with several --initial give NAME=FILE, NAME being a file the "
+            "log "
             f"registers ({', '.join(f.basename for f in trace.files) or 'none'})")
     if plain:
         return plain[0]
@@ -93,7 +98,8 @@ def _replay_command(args, v):
     parts = ["pmemkit", "crash", args.log, "--model", args.model]
     for item in args.initial:
         parts += ["--initial", item]
-    parts += ["--replay", str(v.point.index), "--choice", json.dumps({str(k): a for k, a in v.choice.items()})]
+    choice = json.dumps({str(k): a for k, a in v.choice.items()})
+    parts += ["--replay", str(v.point.index), "--choice", choice]
     if v.view != v.model:
         parts += ["--view", v.view]
     if v.space:
@@ -119,12 +125,14 @@ def cmd_crash(args, out=None):
     if args.sections:
         sections = pmemcheck.Sections(pmemcheck.parse_sections(args.sections), args.engine)
     elif engine is None:
-        raise InvalidArgumentError(f"--engine {args.engine} checks nothing; give -x MARKER=ENGINE for the "
+        raise InvalidArgumentError(f"--engine {args.engine} checks nothing; give -x MARKER=ENGINE "
+                                   "for the "
                                    f"sections to check, or another engine")
     if args.persistent:
         if len(trace.files) > 1:
             raise InvalidArgumentError(
-                f"the log registers {len(trace.files)} files; --persistent sends one image path per "
+                f"the log registers {len(trace.files)} files; --persistent sends one image path "
+                "per "
                 f"line: use a one-shot checker, which gets every file's path")
         check = crash.PersistentChecker(args.check, info=True)
     else:
@@ -144,11 +152,13 @@ def cmd_crash(args, out=None):
         v.command = _replay_command(args, v)
     notes = list(trace.notes)
     if sections is not None:
-        notes += [f"-x names {m}, which opens no section in this log" for m in sections.unused(trace)]
+        notes += [f"-x names {m}, which opens no section in this log"
+                  for m in sections.unused(trace)]
     verdict = status.verdict(report.ok, report.complete)
     if args.json:
         json.dump(dict(report.as_dict(), status=int(verdict), notes=notes,
-                       files=[{"name": f.name, "offset": f.offset, "size": f.size} for f in trace.files]),
+                       files=[{"name": f.name, "offset": f.offset, "size": f.size}
+                              for f in trace.files]),
                   out, indent=2)
         out.write("\n")
     else:
@@ -167,7 +177,8 @@ def _dask_client(address):
     try:
         from distributed import Client
     except ImportError:
-        raise CrashError("--scheduler needs Dask distributed: pip install 'pmemkit[dask]'") from None
+        raise CrashError(
+            "--scheduler needs Dask distributed: pip install 'pmemkit[dask]'") from None
     try:
         return Client(address, timeout=30)
     except (OSError, TimeoutError) as exc:
@@ -186,8 +197,10 @@ def _cmd_replay(args, trace, initial, out):
     try:
         choice = {int(k): int(a) for k, a in json.loads(args.choice).items()}
     except (ValueError, TypeError, AttributeError):
-        raise InvalidArgumentError(f"--choice must be the JSON object the report printed, got {args.choice!r}") from None
-    image = crash.replay(trace, args.replay, choice, model=args.model, view=args.view, size=trace.size,
+        raise InvalidArgumentError(
+            f"--choice must be the JSON object the report printed, got {args.choice!r}") from None
+    image = crash.replay(trace, args.replay, choice, model=args.model, view=args.view,
+                         size=trace.size,
                          initial=initial, space=args.space)
     os.makedirs(args.output, exist_ok=True)
     for f, data in trace.split(image):

@@ -165,10 +165,11 @@ class ExternalChecker:
     def _run(self, paths, env=None):
         """Run the checker on the image file(s) ``paths`` (appended to argv): True, or raise."""
         try:
-            proc = subprocess.run(self.argv + list(paths), stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=self.timeout, env=env)
+            proc = subprocess.run(self.argv + list(paths), stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=self.timeout, env=env)
         except subprocess.TimeoutExpired:
-            raise CheckerError(f"checker {self.argv[0]!r} took more than {self.timeout} s on one image") from None
+            raise CheckerError(
+                f"checker {self.argv[0]!r} took more than {self.timeout} s on one image") from None
         except OSError as exc:
             raise CheckerError(f"cannot run checker {self.argv[0]!r}: {exc}") from None
         if proc.returncode != 0:
@@ -176,7 +177,8 @@ class ExternalChecker:
             tail = f": {out[-1]}" if out else ""
             if proc.returncode < 0:
                 raise CheckerError(
-                    f"checker {self.argv[0]!r} was killed by {_signal_name(-proc.returncode)}{tail}; "
+                    f"checker {self.argv[0]!r} was killed by "
+                    f"{_signal_name(-proc.returncode)}{tail}; "
                     f"a checker must exit 0 (consistent) or non-zero (inconsistent), so this is a "
                     f"checker error, not a verdict")
             raise CheckFailed(f"checker exited with status {proc.returncode}{tail}")
@@ -217,7 +219,8 @@ class FilesChecker(ExternalChecker):
 
     def __call__(self, image, info=None):
         view = memoryview(image).cast("B")
-        paths = [f.write(view[o:o + z]) for f, (_, o, z) in zip(self._files, self.layout, strict=True)]
+        paths = [f.write(view[o:o + z])
+                 for f, (_, o, z) in zip(self._files, self.layout, strict=True)]
         env = None
         if info is not None:
             env = dict(os.environ)

@@ -653,7 +653,8 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     None to leave the point unchecked (counted in the report's warnings).
     """
     if sections is not None and not callable(sections):
-        raise InvalidArgumentError(f"sections must be a callable (CrashPoint) -> engine name, got {sections!r}")
+        raise InvalidArgumentError(
+            f"sections must be a callable (CrashPoint) -> engine name, got {sections!r}")
     if not callable(workload):
         raise InvalidArgumentError(
             f"workload must be callable (it receives the region), got {workload!r}")
@@ -680,8 +681,9 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
     if executor is not None or checkpoint is not None or failures is not None or stop_at_first:
         if sections is not None:
-            raise InvalidArgumentError("sections (an engine per marker section) is not supported with "
-                                       "executor, checkpoint, failures or stop_at_first yet")
+            raise InvalidArgumentError(
+                "sections (an engine per marker section) is not supported with executor, "
+                "checkpoint, failures or stop_at_first yet")
         from .executors import explore_on_executor
 
         return explore_on_executor(

@@ -104,7 +104,7 @@ class Trace:
         return [op[1] for op in self.ops if op[0] == "mark"]
 
     def layout(self):
-        """The files as ``(name, offset, size)`` triples (one unnamed file for a log without files)."""
+        """The files as ``(name, offset, size)`` triples (one unnamed file if the log has none)."""
         if not self.files:
             return [(self.name, 0, self.size)]
         return [(f.name, f.offset, f.size) for f in self.files]
@@ -136,7 +136,8 @@ class Trace:
         if initial is not None and not isinstance(initial, dict):
             if len(files) > 1:
                 raise InvalidArgumentError(
-                    f"the log registers {len(files)} files ({', '.join(f.name for f in files)}): give "
+                    f"the log registers {len(files)} files ({', '.join(f.name for f in files)}): "
+                    "give "
                     f"one initial image per file (NAME=FILE), or 'zeros'")
             initial = {files[0].name: initial}
         initial = dict(initial or {})
@@ -150,7 +151,8 @@ class Trace:
             image[f.offset:f.offset + f.size] = _initial_content(f, src, bool(self.files))
         if initial:
             raise InvalidArgumentError(
-                f"initial image(s) given for {', '.join(sorted(map(str, initial)))}, which the log does "
+                f"initial image(s) given for {', '.join(sorted(map(str, initial)))}, which the log "
+                "does "
                 f"not register; its files: {', '.join(f.name for f in files)}")
         if implicit and self.files:
             self._refuse_final_state(image, implicit)
@@ -186,23 +188,27 @@ def _initial_content(f, src, named):
         if not os.path.exists(src):
             raise InvalidArgumentError(
                 f"the log names {f.name}, which does not exist here: give its contents before the "
-                f"logged run (--initial {f.basename}=FILE), or --initial zeros if it was created empty")
+                f"logged run (--initial {f.basename}=FILE), or --initial zeros if it was created "
+                "empty")
     if isinstance(src, (str, os.PathLike)):
         try:
             with open(src, "rb") as fh:
                 data = fh.read(f.size)
         except OSError as exc:
-            raise InvalidArgumentError(f"cannot read {what} {str(src)!r}: {exc.strerror or exc}") from None
+            raise InvalidArgumentError(
+                f"cannot read {what} {str(src)!r}: {exc.strerror or exc}") from None
     else:
         try:
             data = bytes(memoryview(src).cast("B"))[:f.size]
         except TypeError:
             raise InvalidArgumentError(
-                f"an initial image must be bytes-like or a path, got {type(src).__name__}") from None
+                f"an initial image must be bytes-like or a path, got {type(src).__name__}"
+            ) from None
     if len(data) < f.size:
         raise InvalidArgumentError(
             f"{what} {str(src) if isinstance(src, (str, os.PathLike)) else ''} holds {len(data)} "
-            f"bytes but the log maps {f.size} bytes of {f.name}: is it the pool the log was recorded "
+            f"bytes but the log maps {f.size} bytes of {f.name}: is it the pool the log was "
+            "recorded "
             f"on? (--initial zeros starts from zeros)".replace("  ", " "))
     return data
 
@@ -238,11 +244,14 @@ def _body(text):
     """The operations between START and STOP, and pmemcheck's messages found among them."""
     if "\0" in text:
         raise TraceFormatError("not a pmemcheck store log: the file holds binary data (NUL bytes)")
-    lines = [_PID.sub("", line, count=1) if line.startswith("==") else line for line in text.splitlines()]
-    starts = [i for i, line in enumerate(lines) if line.strip() == "START" or line.startswith("START|")]
+    lines = [_PID.sub("", line, count=1) if line.startswith("==") else line
+             for line in text.splitlines()]
+    starts = [i for i, line in enumerate(lines)
+              if line.strip() == "START" or line.startswith("START|")]
     if not starts:
         if not text.strip():
-            raise TraceFormatError("the store log is empty; expected 'START|...|STOP' from valgrind "
+            raise TraceFormatError("the store log is empty; expected 'START|...|STOP' from "
+                                   "valgrind "
                                    "--tool=pmemcheck --log-stores=yes")
         has_ops = any(tok in text for tok in ("STORE;", "REGISTER_FILE;", "|FENCE"))
         raise TraceFormatError(
@@ -252,7 +261,8 @@ def _body(text):
     if len(starts) > 1:
         raise TraceFormatError(
             f"the file holds {len(starts)} store logs (START appears {len(starts)} times: one per "
-            f"process?); record each process to its own file (--log-file=store.%p.log) and give one")
+            "process?); record each process to its own file (--log-file=store.%p.log) and give "
+            "one")
     chunks, notes = [lines[starts[0]]], []
     for line in lines[starts[0] + 1:]:
         if chunks[-1].rstrip().endswith("|STOP") or chunks[-1].strip() == "START|STOP":
@@ -265,7 +275,8 @@ def _body(text):
     if not items or items[-1] != "STOP":
         raise TraceFormatError(
             "the store log ends without STOP: it is truncated (the program was killed or is still "
-            "running, or the file was cut); pmemkit does not explore part of a run as if it were all")
+            "running, or the file was cut); pmemkit does not explore part of a run as if it were "
+            "all")
     return items[1:-1], notes
 
 
@@ -302,16 +313,18 @@ class _Mappings:
 
 
 def parse_log(text, size=None):
-    """Parse a pmemcheck store log (text or bytes, exactly as pmemcheck wrote it) into a :class:`Trace`."""
+    """Parse a pmemcheck store log (text or bytes, as pmemcheck wrote it) into a :class:`Trace`."""
     if isinstance(text, (bytes, bytearray, memoryview)):
         raw = bytes(text)
         if b"\0" in raw:
-            raise TraceFormatError("not a pmemcheck store log: the file holds binary data (NUL bytes)")
+            raise TraceFormatError("not a pmemcheck store log: the file holds binary data (NUL "
+                                   "bytes)")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise TraceFormatError(
-                f"not a pmemcheck store log: byte {exc.start} is not text (pmemcheck writes ASCII)") from None
+                f"not a pmemcheck store log: byte {exc.start} is not text (pmemcheck writes "
+                "ASCII)") from None
     items, notes = _body(text)
     names, extents = [], []                  # registered files, in registration order
     index = {}
@@ -325,15 +338,18 @@ def parse_log(text, size=None):
         op = fields[0]
         if op == "STORE":
             if len(fields) < 4:
-                raise TraceFormatError(f"operation #{pos}: STORE needs addr;value;size, got {item!r}")
+                raise TraceFormatError(f"operation #{pos}: STORE needs addr;value;size, got "
+                                       f"{item!r}")
             addr, value, n = (_int(fields[1], "address", pos), _int(fields[2], "value", pos),
                               _int(fields[3], "size", pos))
             if not 0 < n <= MAX_STORE:
-                raise TraceFormatError(f"operation #{pos}: STORE of size {n} (pmemcheck logs 1 to 8 bytes)")
+                raise TraceFormatError(f"operation #{pos}: STORE of size {n} (pmemcheck logs 1 to "
+                                       "8 bytes)")
             try:
                 data = value.to_bytes(n, "little")
             except OverflowError:
-                raise TraceFormatError(f"operation #{pos}: value {fields[2]} does not fit in {n} byte(s)") from None
+                raise TraceFormatError(f"operation #{pos}: value {fields[2]} does not fit in {n} "
+                                       "byte(s)") from None
             frames = [_frame(f) for f in fields[4:] if f.strip()]
             stack_any = stack_any or bool(frames)
             m = maps.find(addr)
@@ -341,12 +357,14 @@ def parse_log(text, size=None):
                 if names:
                     raise TraceFormatError(
                         f"operation #{pos}: STORE at {addr:#x} is outside every registered file "
-                        f"({', '.join(names)}); pmemcheck logs only stores to registered memory, so the "
+                        f"({', '.join(names)}); pmemcheck logs only stores to registered memory, "
+                        "so the "
                         f"log is damaged or incomplete")
                 raw.append(("store", None, addr, data))
             elif addr + n > m[1]:
                 raise TraceFormatError(
-                    f"operation #{pos}: STORE of {n} bytes at {addr:#x} runs past the end of the registered "
+                    f"operation #{pos}: STORE of {n} bytes at {addr:#x} runs past the end of the "
+                    "registered "
                     f"mapping of {names[m[2]]} ({m[0]:#x}-{m[1]:#x}); the log is damaged")
             else:
                 raw.append(("store", m[2], m[3] + addr - m[0], data))
@@ -364,7 +382,8 @@ def parse_log(text, size=None):
             raw.append(("fence",))
         elif op == "REGISTER_FILE":
             if len(fields) < 5:
-                raise TraceFormatError(f"operation #{pos}: REGISTER_FILE needs name;addr;size;offset, got {item!r}")
+                raise TraceFormatError(f"operation #{pos}: REGISTER_FILE needs "
+                                       f"name;addr;size;offset, got {item!r}")
             name = fields[1]
             addr, n, off = (_int(fields[2], "address", pos), _int(fields[3], "size", pos),
                             _int(fields[4], "offset", pos))
@@ -372,8 +391,10 @@ def parse_log(text, size=None):
                 raise TraceFormatError(f"operation #{pos}: REGISTER_FILE of {name} with size 0")
             if off + n > defaults.CRASH_MAX_LOG_IMAGE:
                 raise TraceFormatError(
-                    f"operation #{pos}: REGISTER_FILE maps {n:,} bytes of {name} at file offset {off:#x}; "
-                    f"pmemkit explores images of up to {defaults.CRASH_MAX_LOG_IMAGE:,} bytes (it keeps "
+                    f"operation #{pos}: REGISTER_FILE maps {n:,} bytes of {name} at file offset "
+                    f"{off:#x}; "
+                    f"pmemkit explores images of up to {defaults.CRASH_MAX_LOG_IMAGE:,} bytes (it "
+                    "keeps "
                     f"three copies in memory): record the program on a smaller pool")
             key = os.path.normpath(name)
             if key not in index:
@@ -389,10 +410,12 @@ def parse_log(text, size=None):
         elif op in _IGNORED:
             continue
         elif op in ("START", "STOP"):
-            raise TraceFormatError(f"operation #{pos}: a second {op} inside the store log; the file is damaged")
+            raise TraceFormatError(f"operation #{pos}: a second {op} inside the store log; the "
+                                   "file is damaged")
         else:
             raise TraceFormatError(
-                f"operation #{pos}: unknown entry {item[:80]!r}; expected STORE, FLUSH, FENCE, REGISTER_FILE "
+                f"operation #{pos}: unknown entry {item[:80]!r}; expected STORE, FLUSH, FENCE, "
+                "REGISTER_FILE "
                 f"or a NAME.BEGIN/NAME.END marker")
     return _build(raw, names, extents, stacks if stack_any else [], notes, size)
 
@@ -407,7 +430,8 @@ def _check_marker(op, stack, pos):
         raise TraceFormatError(f"operation #{pos}: {op} closes a section that was never opened")
     if stack[-1] != name:
         raise TraceFormatError(
-            f"operation #{pos}: crossed markers: {op} while {stack[-1]}.BEGIN is the innermost open "
+            f"operation #{pos}: crossed markers: {op} while {stack[-1]}.BEGIN is the innermost "
+            "open "
             f"section (sections must nest, as pmreorder requires)")
     stack.pop()
 
@@ -436,7 +460,8 @@ def _build(raw, names, extents, stacks, notes, size):
         hi = max(op[2] + len(op[3]) for op in stores)
         if hi - lo > defaults.CRASH_MAX_LOG_IMAGE:
             raise TraceFormatError(
-                f"the log's stores span {hi - lo:,} bytes and it registers no file; pmemkit explores "
+                f"the log's stores span {hi - lo:,} bytes and it registers no file; pmemkit "
+                "explores "
                 f"images of up to {defaults.CRASH_MAX_LOG_IMAGE:,} bytes")
         files, region_size, name, base = [], hi - lo, "pmemcheck.img", []
     if size is not None:
@@ -462,14 +487,15 @@ def read_log(path, size=None):
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise TraceFormatError(f"cannot read store log {str(path)!r}: {exc.strerror or exc}") from None
+        raise TraceFormatError(
+            f"cannot read store log {str(path)!r}: {exc.strerror or exc}") from None
     return parse_log(raw, size)
 
 
 # --- reports -------------------------------------------------------------------------------
 
 def describe_stores(report, trace):
-    """Name each store of ``report``'s violations by its file, file offset and call stack (in place)."""
+    """Name each store of ``report``'s violations by file, file offset and call stack (in place)."""
     for v in report.violations:
         for s in (*v.durable_stores, *v.lost_stores):
             fname, off = trace.locate(s.offset)
@@ -553,8 +579,10 @@ def engine_name(text, default="auto"):
         EngineSpec.parse(text)
     except InvalidArgumentError:
         raise InvalidArgumentError(
-            f"unknown engine {text!r}: give a pmemkit engine (auto, exhaustive, bounded:K, random:N, prefix, "
-            f"in-order, none) or a pmreorder engine ({', '.join(PMREORDER_ENGINES)}, ReorderDefault)") from None
+            f"unknown engine {text!r}: give a pmemkit engine (auto, exhaustive, bounded:K, "
+            "random:N, prefix, "
+            f"in-order, none) or a pmreorder engine ({', '.join(PMREORDER_ENGINES)}, "
+            "ReorderDefault)") from None
     return text
 
 

@@ -46,7 +46,8 @@ def _log(tmp_path):
 def test_max_states_stop_is_incomplete_not_ok(tmp_path, capsys):
     log = _log(tmp_path)
     # the checker accepts everything: stopped early, nothing found -> incomplete (3), never 0
-    assert main(["crash", str(log), "--initial", "zeros", "--max-states", "1", "--check", "true"]) == 3
+    argv = ["crash", str(log), "--initial", "zeros", "--max-states", "1", "--check", "true"]
+    assert main(argv) == 3
     assert "incomplete" in capsys.readouterr().out
 
 

@@ -1,5 +1,5 @@
-"""Real pmemcheck store logs (tests/crash/data/pmemcheck, recorded with valgrind --tool=pmemcheck from
-the C programs in data/pmemcheck/src), explored by `pmemkit crash` with those programs' own checkers.
+"""Real pmemcheck store logs (tests/crash/data/pmemcheck, recorded with valgrind --tool=pmemcheck
+from the C programs in data/pmemcheck/src), explored by `pmemkit crash` with their own checkers.
 
 The expected verdicts are pmreorder's on the same logs (see data/pmemcheck/README.md).
 """
@@ -27,7 +27,8 @@ RECORDED_IN = "/work/ext/logs/"
 def _gcc(out, src, *libs):
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed (scripts/bootstrap.sh installs it)")
-    r = subprocess.run(["gcc", "-O0", "-g", "-o", str(out), str(src), *libs], capture_output=True, text=True)
+    r = subprocess.run(["gcc", "-O0", "-g", "-o", str(out), str(src), *libs], capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     return str(out)
 
@@ -59,10 +60,12 @@ def crash(capsys, *argv):
 
 def test_logs_read_as_pmemcheck_wrote_them():
     quiet = pmemcheck.read_log(DATA / "flag_b.log")            # -q: one ==PID== line
-    verbose = pmemcheck.read_log(DATA / "flag_b_verbose.log")  # preamble, |STOP on its own line, summary
+    # no -q: a preamble, |STOP on a line of its own, a summary
+    verbose = pmemcheck.read_log(DATA / "flag_b_verbose.log")
     assert (DATA / "flag_b_verbose.log").read_text().startswith("==")
     assert "Number of stores not made persistent" in (DATA / "flag_b_verbose.log").read_text()
-    assert quiet.ops == verbose.ops and quiet.stats == {"fence": 85, "store": 6, "flush": 2, "mark": 4}
+    assert quiet.ops == verbose.ops
+    assert quiet.stats == {"fence": 85, "store": 6, "flush": 2, "mark": 4}
     assert [f.name for f in quiet.files] == [RECORDED_IN + "pool"]
 
 
@@ -70,7 +73,8 @@ def test_logs_read_as_pmemcheck_wrote_them():
     ("flag_g.log", "flag", Status.OK),
     ("flag_b.log", "flag", Status.VIOLATIONS),
     ("flag_b_verbose.log", "flag", Status.VIOLATIONS),
-    ("flag_m.log", "flag", Status.VIOLATIONS),  # the setup persists an inconsistent state on purpose
+    # the setup persists an inconsistent state on purpose
+    ("flag_m.log", "flag", Status.VIOLATIONS),
     ("two_g.log", "two", Status.OK),
     ("two_b.log", "two", Status.VIOLATIONS),
     ("stack.log", "stack", Status.OK),
@@ -86,10 +90,12 @@ def test_second_pool_file_is_explored_and_checked(progs, capsys):
     trace = pmemcheck.read_log(DATA / "two_b.log")
     assert [(f.basename, f.offset, f.size) for f in trace.files] == [("poolA", 0, 4096),
                                                                       ("poolB", 4096, 8192)]
-    status, out = crash(capsys, DATA / "two_b.log", "--initial", "zeros", "--check", progs["two"], "c")
+    status, out = crash(capsys, DATA / "two_b.log", "--initial", "zeros", "--check", progs["two"],
+                        "c")
     assert status == Status.VIOLATIONS
     assert "valid record with wrong data" in out
-    assert "via poolB@0x" in out and "via poolA@" not in out.split("violation 1 of")[1].split("replay")[0]
+    first = out.split("violation 1 of")[1].split("replay")[0]
+    assert "via poolB@0x" in first and "via poolA@" not in first
 
 
 def test_each_file_gets_its_own_initial_image(tmp_path):
@@ -118,11 +124,13 @@ def test_libpmemobj_mappings_are_grouped_by_file():
 
 def test_libpmemobj_verdicts_start_from_the_pool_file(progs, objpool, capsys, tmp_path):
     for log, expected in (("objtx_tx.log", Status.OK), ("objtx_bad.log", Status.VIOLATIONS)):
-        status, out = crash(capsys, DATA / log, "--initial", objpool, "--check", progs["objtx"], "c")
+        status, out = crash(capsys, DATA / log, "--initial", objpool, "--check", progs["objtx"],
+                            "c")
         assert status == expected, out
     # from zeros a correct program looks broken: that is why the pool's content matters
-    assert crash(capsys, DATA / "objtx_tx.log", "--initial", "zeros", "--check", progs["objtx"], "c")[0] \
-        == Status.VIOLATIONS
+    status, _ = crash(capsys, DATA / "objtx_tx.log", "--initial", "zeros", "--check",
+                      progs["objtx"], "c")
+    assert status == Status.VIOLATIONS
 
 
 def test_without_initial_the_logged_pool_file_is_read(progs, objpool, capsys, tmp_path):
@@ -152,7 +160,8 @@ def test_a_pool_left_as_the_run_ended_is_refused(tmp_path, capsys, progs):
 # --- (g) call stacks and a replay a CLI user can run -------------------------------------
 
 def test_violation_shows_the_stores_call_stack_and_a_cli_replay(progs, capsys, tmp_path):
-    status, out = crash(capsys, DATA / "flag_b.log", "--initial", "zeros", "--check", progs["flag"], "c")
+    status, out = crash(capsys, DATA / "flag_b.log", "--initial", "zeros", "--check", progs["flag"],
+                        "c")
     assert status == Status.VIOLATIONS
     assert "via pool@0xc from write_bad (flag.c:46) < main (flag.c:88)" in out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("replay: pmemkit crash"))
@@ -180,7 +189,8 @@ def test_truncated_real_log_is_refused(capsys, tmp_path):
     (lambda t: t.replace("STORE;0x520000c;0x1;0x4", "STORE;0x5200ffc;0x1;0x8"), "past the end"),
     (lambda t: t.replace("STORE;0x520000c;0x1;0x4", "STORE;0x9900000;0x1;0x4"), "outside every"),
     (lambda t: t.replace(";0x5200000;0x1000;0x0|", ";0x5200000;0x10000000000;0x0|"), "up to"),
-    (lambda t: t.replace("CHANGE.END|UNUSED.BEGIN|UNUSED.END", "UNUSED.BEGIN|CHANGE.END|UNUSED.END"),
+    (lambda t: t.replace("CHANGE.END|UNUSED.BEGIN|UNUSED.END",
+                         "UNUSED.BEGIN|CHANGE.END|UNUSED.END"),
      "crossed markers"),
     (lambda t: t.replace("UNUSED.BEGIN|", ""), "never opened"),
     (lambda t: t + t, "2 store logs"),
@@ -211,13 +221,15 @@ def test_cli_refusals_are_input_errors_with_a_short_message(capsys, tmp_path):
 
 def test_setup_section_left_unchecked_like_pmreorder(progs, capsys, tmp_path):
     """PMDK's pmreorder_simple 'm': pmem_memset_persist persists an inconsistent state on purpose;
-    with the library's markers (PMREORDER_EMIT_LOG=1) and NoReorderNoCheck for that section it passes."""
+    with the library's markers (PMREORDER_EMIT_LOG=1) and NoReorderNoCheck for that section it
+    passes."""
     log = DATA / "flag_m_libmarkers.log"
     assert "pmem_memset_persist.BEGIN" in log.read_text()
     base = ["--initial", "zeros"]
     status, out = crash(capsys, log, *base, "--check", progs["flag"], "c")
     assert status == Status.VIOLATIONS
-    status, out = crash(capsys, log, *base, "-x", "pmem_memset_persist=NoReorderNoCheck,CHANGE=ReorderFull",
+    status, out = crash(capsys, log, *base, "-x",
+                        "pmem_memset_persist=NoReorderNoCheck,CHANGE=ReorderFull",
                         "--check", progs["flag"], "c")
     assert status == Status.OK, out
     assert "left unchecked on purpose" in out
@@ -233,7 +245,8 @@ def test_setup_section_left_unchecked_like_pmreorder(progs, capsys, tmp_path):
 def test_no_reorder_do_check_checks_each_barrier_in_order(progs, capsys):
     # in order, flag_b's stores are never torn at a barrier: pmreorder's NoReorderDoCheck passes it;
     # checking one order of many is not a complete check, so the status says incomplete
-    status, out = crash(capsys, DATA / "flag_b.log", "--initial", "zeros", "--engine", "NoReorderDoCheck",
+    status, out = crash(capsys, DATA / "flag_b.log", "--initial", "zeros", "--engine",
+                        "NoReorderDoCheck",
                         "--check", progs["flag"], "c")
     assert status == Status.INCOMPLETE, out
     assert "in-order" in out
@@ -242,16 +255,19 @@ def test_no_reorder_do_check_checks_each_barrier_in_order(progs, capsys):
 def test_checker_gets_pmreorder_markers(capsys, tmp_path):
     seen = tmp_path / "seen"
     checker = tmp_path / "check.py"
-    checker.write_text("import os, sys\nopen(sys.argv[1], 'a').write(os.environ.get('PMREORDER_MARKERS', "
+    checker.write_text("import os, sys\nopen(sys.argv[1], "
+                       "'a').write(os.environ.get('PMREORDER_MARKERS', "
                        "'UNSET') + '\\n')\n")
     status, out = crash(capsys, DATA / "stack.log", "--initial", "zeros", "--engine", "in-order",
                         "--check", sys.executable, checker, seen)
     lines = set(seen.read_text().splitlines())
-    assert "OUTER.BEGIN|INNER.BEGIN" in lines and "OUTER.BEGIN|INNER.BEGIN|INNER.END|OUTER.END" in lines
+    assert "OUTER.BEGIN|INNER.BEGIN" in lines
+    assert "OUTER.BEGIN|INNER.BEGIN|INNER.END|OUTER.END" in lines
     assert "UNSET" not in lines
 
 
 def test_unknown_section_engine_is_a_usage_error(capsys):
-    status, out = crash(capsys, DATA / "flag_b.log", "--initial", "zeros", "-x", "CHANGE=ReorderSideways",
+    status, out = crash(capsys, DATA / "flag_b.log", "--initial", "zeros", "-x",
+                        "CHANGE=ReorderSideways",
                         "--check", "true")
     assert status == Status.USAGE and "ReorderSideways" in out
