@@ -223,6 +223,13 @@ def test_threads_each_persisting(progs, tmp_path, capsys):
     assert summary["program"]["threads"] == 3 and summary["program"]["fences"] == 201
 
 
+def test_fence_in_another_thread_is_noted(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "cross-thread-fence",
+                       tmp_path / "pool")
+    assert status == Status.OK, out
+    assert "note: 1 fence(s) made another thread's flushes durable" in out
+
+
 def test_program_with_its_own_segv_handler(progs, tmp_path, capsys):
     """The program's SIGSEGV handler gets its own faults; pool pages still fault to pmemkit."""
     status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "own-segv-handler",

@@ -4,6 +4,7 @@
  *   procs fork-child-writes FILE   a forked child stores to the pool (must be refused)
  *   procs killed FILE              persists, stores more, then is killed by SIGKILL
  *   procs threads FILE             two threads, each persisting its own counter 100 times
+ *   procs cross-thread-fence FILE  a thread stores and flushes, the main thread fences
  *   procs own-segv-handler FILE    installs a SIGSEGV handler after mapping, persists, then
  *                                  dereferences NULL and recovers in its handler (siglongjmp)
  */
@@ -23,6 +24,13 @@
 
 static char *base;
 static sigjmp_buf env;
+
+static void *flusher(void *arg)
+{
+	strcpy(base + 4096, "flushed by a thread");
+	pmem_flush(base + 4096, 64);
+	return NULL;
+}
 
 static void on_segv(int sig)
 {
@@ -62,6 +70,11 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[1], "killed") == 0) {
 		strcpy(base + 128, "never seen");
 		kill(getpid(), SIGKILL);
+	} else if (strcmp(argv[1], "cross-thread-fence") == 0) {
+		pthread_t t;
+		pthread_create(&t, NULL, flusher, NULL);
+		pthread_join(t, NULL);
+		pmem_drain();
 	} else if (strcmp(argv[1], "own-segv-handler") == 0) {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));
