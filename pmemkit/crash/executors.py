@@ -23,7 +23,6 @@ on any machine.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import os
 import pickle
@@ -82,6 +81,8 @@ class _Planner(_Explorer):
         self.want = want  # a checker given the crash point sees images per point
         self.log = []
         self.new = []  # global indices of the states whose image is seen first
+        self.where = []  # ...and for each, (point, pass, choice vector): how to build it
+        self._pass = None
         self._entry = None
 
     def on_point(self, state):
@@ -113,12 +114,15 @@ class _Planner(_Explorer):
         entry = self._entry
         entry.info, entry.olds = meta.info, meta.olds
         entry.passes.append((space, meta.index, how, meta.label))
+        self._pass = len(entry.passes) - 1
         super()._explore_space(state, orig, space, how, meta, images)
 
     def _visitor(self, view, meta, cur, hashes, images):
         seen = self.seen
         max_states = self.max_states
         new = self.new
+        where = self.where
+        point, npass = len(self.log), self._pass
         keyed = meta.info.index if self.want else None
 
         def visit():
@@ -133,6 +137,7 @@ class _Planner(_Explorer):
                 seen.add(key)
                 self.unique += 1
                 new.append(self.states - 1)
+                where.append((point, npass, tuple(cur.items())))
 
         meta._flush = None
         return visit
@@ -222,29 +227,49 @@ class _Runner(_Explorer):
         meta._flush = None
         return visit
 
-    def check_states(self, wanted, stop_at_first=False):
-        """Check the states ``wanted``: ``(number checked, [(index, choice, message)])``."""
+    def check_states(self, items, stop_at_first=False):
+        """Check the states ``items`` (``(index, point, pass, choice vector)``), each image laid
+        directly over the point's durable image: ``(number checked, [(index, choice, message)])``.
+        """
         out = []
-        checked = [0]
+        checked = 0
         check, want = self.check, self.want
-
-        def on_state(i, view, meta, cur):
-            checked[0] += 1
+        view = memoryview(self.scratch.img)[: self.size].toreadonly()
+        orig = {}
+        for i, p, k, vec in items:
+            if p != self.cursor:
+                self._goto_point(p)
+                view = memoryview(self.scratch.img)[: self.size].toreadonly()
+            entry = self.log[p]
+            space = entry.passes[k][0]
+            self._lay(space.base, orig)
+            for j, a in vec:
+                self._lay(space.dims[j][a - 1].patch, orig)
+            checked += 1
             try:
-                r = check(view, meta.info) if want else check(view)
+                r = check(view, entry.info) if want else check(view)
                 msg = None if r is None or r is True else _verdict(r)[1]
             except CrashError:
                 raise
             except Exception as exc:  # the checker's verdict: inconsistent
                 msg = _message(exc)
+            finally:
+                img = self.scratch.img
+                for u, v in orig.items():
+                    img[u * UNIT : u * UNIT + UNIT] = v
+                orig.clear()
             if msg is not None:
-                out.append((i, dict(cur), msg))
+                out.append((i, dict(vec), msg))
                 if stop_at_first:
-                    raise _RangeDone
+                    break
+        return checked, out
 
-        with contextlib.suppress(_RangeDone):
-            self.run(wanted, on_state)
-        return checked[0], out
+    def _lay(self, patch, orig):
+        img = self.scratch.img
+        for u, v in patch:
+            if u not in orig:
+                orig[u] = bytes(img[u * UNIT : u * UNIT + UNIT])
+            img[u * UNIT : u * UNIT + UNIT] = v
 
     def violation(self, index, message, choice):
         """Append the :class:`Violation` of state ``index`` (its image rebuilt here)."""
@@ -350,12 +375,20 @@ class Distributed:
         self.owned = None  # an executor made here, shut down by close()
         self.forked = None  # ...a process pool whose workers got the payload at start
 
+    def items(self, indices=None):
+        """``(index, point, pass, choice vector)`` of the distinct images (or of ``indices``)."""
+        pl = self.planner
+        if indices is None:
+            return [(i, *w) for i, w in zip(pl.new, pl.where, strict=True)]
+        pos = {i: n for n, i in enumerate(pl.new)}
+        return [(i, *pl.where[pos[i]]) for i in indices]
+
     def tasks(self, skip=()):
-        """The distinct-image indices cut into sorted lists of about ``task_states`` each."""
+        """The distinct images cut into tasks: runs of about ``task_states`` consecutive items."""
         skip = set(skip)
-        new = [i for i in self.planner.new if i not in skip]
+        todo = [it for it in self.items() if it[0] not in skip]
         n = self.task_states
-        return [new[i : i + n] for i in range(0, len(new), n)]
+        return [todo[i : i + n] for i in range(0, len(todo), n)]
 
     def _executor(self):
         if self.executor is not None:
@@ -553,7 +586,7 @@ def explore_on_executor(
             new = set(planner.new)
             known = sorted(i for i in stored if i in new)
             if known:
-                n, results = _Runner(check, payload).check_states(known, stop_at_first)
+                n, results = _Runner(check, payload).check_states(dist.items(known), stop_at_first)
                 for i, choice, msg in results:
                     found[i] = (choice, msg)
                 checked[0] += n
@@ -569,7 +602,7 @@ def explore_on_executor(
         tasks = [
             t
             for t in dist.tasks(skip=known)
-            if (t[0], t[-1], len(t)) not in (ck.done if ck else {})
+            if (t[0][0], t[-1][0], len(t)) not in (ck.done if ck else {})
         ]
         if ck is not None:
             checked[0] += sum(k[2] for k in ck.done)
@@ -579,7 +612,7 @@ def explore_on_executor(
                 found[i] = (choice, msg)
             checked[0] += n
             if ck is not None and n == len(task):
-                ck.record((task[0], task[-1], n), results)
+                ck.record((task[0][0], task[-1][0], n), results)
             if on_states is not None:
                 on_states(checked[0], checked[0], len(planner.log))
 
