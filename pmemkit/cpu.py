@@ -7,7 +7,7 @@ instruction libpmem would pick: CLWB > CLFLUSHOPT > CLFLUSH.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from ._linux import cpuinfo
 
@@ -31,7 +31,7 @@ def native():
     return _flush
 
 
-@lru_cache(maxsize=None)
+@cache
 def features():
     """``{"clwb": bool, "clflushopt": bool, "clflush": bool, "sse2": ..., "avx": ..., ...}``.
 

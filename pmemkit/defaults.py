@@ -44,7 +44,8 @@ AVX512F_ENV = "PMEMKIT_AVX512F"
 CRASH_MODELS = ("x86", "x86-line", "eadr")
 #: Engine "auto": explore a crash point exhaustively while it has at most this many states...
 CRASH_AUTO_EXHAUSTIVE_STATES = 1 << 16
-#: ...else bounded with the largest k (<= CRASH_BOUNDED_K) giving at most this many states, plus random samples.
+#: ...else bounded with the largest k (<= CRASH_BOUNDED_K) giving at most this many states, plus
+#: random samples.
 CRASH_AUTO_BOUNDED_STATES = 4096
 #: Default k of the bounded engine (Chipmunk's choice) and sample count of the random engine.
 CRASH_BOUNDED_K = 2

@@ -65,7 +65,8 @@ class VmConfigError(VmError, InvalidArgumentError):
 
 
 class MissingToolError(VmError):
-    """A host tool or package the harness needs (qemu-system, a kernel, debootstrap...) is missing."""
+    """A host tool or package the harness needs (qemu-system, a kernel, debootstrap...) is
+    missing."""
 
 
 class GuestError(VmError):
@@ -95,7 +96,8 @@ class TraceFormatError(CrashError, InvalidArgumentError):
 
 class CheckerError(CrashError):
     """An external checker failed instead of giving a verdict: not found, killed by a signal,
-    timed out, or it broke the line protocol. Not a violation: nothing was learned about the image."""
+    timed out, or it broke the line protocol. Not a violation: nothing was learned about the
+    image."""
 
 
 class InterposeError(CrashError):

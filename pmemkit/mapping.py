@@ -25,7 +25,7 @@ import errno
 import mmap
 import os
 import stat
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from . import cpu, defaults
 from ._linux import mounts, sysfs
@@ -295,20 +295,20 @@ class _Request(NamedTuple):
     """The validated arguments of :func:`map_file` (libpmem2's "config")."""
 
     path: str
-    size: Optional[int]
+    size: int | None
     create: bool
     sync: str
     mode: int
     writable: bool
-    force_pmem: Optional[bool]
-    forced_method: Optional[str]
+    force_pmem: bool | None
+    forced_method: str | None
 
 
 class _Source(NamedTuple):
     """What is at the path (libpmem2's "source"): its stat (``None``: to be created),
     the size to map and whether it is a device-DAX device."""
 
-    st: Optional[os.stat_result]
+    st: os.stat_result | None
     size: int
     device_dax: bool
 

@@ -59,8 +59,8 @@ def pytest_runtest_setup(item):
     if item.get_closest_marker("dax") is None:
         return
     if not dax_mount_points():
-        _no_dax_outcome(item.config, "no DAX mount was found "
-                                     f"(set {defaults.DAX_DIRS_ENV} or mount a filesystem with -o dax)")
+        _no_dax_outcome(item.config, f"no DAX mount was found (set {defaults.DAX_DIRS_ENV} or "
+                                     "mount a filesystem with -o dax)")
 
 
 @pytest.fixture
@@ -103,7 +103,8 @@ class CrashExplorer:
         report = crash.explore(workload, check, **kwargs)
         self.reports.append(report)
         if expect_violations and report.ok:
-            pytest.fail(f"expected crash-consistency violations, found none:\n{report}", pytrace=False)
+            pytest.fail(f"expected crash-consistency violations, found none:\n{report}",
+                        pytrace=False)
         if not expect_violations and not report.ok:
             pytest.fail(f"crash-consistency violations:\n{report}", pytrace=False)
         return report

@@ -11,7 +11,8 @@ LBA of a working set of min(nblock, 4096) blocks, then time N rewrites and N rea
 of random LBAs from that set, each loop cut into slices of which the fastest counts
 (timeit's rule: the least disturbed run on a shared machine). Both sides time with the
 thread's CPU clock (CLOCK_THREAD_CPUTIME_ID / time.thread_time), so time spent waiting
-for the other guests on a busy 2-core machine counts for neither. pmemkit is timed for single ``write``/``read`` and
+for the other guests on a busy 2-core machine counts for neither. pmemkit is timed for single
+``write``/``read`` and
 for ``write_many``/``read_many`` (batches of nlane = 256 distinct LBAs, as a
 block layer submits them). The best of each side is compared and printed
 as a ratio; targets: single >= 0.33x, batched >= 1.0x.
@@ -35,7 +36,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +62,8 @@ def build_driver(workdir):
 def run_c(exe, pool, bsize, ops, seed, slices):
     env = dict(os.environ, PMEM_IS_PMEM_FORCE="1")
     out = subprocess.run([str(exe), str(pool), str(bsize), str(ops), str(seed), str(slices),
-                          str(BATCH)], env=env, capture_output=True, text=True, check=True).stdout.split()
+                          str(BATCH)], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
     return {"write": float(out[0]), "read": float(out[1]), "read_batch": float(out[2])}
 
 
@@ -70,7 +71,8 @@ PY_WORKER = r"""
 import sys, time, json
 import numpy as np
 from pmemkit.btt import open_pmemblk
-pool, ops, seed, slices, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+pool = sys.argv[1]
+ops, seed, slices, k = (int(a) for a in sys.argv[2:6])
 b = open_pmemblk(pool)
 assert b.region.is_pmem, "PMEMKIT_FORCE_PMEM=1 did not take effect"
 n = min(b.nlba, 4096)
@@ -121,7 +123,8 @@ print(json.dumps(res))
 
 def run_py(pool, ops, seed, slices):
     env = dict(os.environ, PMEMKIT_FORCE_PMEM="1")
-    out = subprocess.run([sys.executable, "-c", PY_WORKER, str(pool), str(ops), str(seed), str(slices),
+    out = subprocess.run([sys.executable, "-c", PY_WORKER, str(pool), str(ops), str(seed),
+                          str(slices),
                           str(BATCH)],
                          env=env, capture_output=True, text=True)
     if out.returncode:
@@ -136,7 +139,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--slices", type=int, default=80,
                     help="each timed loop is cut into this many slices; the best slice counts")
-    ap.add_argument("--dir", default=None, help="directory for the pool files (default: a temp dir)")
+    ap.add_argument("--dir", default=None,
+                    help="directory for the pool files (default: a temp dir)")
     args = ap.parse_args(argv)
     if not shutil.which("pmempool"):
         sys.exit("bench_btt: pmempool not found (apt-get install pmdk-tools)")
@@ -167,8 +171,8 @@ def main(argv=None):
         flag = "" if ratio >= target else "  BELOW TARGET"
         ok &= ratio >= target
         print(f"{bsize:>6} {op:<14} {py:>12,.0f} {c:>13,.0f} {ratio:>6.2f}x {target:>6.2f}x{flag}")
-    print(f"(best slice of {args.slices} in {args.rounds} interleaved rounds of {args.ops} ops; load: "
-          f"{os.getloadavg()[0]:.2f})")
+    print(f"(best slice of {args.slices} in {args.rounds} interleaved rounds of {args.ops} ops; "
+          f"load: {os.getloadavg()[0]:.2f})")
     return 0 if ok else 1
 
 

@@ -38,7 +38,8 @@ from pmemkit.crash import pmemcheck
 HERE = Path(__file__).resolve().parent
 SIZE = 4096
 BARRIERS = 3
-#: pmreorder is run (within --budget) on traces up to this many ReorderFull states, projected beyond.
+#: pmreorder is run (within --budget) on traces up to this many ReorderFull states, projected
+#: beyond.
 MAX_RUN_STATES = 1_000_000
 #: pmreorder figures measured when the issue was written (used only without a pmreorder checkout).
 ISSUE_FIGURES = {"inproc_rate": 20_000.0, "external_rate": 650.0}
@@ -65,7 +66,8 @@ def build_checker(out):
         sys.exit("bench_crash: a C compiler (cc/gcc) is needed to build the checker")
     exe, lib = out / "check_slots", out / "libcheck_slots.so"
     subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "check_slots.c")], check=True)
-    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-DCHECK_LIB", "-o", str(lib), str(HERE / "check_slots.c")],
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-DCHECK_LIB", "-o", str(lib),
+                    str(HERE / "check_slots.c")],
                    check=True)
     return exe, lib
 
@@ -82,7 +84,8 @@ def run_pmreorder(pmreorder, log, pool, checker_args, budget):
     argv = [sys.executable, str(pmreorder / "pmreorder.py"), "-l", str(log), "-r", "ReorderFull",
             "-o", str(log.with_suffix(".pmreorder.txt")), "-e", "warning", *checker_args]
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     try:
         _, err = proc.communicate(timeout=budget)
     except subprocess.TimeoutExpired:
@@ -91,23 +94,27 @@ def run_pmreorder(pmreorder, log, pool, checker_args, budget):
         return budget, False
     took = time.perf_counter() - t
     if proc.returncode != 0:
-        sys.exit(f"pmreorder failed (status {proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+        sys.exit(f"pmreorder failed (status {proc.returncode}): "
+                 f"{err.decode(errors='replace')[-2000:]}")
     return took, True
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pending", type=int, nargs="+", default=[4, 8, 12, 16])
     ap.add_argument("--out", type=Path, default=None,
                     help="where traces, images and checkers go (default: a temp dir on /dev/shm)")
     ap.add_argument("--pmreorder", type=Path, default=os.environ.get("PMREORDER_DIR"),
                     help="directory holding PMDK's pmreorder.py (default: $PMREORDER_DIR)")
     ap.add_argument("--budget", type=float, default=120.0,
-                    help="seconds pmreorder may run per measurement before it is stopped (default 120)")
+                    help="seconds pmreorder may run per measurement before it is stopped (default "
+                         "120)")
     ap.add_argument("--oneshot-max", type=int, default=12,
                     help="largest pending count for the one-process-per-image checker (default 12)")
     args = ap.parse_args()
-    # tmpfs: pmreorder msyncs its image after every store, which costs ~1 ms on a disk and ~1 us on tmpfs
+    # tmpfs: pmreorder msyncs its image after every store, which costs ~1 ms on a disk and ~1 us on
+    # tmpfs
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     out = args.out or Path(tempfile.mkdtemp(prefix="pmemkit-bench-crash-", dir=shm))
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +131,8 @@ def main():
     if pmr is not None and not (pmr / "pmreorder.py").is_file():
         sys.exit(f"bench_crash: {pmr}/pmreorder.py not found")
     print(f"traces (pmemcheck format) and checkers in {out}")
-    print(f"anchor: {'pmreorder from ' + str(pmr) if pmr else 'NOT RUN here - figures from issue 4'}")
+    print("anchor: "
+          f"{'pmreorder from ' + str(pmr) if pmr else 'NOT RUN here - figures from issue 4'}")
     rates = {"inproc": None, "external": None}
     startup = 0.0
     if pmr is not None:
@@ -132,9 +140,11 @@ def main():
         empty = out / "empty.log"
         pool = out / "pool-empty.img"
         empty.write_text(f"START|REGISTER_FILE;{pool};0x7f0000000000;{SIZE:#x};0x0|STOP")
-        startup = min(run_pmreorder(pmr, empty, pool, ["-c", "prog", "-p", str(exe)], args.budget)[0]
+        startup = min(run_pmreorder(pmr, empty, pool, ["-c", "prog", "-p", str(exe)],
+                                    args.budget)[0]
                       for _ in range(3))
-        print(f"pmreorder start-up (empty log): {startup:.2f} s - excluded from its rates, included in its times")
+        print(f"pmreorder start-up (empty log): {startup:.2f} s - excluded from its rates, "
+              "included in its times")
     rows = []
     for n in args.pending:
         log = out / f"pending-{n}.log"
@@ -143,15 +153,18 @@ def main():
         pmemcheck.write_log(pmemcheck.record(workload(n), SIZE), log, name=str(pool))
         trace = pmemcheck.read_log(log)
         row = {"n": n, "pmr_states": reorder_full_states(n)}
-        r, t = timed(lambda: crash.explore(trace, inproc_check, size=SIZE, engine="exhaustive", progress=None))
+        r, t = timed(lambda trace=trace: crash.explore(
+            trace, inproc_check, size=SIZE, engine="exhaustive", progress=None))
         assert r.ok, r
         row.update(states=r.states_checked, unique=r.unique_images, inproc=t)
-        r, t = timed(lambda: crash.explore(trace, crash.PersistentChecker([str(exe), "--persistent"]),
-                                           size=SIZE, engine="exhaustive", progress=None))
+        r, t = timed(lambda trace=trace: crash.explore(
+            trace, crash.PersistentChecker([str(exe), "--persistent"]), size=SIZE,
+            engine="exhaustive", progress=None))
         assert r.ok and r.unique_images == row["unique"], r
         row["persistent"] = t
         if n <= args.oneshot_max:
-            r, t = timed(lambda: crash.explore(trace, [str(exe)], size=SIZE, engine="exhaustive", progress=None))
+            r, t = timed(lambda trace=trace: crash.explore(
+                trace, [str(exe)], size=SIZE, engine="exhaustive", progress=None))
             assert r.ok and r.unique_images == row["unique"], r
             row["oneshot"] = t
         else:
@@ -180,7 +193,8 @@ def main():
         print_row(row)
     print()
     print("pmreorder rates measured here: "
-          + ", ".join(f"{k} {v:,.0f} states/s" for k, v in rates.items() if v) if any(rates.values())
+          + ", ".join(f"{k} {v:,.0f} states/s" for k, v in rates.items() if v)
+          if any(rates.values())
           else "pmreorder rates: issue figures (in-process 20,000 states/s, external 650 states/s)")
 
 
@@ -191,15 +205,16 @@ def fmt_t(t):
 def print_row(row):
     n = row["n"]
     print(f"\n== {n} pending 8-byte stores per barrier ({BARRIERS} barriers) ==")
-    print(f"  crash states: pmemkit {row['states']:,} visited, {row['unique']:,} unique images checked; "
-          f"pmreorder ReorderFull {row['pmr_states']:,} states")
+    print(f"  crash states: pmemkit {row['states']:,} visited, {row['unique']:,} unique images "
+          f"checked; pmreorder ReorderFull {row['pmr_states']:,} states")
     rate = row["states"] / row["inproc"]
     urate = row["unique"] / row["inproc"]
     pt, how = row["pmr_inproc"]
     prate = row["pmr_inproc_rate"]
-    print(f"  in-process : pmemkit {fmt_t(row['inproc'])} ({rate:,.0f} states/s, {urate:,.0f} images/s) | "
-          f"pmreorder {fmt_t(pt)} [{how}] ({prate:,.0f} states/s net of start-up)")
-    print(f"               ratio: {rate / prate:,.1f}x states/s, {pt / row['inproc']:,.1f}x sooner to a verdict")
+    print(f"  in-process : pmemkit {fmt_t(row['inproc'])} ({rate:,.0f} states/s, {urate:,.0f} "
+          f"images/s) | pmreorder {fmt_t(pt)} [{how}] ({prate:,.0f} states/s net of start-up)")
+    print(f"               ratio: {rate / prate:,.1f}x states/s, {pt / row['inproc']:,.1f}x sooner "
+          "to a verdict")
     et, ehow = row["pmr_external"]
     print(f"  external   : pmreorder {fmt_t(et)} [{ehow}]")
     if row["oneshot"] is not None:

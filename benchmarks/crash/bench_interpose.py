@@ -1,4 +1,5 @@
-"""`pmemkit crash run`: tracing overhead per libpmemobj transaction, and time to a verdict vs pmreorder.
+"""`pmemkit crash run`: tracing overhead per libpmemobj transaction, and time to a verdict vs
+pmreorder.
 
 1. Overhead: tests/crash/native/obj_tx.c runs N small transactions (three 8-byte fields
    added and written) on a pool of each ``--sizes``, natively and under pmemkit's
@@ -14,7 +15,8 @@
    (``obj_tx check-copy``: on a copy, since pmreorder replays onto the file it hands the
    checker and pmemobj_open's recovery writes to it), within ``--budget`` seconds.
 
-    .venv/bin/python benchmarks/crash/bench_interpose.py --pmreorder /path/to/pmdk/src/tools/pmreorder
+    .venv/bin/python benchmarks/crash/bench_interpose.py --pmreorder
+    /path/to/pmdk/src/tools/pmreorder
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def overhead(exe, out, sizes, n, repeat):
     trace = out / "trace.bin"
     traced_env = dict(base_env, LD_PRELOAD=str(native.interposer_path()))
     traced_env[defaults.INTERPOSE_TRACE_ENV] = str(trace)
-    print(f"1. cost per libpmemobj transaction ({n} transactions timed inside the program, best of {repeat})")
+    print(f"1. cost per libpmemobj transaction ({n} transactions timed inside the program, best of "
+          f"{repeat})")
     print(f"{'pool':>6} {'native us/tx':>13} {'traced us/tx':>13} {'traced/native':>14} "
           f"{'vs first size':>14} {'run s native':>13} {'run s traced':>13}")
     first = None
@@ -70,46 +73,56 @@ def overhead(exe, out, sizes, n, repeat):
             for _ in range(repeat):
                 shutil.copyfile(pristine, pool)
                 trace.write_bytes(b"")
-                runs.append(loop_seconds([str(exe), "run", "correct", str(pool), str(n), "timed"], env))
+                runs.append(loop_seconds([str(exe), "run", "correct", str(pool), str(n), "timed"],
+                                         env))
             per[kind] = min(r[0] for r in runs) / n * 1e6
             whole[kind] = min(r[1] for r in runs)
         first = first or per["traced"]
-        print(f"{text:>6} {per['native']:13.2f} {per['traced']:13.2f} {per['traced'] / per['native']:14.1f} "
-              f"{per['traced'] / first:14.2f} {whole['native']:13.2f} {whole['traced']:13.2f}", flush=True)
+        print(f"{text:>6} {per['native']:13.2f} {per['traced']:13.2f} "
+              f"{per['traced'] / per['native']:14.1f} {per['traced'] / first:14.2f} "
+              f"{whole['native']:13.2f} {whole['traced']:13.2f}",
+              flush=True)
         pool.unlink()
         pristine.unlink()
     trace.unlink(missing_ok=True)
 
 
 def verdict(exe, out, n, pmreorder, budget):
-    print(f"2. time to a complete verdict, {n} transaction(s), x86 model, checker one process per image")
+    print(f"2. time to a complete verdict, {n} transaction(s), x86 model, checker one process per "
+          "image")
     pristine = out / "verdict.pristine"
     pool = out / "verdict.obj"
     subprocess.run([str(exe), "create", str(pristine)], check=True)
     shutil.copyfile(pristine, pool)
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pmemkit", "crash", "run", "--engine", "exhaustive", "--check",
+    r = subprocess.run([sys.executable, "-m", "pmemkit", "crash", "run", "--engine", "exhaustive",
+                        "--check",
                         str(exe), "check", "--", str(exe), "run", "correct", str(pool), str(n)],
                        capture_output=True, text=True, check=False)
     took = time.perf_counter() - t
-    summary = next((line for line in r.stdout.splitlines() if line.startswith("crash exploration")), r.stdout)
+    summary = next((line for line in r.stdout.splitlines() if line.startswith("crash exploration")),
+                   r.stdout)
     print(f"pmemkit crash run : {took:8.2f} s, exit {r.returncode}: {summary}")
     if r.returncode != 0:
         sys.exit(f"pmemkit crash run did not give an OK: {r.stdout}{r.stderr}")
     shutil.copyfile(pristine, pool)
     log = out / "verdict.log"
     initial = out / "verdict.initial"
-    subprocess.run([sys.executable, "-m", "pmemkit", "crash", "record", "-o", str(log), "--initial-out",
+    subprocess.run([sys.executable, "-m", "pmemkit", "crash", "record", "-o", str(log),
+                    "--initial-out",
                     str(initial), "--", str(exe), "run", "correct", str(pool), str(n)],
                    check=True, stdout=subprocess.DEVNULL)
     if pmreorder is None:
         print("pmreorder          : NOT RUN (give --pmreorder DIR or $PMREORDER_DIR)")
         return
     shutil.copyfile(initial, pool)        # pmreorder replays onto the file the log names
-    argv = [sys.executable, str(Path(pmreorder) / "pmreorder.py"), "-l", str(log), "-r", "ReorderFull",
-            "-o", str(out / "pmreorder.txt"), "-e", "warning", "-c", "prog", "-p", f"{exe} check-copy"]
+    argv = [sys.executable, str(Path(pmreorder) / "pmreorder.py"), "-l", str(log), "-r",
+            "ReorderFull",
+            "-o", str(out / "pmreorder.txt"), "-e", "warning", "-c", "prog", "-p",
+            f"{exe} check-copy"]
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     try:
         _, err = proc.communicate(timeout=budget)
         took_p = time.perf_counter() - t
@@ -125,7 +138,8 @@ def verdict(exe, out, n, pmreorder, budget):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["8M", "1G"])
     ap.add_argument("--transactions", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)

@@ -10,7 +10,8 @@ The anchor is bench_libpmem.c beside this file, compiled here into a shared libr
 against Debian's libpmem (apt-get install gcc libpmem-dev) and called through ctypes:
 each call runs a whole timed loop in C, so ctypes adds nothing per operation.
 
-    .venv/bin/python benchmarks/mapping/bench_mapping.py [--dir DIR] [--rounds N] [--min-time S] [--check]
+    .venv/bin/python benchmarks/mapping/bench_mapping.py [--dir DIR] [--rounds N] [--min-time S]
+    [--check]
 
 Each figure (operations per second) is the best of N rounds; in every round each
 operation runs for about S seconds on each side, pmemkit and anchor back to back, so
@@ -64,8 +65,8 @@ def build_anchor(workdir, cc):
     except FileNotFoundError:
         return None, f"no C compiler {cc!r} (apt-get install gcc libpmem-dev)"
     if proc.returncode != 0:
-        return None, (f"could not build the libpmem driver ({' '.join(cmd)}):\n{proc.stderr.strip()}\n"
-                      f"(apt-get install libpmem-dev)")
+        return None, ("could not build the libpmem driver "
+                      f"({' '.join(cmd)}):\n{proc.stderr.strip()}\n(apt-get install libpmem-dev)")
     os.environ["PMEM_IS_PMEM_FORCE"] = "1"  # read by libpmem when it is loaded
     dll = ctypes.CDLL(str(lib))
     dll.bl_open.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
@@ -113,8 +114,9 @@ def _timer(loop, cpu_clock):
 def pmemkit_timers(pm, cpu_clock):
     """Timed loops over the forced CPU path, keyed by (operation, size)."""
     if pm.flush_method == "msync":
-        raise SystemExit(f"pmemkit did not take the CPU flush path (flush_method={pm.flush_method}); "
-                         f"is the native extension built? (pip install -e . with a C compiler)")
+        raise SystemExit("pmemkit did not take the CPU flush path "
+                         f"(flush_method={pm.flush_method}); is the native extension built? (pip "
+                         "install -e . with a C compiler)")
     pm.buffer[:] = b"\1" * MAP_SIZE  # fault every page in, like the C driver
     pm.persist(0, MAP_SIZE)
     src = b"\7" * (1 << 20)
@@ -168,7 +170,8 @@ def msync_timers(pm, mm, cpu_clock):
 
     # The dirty case waits for the device: always wall-clock time (median of small batches).
     return {("msync", 4096): (_timer(dirty_pmemkit, False), _timer(dirty_mmap, False)),
-            ("msync clean", 4096): (_timer(clean_pmemkit, cpu_clock), _timer(clean_mmap, cpu_clock))}
+            ("msync clean", 4096): (_timer(clean_pmemkit, cpu_clock),
+                                    _timer(clean_mmap, cpu_clock))}
 
 
 def calibrate(timed, min_time):
@@ -185,7 +188,8 @@ def calibrate(timed, min_time):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dir", default=None, help="directory for the benchmark files (default: a temp dir)")
+    ap.add_argument("--dir", default=None,
+                    help="directory for the benchmark files (default: a temp dir)")
     ap.add_argument("--rounds", type=int, default=10, help="rounds, best kept (default 10)")
     ap.add_argument("--min-time", type=float, default=0.05,
                     help="seconds per operation per side per round (default 0.05)")
@@ -195,7 +199,8 @@ def main(argv=None):
                          "case, which waits for the device, is always timed on the wall clock")
     ap.add_argument("--msync-time", type=float, default=4.0,
                     help="seconds spent alternating batches of the msync cases (default 4)")
-    ap.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler for the libpmem driver")
+    ap.add_argument("--cc", default=os.environ.get("CC", "cc"),
+                    help="C compiler for the libpmem driver")
     ap.add_argument("--check", action="store_true", help="exit 1 when a ratio misses its target")
     args = ap.parse_args(argv)
 
@@ -239,7 +244,8 @@ def main(argv=None):
                 record(key, who, n, timed(n))
         # msync speed swings with the filesystem's state (journal, write-back) and, for a
         # dirty page, with the device: alternate many small batches and compare medians.
-        for key, batch in ((("msync", 4096), MSYNC_BATCH), (("msync clean", 4096), MSYNC_CLEAN_BATCH)):
+        for key, batch in ((("msync", 4096), MSYNC_BATCH),
+                           (("msync clean", 4096), MSYNC_CLEAN_BATCH)):
             sides = {"pmemkit": ms[key][0], "mmap.flush": ms[key][1]}
             if dll is not None and key[0] == "msync":
                 sides["libpmem"] = anchor_timer(dll, "msync", 4096, False)
@@ -252,7 +258,7 @@ def main(argv=None):
                 order.append(order.pop(0))  # rotate: no side always follows the same one
             for who, times in batches.items():
                 best[key + (who,)] = batch / statistics.median(times)
-        calls, nbytes = (a - b for a, b in zip(pm_ms.msync_stats, (calls0, bytes0)))
+        calls, nbytes = (a - b for a, b in zip(pm_ms.msync_stats, (calls0, bytes0), strict=True))
         pm.close()
         pm_ms.close()
         mm.close()
@@ -273,7 +279,8 @@ def main(argv=None):
     missed = []
     rows = [(op, s, "libpmem") for op in ("persist", "flush+drain") for s in SIZES]
     rows += [("memcpy_persist", s, "libpmem") for s in COPY_SIZES]
-    rows += [("msync", 4096, "mmap.flush"), ("msync", 4096, "libpmem"), ("msync clean", 4096, "mmap.flush")]
+    rows += [("msync", 4096, "mmap.flush"), ("msync", 4096, "libpmem"),
+             ("msync clean", 4096, "mmap.flush")]
     for op, size, who in rows:
         mine = best.get((op, size, "pmemkit"))
         theirs = best.get((op, size, who))
@@ -287,13 +294,15 @@ def main(argv=None):
             verdict = f">= {target:.2f} {'ok' if ok else 'MISSED'}"
             if not ok:
                 missed.append((op, size, who, ratio, target))
-        extra = f"  ({mine * size / 1e9:.1f} GB/s)" if op == "memcpy_persist" and size >= 65536 else ""
-        anchor_name = "mmap.flush()" if who == "mmap.flush" else ("pmem_msync" if op == "msync" else who)
+        extra = (f"  ({mine * size / 1e9:.1f} GB/s)" if op == "memcpy_persist" and size >= 65536
+                 else "")
+        anchor_name = ("mmap.flush()" if who == "mmap.flush"
+                       else "pmem_msync" if op == "msync" else who)
         print(f"{op:<15} {size:>8} {mine:>14,.0f} {anchor_name:>11} "
               f"{theirs if theirs else float('nan'):>13,.0f} "
               f"{ratio if ratio is not None else float('nan'):>6.2f}  {verdict}{extra}")
-    print(f"msync path: persist(100, 1) synced {nbytes / max(calls, 1):.0f} bytes per msync(2) call "
-          f"(the one page asked for), {calls} calls")
+    print(f"msync path: persist(100, 1) synced {nbytes / max(calls, 1):.0f} bytes per msync(2) "
+          f"call (the one page asked for), {calls} calls")
     for op, size, who, ratio, target in missed:
         print(f"MISSED: {op} {size} B vs {who}: ratio {ratio:.2f} < {target}", file=sys.stderr)
     return 1 if (missed and args.check) else 0

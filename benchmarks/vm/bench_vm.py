@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from pmemkit import defaults, vm  # noqa: E402
-from pmemkit.vm import guest, qemu, runner  # noqa: E402
+from pmemkit.vm import guest, qemu  # noqa: E402
 
 _HOSTROOT_STAGE1 = guest._STAGE1.replace(
     "if ! mount -t ext4 -o rw,noatime /dev/vda /newroot; then",
@@ -96,13 +96,16 @@ def main():
         return secs
 
     print(f"  {'custom guest, warm cache: true (anchor)':52s} {warm:7.1f} s   x 1.00", flush=True)
-    results["imp"] = row("custom guest, warm: import pmemkit.mapping", lambda: median_of(args.repeat, cfg, imports))
+    results["imp"] = row("custom guest, warm: import pmemkit.mapping",
+                         lambda: median_of(args.repeat, cfg, imports))
     results["np"] = row("custom guest, warm: import numpy, pmemkit.mapping",
                         lambda: median_of(args.repeat, cfg, with_numpy))
     with hostroot_mode():
         row("host-root 9p: first run (builds its initramfs)", lambda: timed(cfg, true))
-        results["h"] = row("host-root 9p alternative: true", lambda: median_of(args.repeat, cfg, true))
-        results["himp"] = row("host-root 9p: import pmemkit.mapping", lambda: median_of(args.repeat, cfg, imports))
+        results["h"] = row("host-root 9p alternative: true",
+                           lambda: median_of(args.repeat, cfg, true))
+        results["himp"] = row("host-root 9p: import pmemkit.mapping",
+                              lambda: median_of(args.repeat, cfg, imports))
         row("host-root 9p: import numpy, pmemkit.mapping", lambda: timed(cfg, with_numpy))
     if args.cold:
         with tempfile.TemporaryDirectory(prefix="pmemkit-bench-cache-") as tmp:
@@ -111,7 +114,8 @@ def main():
     if results.get("h"):
         print(f"  host-root / custom, true:                 {results['h'] / warm:5.2f}")
     if results.get("himp") and results.get("imp"):
-        print(f"  host-root / custom, import pmemkit.mapping: {results['himp'] / results['imp']:5.2f}")
+        print("  host-root / custom, import pmemkit.mapping: "
+              f"{results['himp'] / results['imp']:5.2f}")
 
 
 if __name__ == "__main__":

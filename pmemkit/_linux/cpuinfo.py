@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 
 from . import join
 
@@ -20,7 +20,7 @@ def _parse(path):
     return frozenset(m.group(1).split()) if m else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _live_flags():
     return _parse("/proc/cpuinfo")
 

@@ -34,7 +34,8 @@ def build_parser():
 
 
 def _own_parser(argv):
-    """``pmemkit crash run|record ... -- PROGRAM``: a command whose parser is its own (cli/crash_run.py)."""
+    """``pmemkit crash run|record ... -- PROGRAM``: a command whose parser is its own
+    (cli/crash_run.py)."""
     if argv[:1] == ["crash"] and argv[1:2] and argv[1] in crash_run.SUBCOMMANDS:
         return lambda: crash_run.main(argv[1], argv[2:])
     return None

@@ -154,7 +154,7 @@ def cmd_info(args, out=None):
                  else "intact"),
                 ("Backup info block", f"DAMAGED: {damage['backup']}" if damage["backup"]
                  else "intact"),
-                ("Flog slots", "%d,%d" % tuple(a["flog_slots"])),
+                ("Flog slots", ",".join(str(s) for s in a["flog_slots"])),
                 ("Map entries", ", ".join(f"{k} {v}" for k, v in a["map"].items()))]
         if a["read_only"]:
             rows.append(("Read-only", a["read_only"]))

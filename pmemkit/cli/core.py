@@ -56,7 +56,8 @@ def cmd_info(args, out=None):
         out.write("\n")
         return 0
     w = out.write
-    w(f"kernel: {info.kernel or '?'}   RAM: {approx_size(info.ram_bytes)}   backend: {info.backend}\n")
+    w(f"kernel: {info.kernel or '?'}   RAM: {approx_size(info.ram_bytes)}   backend: "
+      f"{info.backend}\n")
     if info.cpu is not None:
         have = [n for n in FLUSH_INSTRUCTIONS if getattr(info.cpu, n)]
         w(f"CPU flush: {', '.join(have) or 'none'} (best: {info.cpu.best_flush or 'none'}; "

@@ -25,14 +25,14 @@ def _parser(name):
         p = argparse.ArgumentParser(
             prog=prog, formatter_class=status.HelpFormatter,
             usage=f"{prog} [options] [--check CMD ...] -- PROGRAM [ARGS ...]",
-            description="Run PROGRAM under pmemkit's LD_PRELOAD interposer (stores, flushes and fences "
-                        "of libpmem, libpmem2, libpmemobj or plain mmap + msync are traced), check that "
-                        "the initial pool image plus every traced store equals the file the program left "
-                        "behind, then enumerate every crash image the persistency model allows and run "
-                        "the checker on each. The checker gets the image file's path as its last "
-                        "argument; exit status 0 means consistent (with --persistent: one process, line "
-                        "protocol with the crash point, markers and pmemkit_record() records; see "
-                        "docs/crash-c.md).",
+            description="Run PROGRAM under pmemkit's LD_PRELOAD interposer (stores, flushes and "
+                        "fences of libpmem, libpmem2, libpmemobj or plain mmap + msync are "
+                        "traced), check that the initial pool image plus every traced store equals "
+                        "the file the program left behind, then enumerate every crash image the "
+                        "persistency model allows and run the checker on each. The checker gets "
+                        "the image file's path as its last argument; exit status 0 means "
+                        "consistent (with --persistent: one process, line protocol with the crash "
+                        "point, markers and pmemkit_record() records; see docs/crash-c.md).",
             epilog=status.epilog("example: pmemkit crash run --check ./check_pool -- ./my_program "
                                  "pool.obj", ""))
         p.add_argument("--model", default="x86", choices=("x86", "x86-line", "eadr"),
@@ -42,23 +42,28 @@ def _parser(name):
         p.add_argument("--max-states", type=int, default=None, metavar="N",
                        help="stop after N crash states")
         p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
-        p.add_argument("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
+        p.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="checker processes (default: 1)")
         p.add_argument("--persistent", action="store_true",
-                       help="start the checker once and send it image paths (and the crash point) over "
-                            "stdin (line protocol)")
-        p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
+                       help="start the checker once and send it image paths (and the crash point) "
+                            "over stdin (line protocol)")
+        p.add_argument("--json", action="store_true",
+                       help="print a JSON summary instead of the report")
     else:
         p = argparse.ArgumentParser(
             prog=prog, formatter_class=status.HelpFormatter,
             usage=f"{prog} -o LOG [--initial-out FILE] -- PROGRAM [ARGS ...]",
-            description="Run PROGRAM under pmemkit's LD_PRELOAD interposer and write its pool's trace as "
-                        "a pmemcheck store log (the input of PMDK's pmreorder and of `pmemkit crash LOG`). "
-                        "The log has no place for the pool's contents before the run: --initial-out "
-                        "saves them (give them back with `pmemkit crash LOG --initial FILE`).",
-            epilog=status.epilog("example: pmemkit crash record -o store.log --initial-out pool.initial "
-                                 "-- ./my_program pool.obj", ""))
-        p.add_argument("-o", "--output", required=True, metavar="LOG", help="the store log to write")
-        p.add_argument("--initial-out", metavar="FILE", help="write the pool's contents before the run here")
+            description="Run PROGRAM under pmemkit's LD_PRELOAD interposer and write its pool's "
+                        "trace as a pmemcheck store log (the input of PMDK's pmreorder and of "
+                        "`pmemkit crash LOG`). The log has no place for the pool's contents before "
+                        "the run: --initial-out saves them (give them back with `pmemkit crash LOG "
+                        "--initial FILE`).",
+            epilog=status.epilog("example: pmemkit crash record -o store.log --initial-out "
+                                 "pool.initial -- ./my_program pool.obj", ""))
+        p.add_argument("-o", "--output", required=True, metavar="LOG",
+                       help="the store log to write")
+        p.add_argument("--initial-out", metavar="FILE",
+                       help="write the pool's contents before the run here")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="kill the program after this long (default: no limit)")
     if name == "run":
@@ -75,7 +80,8 @@ def main(name, argv, out=None):
             _parser(name).parse_args(["--help"])
         raise InvalidArgumentError(
             f"pmemkit crash {name}: put -- before the program, e.g. pmemkit crash {name} "
-            f"{'--check ./check_pool ' if name == 'run' else '-o store.log '}-- ./my_program pool.obj")
+            f"{'--check ./check_pool ' if name == 'run' else '-o store.log '}-- ./my_program "
+            "pool.obj")
     cut = argv.index("--")
     args = _parser(name).parse_args(argv[:cut])
     args.program = argv[cut + 1:]
@@ -92,8 +98,8 @@ def _trace(args, out):
     t = prog.trace
     pool = t.pool()
     out.write(f"traced {' '.join(args.program)}: {prog.describe_exit()}; pool {pool.path} "
-              f"({len(prog.final)} bytes): {pool.stores} store(s), {t.flushes} flush(es), {t.fences} "
-              f"fence(s), {len(t.threads)} thread(s), {len(t.records)} record(s)\n")
+              f"({len(prog.final)} bytes): {pool.stores} store(s), {t.flushes} flush(es), "
+              f"{t.fences} fence(s), {len(t.threads)} thread(s), {len(t.records)} record(s)\n")
     if t.cross_thread_fences:
         out.write(f"note: {t.cross_thread_fences} fence(s) made another thread's flushes durable "
                   f"(one fence domain for all threads: see docs/crash-c.md)\n")
@@ -146,5 +152,6 @@ def cmd_record(args, out):
     except OSError as exc:
         raise InvalidArgumentError(f"cannot write {exc.filename!r}: {exc.strerror}") from None
     init = f" --initial {args.initial_out}" if args.initial_out else ""
-    out.write(f"wrote {path} ({work.stats}); explore it with: pmemkit crash {path}{init} --check CMD\n")
+    out.write(f"wrote {path} ({work.stats}); explore it with: pmemkit crash {path}{init} --check "
+              "CMD\n")
     return status.Status.OK

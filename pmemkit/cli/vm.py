@@ -34,14 +34,17 @@ def _add_vm_options(p):
                    help="keep the guest's RAM in FILE, so memmap pmem (and ramdax namespaces) "
                         "survive the guest")
     g.add_argument("--fs", metavar="LIST",
-                   help=f"filesystems to make and mount: comma list of {','.join(defaults.FILESYSTEMS)} "
-                        "or none (default: all in fsdax mode, none otherwise)")
+                   help="filesystems to make and mount: comma list of "
+                        f"{','.join(defaults.FILESYSTEMS)} or none (default: all in fsdax mode, "
+                        "none otherwise)")
     g.add_argument("--mode", choices=defaults.VM_MODES, default=defaults.NAMESPACE_MODE,
-                   help=f"namespace mode (default {defaults.NAMESPACE_MODE}); sector gives /dev/pmem0s")
+                   help=f"namespace mode (default {defaults.NAMESPACE_MODE}); sector gives "
+                        "/dev/pmem0s")
     g.add_argument("--memory", metavar="SIZE", help="guest RAM (default: the memmap range's end + "
                    f"{defaults.VM_MEMORY_HEADROOM})")
     _add_kernel_options(g)
-    g.add_argument("--cpus", type=int, default=defaults.VM_CPUS, help=f"vCPUs (default {defaults.VM_CPUS})")
+    g.add_argument("--cpus", type=int, default=defaults.VM_CPUS,
+                   help=f"vCPUs (default {defaults.VM_CPUS})")
     g.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=defaults.VM_ACCEL,
                    help="auto tries KVM and falls back to TCG (default auto)")
     sh = g.add_mutually_exclusive_group()
@@ -64,16 +67,17 @@ def _add_project_options(p):
     g.add_argument("--packages", action="append", metavar="LIST",
                    help="Debian packages for the guest image, e.g. gcc,make,libpmemobj-dev")
     g.add_argument("--pip", action="append", metavar="REQUIREMENT",
-                   help="a pip requirement for the guest's Python, e.g. sortedcontainers or '-e .[test]'")
+                   help="a pip requirement for the guest's Python, e.g. sortedcontainers or "
+                        "'-e .[test]'")
     g.add_argument("--setup", action="append", metavar="COMMAND",
                    help="a shell command run in the guest before the command or tests")
 
 
 def _add_kernel_options(g):
     g.add_argument("--kernel", metavar="NAME|PATH",
-                   help=f"guest kernel: {', '.join(defaults.VM_KERNELS)} (default {defaults.VM_KERNEL}, "
-                        "Debian 12's 6.1; the others come from Debian backports), or the path of "
-                        "a bzImage/vmlinux you built")
+                   help=f"guest kernel: {', '.join(defaults.VM_KERNELS)} (default "
+                        f"{defaults.VM_KERNEL}, Debian 12's 6.1; the others come from Debian "
+                        "backports), or the path of a bzImage/vmlinux you built")
     g.add_argument("--modules", metavar="DIR",
                    help="the modules of a --kernel PATH (what `make modules_install "
                         "INSTALL_MOD_PATH=DIR` installed)")
@@ -183,7 +187,8 @@ def config_from_args(args):
         env[name] = value
     return VmConfig(memmap=args.memmap, fs=args.fs, mode=args.mode, memory=args.memory,
                     cpus=args.cpus, accel=args.accel, share=False if args.no_share else args.share,
-                    env=env, timeout=args.timeout, kernel=args.kernel, modules=args.modules, ramdax=args.ramdax,
+                    env=env, timeout=args.timeout, kernel=args.kernel, modules=args.modules,
+                    ramdax=args.ramdax,
                     namespaces=args.namespaces, persist=args.persist, **kw)
 
 
@@ -242,7 +247,8 @@ def cmd_run(args):
 def cmd_test(args):
     from .. import vm
     config = config_from_args(args)
-    result = vm.test(config, _strip_dashes(args.pytest_args), stream=_stream, progress=_progress(args),
+    result = vm.test(config, _strip_dashes(args.pytest_args), stream=_stream,
+                     progress=_progress(args),
                      project=project_from_args(args, config))
     return result.returncode
 

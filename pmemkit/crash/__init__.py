@@ -1,4 +1,5 @@
-"""Crash-consistency simulation: trace stores, flushes and fences; explore every crash state; check each.
+"""Crash-consistency simulation: trace stores, flushes and fences; explore every crash state; check
+each.
 
 >>> from pmemkit import crash
 >>> report = crash.explore(workload, check, size=4096)      # doctest: +SKIP
@@ -15,5 +16,5 @@ from .report import CrashPoint, Report, Violation
 from .trace import MODELS, TracedRegion
 
 __all__ = ["explore", "replay", "replay_state", "require_explorable", "state_space", "Report",
-           "Violation", "CrashPoint", "TracedRegion", "ExternalChecker", "FilesChecker", "PersistentChecker",
-           "MODELS"]
+           "Violation", "CrashPoint", "TracedRegion", "ExternalChecker", "FilesChecker",
+           "PersistentChecker", "MODELS"]

@@ -107,7 +107,8 @@ class _ImageFile:
             self.path_pid = pid
         image = memoryview(image).cast("B")
         m = self._map
-        if m is not None and changed_pages is not None and len(m) == image.nbytes and self._same_file():
+        if (m is not None and changed_pages is not None and len(m) == image.nbytes
+                and self._same_file()):
             for p in changed_pages(m, image, PAGE):
                 m[p * PAGE:(p + 1) * PAGE] = image[p * PAGE:(p + 1) * PAGE]
             return self.path
@@ -150,7 +151,8 @@ class _ImageFile:
 
 
 class ExternalChecker:
-    """Run ``argv + [image_path]`` per image; exit status 0 means consistent (pmreorder's convention)."""
+    """Run ``argv + [image_path]`` per image; exit status 0 means consistent (pmreorder's
+    convention)."""
 
     wants_info = False
 
@@ -267,7 +269,8 @@ class PersistentChecker:
         self._pid = os.getpid()
 
     def _stop(self, proc, kill):
-        """End ``proc`` (politely unless ``kill``), reap it, close its pipes; return its stderr tail."""
+        """End ``proc`` (politely unless ``kill``), reap it, close its pipes; return its stderr
+        tail."""
         try:
             if kill:
                 proc.kill()
@@ -298,7 +301,8 @@ class PersistentChecker:
         path = self._file.write(image)
         line = path
         if self.wants_info and info is not None:
-            line += "\t" + json.dumps({"point": info.index, "kind": info.kind, "marker": info.marker,
+            line += "\t" + json.dumps({"point": info.index, "kind": info.kind,
+                                       "marker": info.marker,
                                        "records": [list(r) for r in info.records]}, default=repr)
         proc = self._proc
         try:

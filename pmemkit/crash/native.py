@@ -119,8 +119,8 @@ class NativeTrace:
         if not used:
             names = ", ".join(f.path for f in self.files.values()) or "none"
             raise InterposeError(
-                f"the program stored nothing to a shared writable file mapping (files mapped: {names}); "
-                f"nothing to crash-test. Did it fail before writing its pool?")
+                "the program stored nothing to a shared writable file mapping (files mapped: "
+                f"{names}); nothing to crash-test. Did it fail before writing its pool?")
         if len(used) > 1:
             raise InterposeError(
                 "the program wrote to several mapped files (" + ", ".join(f.path for f in used) +
@@ -129,29 +129,31 @@ class NativeTrace:
 
     def refuse_untraceable(self):
         """Raise when the trace cannot be trusted: stores that never went through the interposer's
-        flushes or fences (statically linked libpmem, inline clwb/sfence), a forked child's stores."""
+        flushes or fences (statically linked libpmem, inline clwb/sfence), a forked child's
+        stores."""
         if self.errors:
             raise InterposeError("the interposer reported: " + "; ".join(self.errors))
         pool = self.pool()
         if self.warnings:
             raise InterposeError(
-                "; ".join(self.warnings) + ": calls to it never reach pmemkit, so traced stores would "
-                "look unflushed and every crash image would be a false violation. Link libpmem "
-                "dynamically (-lpmem) to crash-test this program")
+                "; ".join(self.warnings)
+                + ": calls to it never reach pmemkit, so traced stores would look unflushed and "
+                "every crash image would be a false violation. Link libpmem dynamically (-lpmem) "
+                "to crash-test this program")
         if pool.stores and not self.flushes and not self.fences:
             raise InterposeError(
-                f"the program stored to {pool.path} but no flush, fence or msync reached pmemkit: it "
-                f"persists with code pmemkit cannot see (a statically linked libpmem, or inline "
-                f"clwb/clflushopt/sfence), or it never persists anything. Refusing rather than "
-                f"reporting false violations; link libpmem dynamically (-lpmem)")
+                f"the program stored to {pool.path} but no flush, fence or msync reached pmemkit: "
+                "it persists with code pmemkit cannot see (a statically linked libpmem, or inline "
+                "clwb/clflushopt/sfence), or it never persists anything. Refusing rather than "
+                "reporting false violations; link libpmem dynamically (-lpmem)")
 
     def ignored_range(self, final=None):
         """The byte range of the pool whose stores are ignored (libpmemobj's run-time area)."""
         pool = self.pool()
         for image in (final, bytes(pool.initial)):
             if image is not None and image[:8] == PMEMOBJ_SIGNATURE:
-                end = int.from_bytes(image[PMEMOBJ_LANES_OFFSET_FIELD:PMEMOBJ_LANES_OFFSET_FIELD + 8],
-                                     "little")
+                at = PMEMOBJ_LANES_OFFSET_FIELD
+                end = int.from_bytes(image[at:at + 8], "little")
                 if not PMEMOBJ_RUNTIME_START < end <= 1 << 20:
                     end = PMEMOBJ_DEFAULT_LANES_OFFSET
                 return PMEMOBJ_RUNTIME_START, end
@@ -186,22 +188,23 @@ class NativeTrace:
             breaks = np.flatnonzero(np.diff(changed) > 1)
             starts = np.concatenate(([changed[0]], changed[breaks + 1])).tolist()
             ends = (np.concatenate((changed[breaks], [changed[-1]])) + 1).tolist()
-            shown = ", ".join(f"[{s:#x}, {e:#x})" for s, e in zip(starts[:SHOWN_DIFFS],
-                                                                     ends[:SHOWN_DIFFS], strict=True))
+            shown = ", ".join(f"[{s:#x}, {e:#x})" for s, e in
+                              zip(starts[:SHOWN_DIFFS], ends[:SHOWN_DIFFS], strict=True))
             more = f" and {len(starts) - SHOWN_DIFFS} more" if len(starts) > SHOWN_DIFFS else ""
-            problems.append(f"{changed.size} byte(s) of {pool.path} differ from the initial image plus "
-                            f"the traced stores: {shown}{more}")
+            problems.append(f"{changed.size} byte(s) of {pool.path} differ from the initial image "
+                            f"plus the traced stores: {shown}{more}")
         if any(final[len(image):]) or any(image[len(final):]):
             problems.append(f"{pool.path} is {len(final)} bytes after the run but the trace covers "
                             f"{len(image)}")
         if problems:
             if self.end is None:
-                why = ("the program did not end through exit, _exit or a return from main (killed by "
-                       "a signal?), so its last stores were never seen")
+                why = ("the program did not end through exit, _exit or a return from main (killed "
+                       "by a signal?), so its last stores were never seen")
             else:
                 why = ("something wrote the file without going through a traced mapping (write(2), "
                        "another process, a forked child) or the store went unseen")
-            raise TraceIncompleteError("the trace is incomplete: " + "; ".join(problems) + f". Likely: {why}")
+            raise TraceIncompleteError("the trace is incomplete: " + "; ".join(problems)
+                                       + f". Likely: {why}")
 
     def workload(self, final=None):
         """The pool's operations as a replayable :class:`ProgramTrace` (run-time area removed)."""
@@ -299,7 +302,8 @@ def parse_trace(data):
         if rtype in PAYLOAD_TYPES:
             padded = (n + 7) & ~7
             if pos + padded > total:
-                raise TraceFormatError(f"the trace ends inside a record at byte {pos} (type {rtype})")
+                raise TraceFormatError(f"the trace ends inside a record at byte {pos} (type "
+                                       f"{rtype})")
             payload = bytes(data[pos:pos + n])
             pos += padded
         if rtype == T_HELLO:
@@ -356,7 +360,8 @@ def parse_trace(data):
 def _file(t, fid, pos):
     f = t.files.get(fid)
     if f is None:
-        raise TraceFormatError(f"record at byte {pos} names file #{fid}, which the trace never opened")
+        raise TraceFormatError(f"record at byte {pos} names file #{fid}, which the trace never "
+                               "opened")
     return f
 
 
@@ -430,7 +435,8 @@ def run(argv, *, env=None, cwd=None, timeout=None, stdout=None, stderr=None):
         except PermissionError:
             raise InterposeError(f"program not executable: {argv[0]!r}") from None
         except subprocess.TimeoutExpired:
-            raise InterposeError(f"{argv[0]!r} did not finish within {timeout} s; it was killed") from None
+            raise InterposeError(
+                f"{argv[0]!r} did not finish within {timeout} s; it was killed") from None
         trace = read_trace(trace_path)
     finally:
         os.unlink(trace_path)

@@ -25,7 +25,8 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
         store_points = v.store_points
         size = len(v.image) if size is None else size
     if not isinstance(point, int) or point < 0:
-        raise InvalidArgumentError(f"point must be a crash point index (int >= 0) or a Violation, got {point!r}")
+        raise InvalidArgumentError("point must be a crash point index (int >= 0) or a Violation, "
+                                   f"got {point!r}")
     choice = dict(choice or {})
     initial = _load_initial(initial)
     if size is None:
@@ -51,8 +52,8 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
         for j, a in choice.items():
             if not 0 <= j < len(dims) or not 1 <= a <= len(dims[j]):
                 raise InvalidArgumentError(
-                    f"choice {choice!r} does not fit crash point {point} ({len(dims)} dimension(s)); "
-                    f"was the workload, model or initial image different?")
+                    f"choice {choice!r} does not fit crash point {point} ({len(dims)} "
+                    "dimension(s)); was the workload, model or initial image different?")
             for u, val in dims[j][a - 1].patch:
                 img[u * UNIT:u * UNIT + UNIT] = val
         out["image"] = bytes(img[:size])
@@ -68,5 +69,6 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
     finally:
         region.close()
     if "image" not in out:
-        raise CrashError(f"the workload has only {counter[0]} crash point(s); point {point} does not exist")
+        raise CrashError(f"the workload has only {counter[0]} crash point(s); point {point} does "
+                         "not exist")
     return out["image"]

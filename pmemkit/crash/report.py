@@ -74,7 +74,8 @@ class Violation:
     space: int = 0               # which space of the view (eadr/prefix with store groups)
     reordered_lines: tuple = ()  # x86 only: lines this image needs persisted out of program order
     state: int | None = None     # index in the run's enumeration: crash.replay_state() rebuilds it
-    command: str = ""            # how to replay it from a shell (set by the CLI), else the Python call
+    # how to replay it from a shell (set by the CLI), else the Python call
+    command: str = ""
 
     def diff_ranges(self):
         """Byte ranges ``(start, end)`` where the image differs from the fully persisted image."""

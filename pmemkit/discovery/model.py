@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 from .. import cpu
 from ..units import Memmap
@@ -38,11 +37,11 @@ class NdRegion:
     """An nd region (``/sys/bus/nd/devices/regionN``): a range of persistent memory."""
 
     name: str
-    size: Optional[int]
-    persistence_domain: Optional[str]   # "cpu_cache" (eADR), "memory_controller" (ADR) or None
+    size: int | None
+    persistence_domain: str | None   # "cpu_cache" (eADR), "memory_controller" (ADR) or None
     deep_flush: bool                    # the region has a deep_flush attribute (flush hints)
-    provider: Optional[str]             # the nd bus provider: "e820_pmem" (memmap) or "ACPI.NFIT"
-    read_only: Optional[bool]
+    provider: str | None             # the nd bus provider: "e820_pmem" (memmap) or "ACPI.NFIT"
+    read_only: bool | None
 
     @property
     def eadr(self):
@@ -59,12 +58,12 @@ class Namespace:
     """A namespace (``namespaceX.Y``) and the device it exposes."""
 
     name: str
-    region: Optional[str]
+    region: str | None
     mode: str                  # raw, fsdax, sector, devdax (ndctl's names)
-    size: Optional[int]
-    devtype: Optional[str]     # nd_namespace_io (label-less, memmap) or nd_namespace_pmem
-    holder: Optional[str]      # pfnX.Y / bttX.Y / daxX.Y claiming it, if any
-    device: Optional[str]      # /dev/pmem0, /dev/pmem0s, /dev/dax0.0 or None (disabled)
+    size: int | None
+    devtype: str | None     # nd_namespace_io (label-less, memmap) or nd_namespace_pmem
+    holder: str | None      # pfnX.Y / bttX.Y / daxX.Y claiming it, if any
+    device: str | None      # /dev/pmem0, /dev/pmem0s, /dev/dax0.0 or None (disabled)
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,11 @@ class Device:
     """A ``/dev/pmem*`` block device or a ``/dev/dax*`` character device."""
 
     name: str
-    path: Optional[str]        # the device node, if it exists
+    path: str | None        # the device node, if it exists
     kind: str                  # "block" or "dax"
-    size: Optional[int]
-    dax: Optional[bool]        # block: /sys/block/NAME/queue/dax; dax: True
-    namespace: Optional[str]
+    size: int | None
+    dax: bool | None        # block: /sys/block/NAME/queue/dax; dax: True
+    namespace: str | None
 
 
 @dataclass(frozen=True)
@@ -85,9 +84,9 @@ class CxlDevice:
 
     name: str
     kind: str                  # "memdev" or "region"
-    size: Optional[int]        # memdev: its persistent capacity (pmem/size); region: its size
-    serial: Optional[int]      # memdev only
-    committed: Optional[bool]  # region only: its decoders are committed (commit reads 1)
+    size: int | None        # memdev: its persistent capacity (pmem/size); region: its size
+    serial: int | None      # memdev only
+    committed: bool | None  # region only: its decoders are committed (commit reads 1)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class Mount:
     mount_point: str
     fstype: str
     options: tuple
-    dax: Optional[str]         # "dax", "dax=always", "dax=inode", "dax=never" or None
+    dax: str | None         # "dax", "dax=always", "dax=inode", "dax=never" or None
 
     @property
     def dax_always(self):
@@ -112,8 +111,8 @@ class MemmapArg:
 
     text: str                  # as written, e.g. "memmap=4G!12G"
     kind: str                  # "pmem" (SIZE!START) or "other" ($, #, @, exactmap: not pmem)
-    memmap: Optional[Memmap]   # parsed pmem range, None if invalid or not pmem
-    error: Optional[str]       # why a pmem item is invalid
+    memmap: Memmap | None   # parsed pmem range, None if invalid or not pmem
+    error: str | None       # why a pmem item is invalid
 
     @property
     def valid(self):
@@ -148,9 +147,9 @@ class Discovery:
     devices: tuple
     mounts: tuple
     memmaps: tuple
-    cpu: Optional[CpuFeatures]
-    ram_bytes: Optional[int]
-    kernel: Optional[str]
+    cpu: CpuFeatures | None
+    ram_bytes: int | None
+    kernel: str | None
     grub: bool                 # /etc/default/grub exists: the kernel command line can be changed
     native_flush: bool         # pmemkit's C flush extension is importable
     problems: tuple = ()

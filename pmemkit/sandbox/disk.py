@@ -102,7 +102,8 @@ Name=en* eth*
 DHCP=yes
 """
 
-_DEFAULT_GRUB = """# Written by pmemkit's disk-image builder (pmemkit.sandbox.disk); edit and run update-grub.
+_DEFAULT_GRUB = """# Written by pmemkit's disk-image builder (pmemkit.sandbox.disk); edit and run
+# update-grub.
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=1
 GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
@@ -113,7 +114,8 @@ GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 """
 
-_GRUB_CFG = """# First boot entry, written by pmemkit.sandbox.disk; the guest's update-grub replaces this file.
+_GRUB_CFG = """# First boot entry, written by pmemkit.sandbox.disk; the guest's update-grub replaces
+# this file.
 serial --unit=0 --speed=115200
 terminal_input console serial
 terminal_output console serial
@@ -143,7 +145,8 @@ class DiskImageSpec:
 
     def key(self):
         return cache.key("disk-image", self.suite, self.mirror, parse_size(self.size),
-                         list(self.packages) + list(self.extra_packages), self.vagrant, self.hostname,
+                         list(self.packages) + list(self.extra_packages), self.vagrant,
+                         self.hostname,
                          self.recipe)
 
 
@@ -163,7 +166,8 @@ def _need(tool):
     except MissingToolError:
         if tool != "sfdisk":
             raise
-        raise MissingToolError("sfdisk is not installed: install it with `sudo apt-get install fdisk`") from None
+        raise MissingToolError("sfdisk is not installed: install it with `sudo apt-get install "
+                               "fdisk`") from None
 
 
 def _run(argv, progress=None, what=None, **kw):
@@ -172,7 +176,8 @@ def _run(argv, progress=None, what=None, **kw):
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
-        raise VmError(f"{argv[0]} failed (exit {proc.returncode}) while building the disk image:\n{tail}")
+        raise VmError(f"{argv[0]} failed (exit {proc.returncode}) while building the disk "
+                      f"image:\n{tail}")
     return proc.stdout
 
 
@@ -190,8 +195,8 @@ def vagrant_public_key():
     for pattern in _VAGRANT_PUBKEY_GLOBS:
         for hit in sorted(glob.glob(pattern)):
             return Path(hit).read_text()
-    raise MissingToolError("Vagrant's public key (keys/vagrant.pub) was not found: install Debian's "
-                           "vagrant package (scripts/bootstrap.sh does)")
+    raise MissingToolError("Vagrant's public key (keys/vagrant.pub) was not found: install "
+                           "Debian's vagrant package (scripts/bootstrap.sh does)")
 
 
 def _configure_tree(root, spec, root_uuid):
@@ -201,7 +206,8 @@ def _configure_tree(root, spec, root_uuid):
     _write(root / "etc/fstab", f"UUID={root_uuid}\t/\text4\terrors=remount-ro\t0\t1\n")
     _write(root / "etc/default/grub", _DEFAULT_GRUB)
     _write(root / "etc/systemd/network/80-dhcp.network", _NETWORK)
-    _write(root / "usr/local/sbin/pmemkit-seed-ssh-key", _SEED_SCRIPT.format(name=FW_CFG_KEY_NAME), 0o755)
+    _write(root / "usr/local/sbin/pmemkit-seed-ssh-key", _SEED_SCRIPT.format(name=FW_CFG_KEY_NAME),
+           0o755)
     _write(root / "etc/systemd/system/pmemkit-seed-ssh-key.service", _SEED_UNIT)
     _write(root / "etc/modules-load.d/qemu-fw-cfg.conf", "qemu_fw_cfg\n")
     wants = root / "etc/systemd/system/multi-user.target.wants"
@@ -254,7 +260,8 @@ def _install_grub(root, image):
     core_bytes = core.read_bytes()
     core.unlink()
     if 512 + len(core_bytes) > _PART_START:
-        raise VmError(f"GRUB core.img is {len(core_bytes)} bytes: it does not fit before the partition")
+        raise VmError(f"GRUB core.img is {len(core_bytes)} bytes: it does not fit before the "
+                      "partition")
     boot = (root / "usr/lib/grub/i386-pc/boot.img").read_bytes()
     with open(image, "r+b") as f:
         # boot.img's code only: the partition table (bytes 440..511) that sfdisk wrote stays.
@@ -274,7 +281,8 @@ def build_disk_image(spec=None, cache_dir=None, progress=None, rebuild=False):
     spec = spec or DiskImageSpec()
     size = parse_size(spec.size, "disk size")
     if size < (2 << 30):
-        raise VmConfigError(f"disk size {spec.size} is too small for a Debian image with a kernel: use 2G or more")
+        raise VmConfigError(f"disk size {spec.size} is too small for a Debian image with a kernel: "
+                            "use 2G or more")
     out_dir = cache.cache_dir(cache_dir) / "disk"
     image = out_dir / f"debian-{spec.suite}-{spec.key()}.raw"
     info = image.with_suffix(".json")
@@ -282,8 +290,8 @@ def build_disk_image(spec=None, cache_dir=None, progress=None, rebuild=False):
         meta = json.loads(info.read_text())
         return DiskImage(image, meta["root_uuid"], spec)
     if os.geteuid() != 0:
-        raise VmError("building the sandbox disk image needs root (debootstrap, chroot): run as root, "
-                      "or build it once as root and reuse the cache")
+        raise VmError("building the sandbox disk image needs root (debootstrap, chroot): run as "
+                      "root, or build it once as root and reuse the cache")
     for tool in ("debootstrap", "sfdisk", "mkfs.ext4"):
         _need(tool)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,8 +300,10 @@ def build_disk_image(spec=None, cache_dir=None, progress=None, rebuild=False):
         root = work / "root"
         packages = ",".join(list(spec.packages) + list(spec.extra_packages))
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8")
-        _run(["debootstrap", "--variant=minbase", f"--include={packages}", spec.suite, str(root), spec.mirror],
-             progress, f"debootstrap {spec.suite} ({len(packages.split(','))} extra packages; a few minutes)",
+        _run(["debootstrap", "--variant=minbase", f"--include={packages}", spec.suite, str(root),
+              spec.mirror],
+             progress,
+             f"debootstrap {spec.suite} ({len(packages.split(','))} extra packages; a few minutes)",
              env=env)
         root_uuid = str(uuidlib.uuid4())
         progress and progress("configuring the root tree (GRUB, sshd, network, SSH key seeding)")
@@ -301,16 +311,19 @@ def build_disk_image(spec=None, cache_dir=None, progress=None, rebuild=False):
         tmp_image = work / "disk.raw"
         with open(tmp_image, "wb") as f:
             f.truncate(size)
-        _run([_need("sfdisk"), "--no-reread", "--no-tell-kernel", "--wipe", "never", str(tmp_image)],
+        _run([_need("sfdisk"), "--no-reread", "--no-tell-kernel", "--wipe", "never",
+              str(tmp_image)],
              progress, "partitioning (MBR, one bootable Linux partition at 1 MiB)",
              input=f"label: dos\nstart={_PART_START // 512}, type=83, bootable\n")
         fs_blocks = (size - _PART_START) // 4096
         _install_grub(root, tmp_image)
-        _run([_need("mkfs.ext4"), "-q", "-F", "-b", "4096", "-L", "root", "-U", root_uuid, "-d", str(root),
+        _run([_need("mkfs.ext4"), "-q", "-F", "-b", "4096", "-L", "root", "-U", root_uuid, "-d",
+              str(root),
               "-E", f"offset={_PART_START}", str(tmp_image), str(fs_blocks)],
              progress, f"making the ext4 root file system in the image ({format_size(size)})")
         os.replace(tmp_image, image)
-        info.write_text(json.dumps({"root_uuid": root_uuid, "suite": spec.suite, "key": spec.key()}))
+        info.write_text(json.dumps({"root_uuid": root_uuid, "suite": spec.suite,
+                                    "key": spec.key()}))
         return DiskImage(image, root_uuid, spec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -320,7 +333,8 @@ def make_overlay(image, path):
     """A qcow2 copy-on-write overlay over ``image`` (the cached image stays untouched)."""
     qemu_img = cache.need_tool("qemu-img")
     src = image.path if isinstance(image, DiskImage) else Path(image)
-    _run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(Path(src).resolve()), str(path)])
+    _run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(Path(src).resolve()),
+          str(path)])
     return Path(path)
 
 
@@ -346,7 +360,8 @@ def boot_args(overlay, *, accel, memory, ssh_port, public_key, serial_log, cpus=
     memmap argument): QEMU restarts the machine instead of exiting.
     """
     argv = qemu.base_args(accel=accel, memory=memory, cpus=cpus, exit_on_reboot=False)
-    return (argv + qemu.drive_args(overlay, snapshot=False, fmt="qcow2") + qemu.net_args([(ssh_port, 22)])
+    return (argv + qemu.drive_args(overlay, snapshot=False, fmt="qcow2")
+            + qemu.net_args([(ssh_port, 22)])
             + seed_args(public_key) + qemu.serial_args(serial_log))
 
 
@@ -365,7 +380,8 @@ def boot(image, workdir, *, memory="2G", accel="tcg", cpus=None, ssh_timeout=600
                      public_key=key.with_name(key.name + ".pub"), serial_log=serial_log, cpus=cpus)
     with qemu.Qemu(argv) as vm:
         if progress:
-            progress(f"booting {Path(image.path).name} ({accel}, {memory}); sshd on 127.0.0.1:{port}")
+            progress(f"booting {Path(image.path).name} ({accel}, {memory}); sshd on "
+                     f"127.0.0.1:{port}")
         target = SshTarget(port=port, key=key)
         try:
             target.wait(ssh_timeout, alive=lambda: vm.poll() is None, log=serial_log)
@@ -385,7 +401,8 @@ def package_libvirt_box(image, out_path, progress=None):
     import tarfile
 
     if not image.spec.vagrant:
-        raise VmConfigError("this image has no vagrant user: build it with DiskImageSpec(vagrant=True)")
+        raise VmConfigError("this image has no vagrant user: build it with "
+                            "DiskImageSpec(vagrant=True)")
     out_path = Path(out_path)
     work = Path(tempfile.mkdtemp(prefix="box-", dir=out_path.parent))
     try:

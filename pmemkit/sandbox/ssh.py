@@ -16,7 +16,8 @@ from pathlib import Path
 from ..errors import GuestError, MissingToolError
 from ..vm import cache
 
-#: Options for a throwaway guest: its host key is new every build, so it is neither checked nor stored.
+#: Options for a throwaway guest: its host key is new every build, so it is neither checked nor
+#: stored.
 SSH_OPTIONS = (
     "-o", "BatchMode=yes",
     "-o", "StrictHostKeyChecking=no",
@@ -32,14 +33,15 @@ def _tool(name):
     try:
         return cache.need_tool(name)
     except MissingToolError:
-        raise MissingToolError(f"{name} is not installed: install it with `sudo apt-get install openssh-client`") \
-            from None
+        raise MissingToolError(f"{name} is not installed: install it with `sudo apt-get install "
+                               "openssh-client`") from None
 
 
 def generate_key(directory):
     """A new ed25519 key pair (no passphrase) in ``directory``: returns the private key's path."""
     path = Path(directory) / "id_ed25519"
-    cache.run([_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "pmemkit-sandbox", "-f", path],
+    cache.run([_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "pmemkit-sandbox", "-f",
+               path],
               "ssh-keygen")
     return path
 
@@ -61,11 +63,11 @@ class SshTarget:
 
     def run(self, *command, check=True, timeout=300):
         """Run ``command`` on the guest; :class:`GuestError` on failure when ``check``."""
-        proc = subprocess.run(self.argv(*command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+        proc = subprocess.run(self.argv(*command), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise GuestError(f"{shlex.join(map(str, command))} failed on the guest (exit {proc.returncode}): "
-                             f"{proc.stderr.strip() or proc.stdout.strip()}")
+            raise GuestError(f"{shlex.join(map(str, command))} failed on the guest (exit "
+                             f"{proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
         return proc
 
     def ansible_host_vars(self):
@@ -73,8 +75,9 @@ class SshTarget:
         return {
             "ansible_host": self.host, "ansible_port": self.port, "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.key),
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                       "-o IdentitiesOnly=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o "
+                                       "UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o "
+                                       "ServerAliveInterval=10 -o ServerAliveCountMax=3",
         }
 
     def wait(self, timeout, alive=None, log=None):

@@ -13,7 +13,8 @@ Lower level, reusable for other boots (e.g. a GRUB disk image): :mod:`pmemkit.vm
 :func:`pmemkit.vm.kernel.get_kernel` (cached Debian kernel), :mod:`pmemkit.vm.guest`
 (cached root image, project layers and initramfs), :mod:`pmemkit.vm.project`
 (``[tool.pmemkit.vm]`` of a project's pyproject.toml), :mod:`pmemkit.vm.cache` (cache directory,
-tool checks), :mod:`pmemkit.vm.powercut` (SIGKILL the guest during a workload, reboot, check; N cycles).
+tool checks), :mod:`pmemkit.vm.powercut` (SIGKILL the guest during a workload, reboot, check; N
+cycles).
 """
 
 from .config import VmConfig  # noqa: F401

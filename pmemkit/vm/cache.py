@@ -85,7 +85,8 @@ def run(argv, what, retries=1, env=None, cwd=None, progress=None):
     ``retries`` times with a growing pause (mirror hiccups)."""
     for attempt in range(1, retries + 1):
         lines = []
-        with subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        with subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
                               cwd=cwd) as proc:
             try:

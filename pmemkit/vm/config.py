@@ -48,7 +48,8 @@ def _backing_file(path, size, what, option):
 
 
 def pc_ram_ranges(memory):
-    """Guest-physical RAM ranges ``[(start, end), ...]`` of QEMU's ``pc`` machine with ``memory`` bytes."""
+    """Guest-physical RAM ranges ``[(start, end), ...]`` of QEMU's ``pc`` machine with ``memory``
+    bytes."""
     if memory >= _PC_LOWMEM_LIMIT:
         return [(0, _PC_LOWMEM), (_FOUR_GIB, _FOUR_GIB + memory - _PC_LOWMEM)]
     return [(0, memory)]
@@ -65,7 +66,8 @@ def default_memory(memmap):
 @dataclass(frozen=True)
 class VmConfig:
     """Everything that shapes a guest. Construct with strings or numbers; it validates and
-    normalises itself (sizes to bytes) and raises :class:`~pmemkit.errors.VmConfigError` on bad input.
+    normalises itself (sizes to bytes) and raises :class:`~pmemkit.errors.VmConfigError` on bad
+    input.
 
     * ``memmap``: ``"4G!12G"`` (default when no ``nvdimm``) - RAM the guest kernel turns into pmem.
     * ``nvdimm``: a size (``"1G"``) for a QEMU NVDIMM instead; ``nvdimm_file`` its backing file
@@ -173,12 +175,13 @@ class VmConfig:
         need = sum(_MIN_FS_MIB[name] for name in fs) + 8
         if fs and pmem_size < need << 20:
             raise VmConfigError(
-                f"{format_size(pmem_size)} of pmem is too small for {' and '.join(fs)} "
-                f"(needs {need}M; mkfs.xfs refuses less than 300M): use a larger size or fewer filesystems")
+                f"{format_size(pmem_size)} of pmem is too small for {' and '.join(fs)} (needs "
+                f"{need}M; mkfs.xfs refuses less than 300M): use a larger size or fewer "
+                "filesystems")
         s(self, "fs", fs)
         # memory
-        mem = _size(self.memory, "guest memory") if self.memory is not None else \
-            default_memory(self.memmap)
+        mem = (_size(self.memory, "guest memory") if self.memory is not None
+               else default_memory(self.memmap))
         s(self, "memory", mem)
         if mem < 256 << 20:
             raise VmConfigError(f"guest memory {format_size(mem)} is too small: use at least 512M")
@@ -191,13 +194,14 @@ class VmConfig:
             if not any(lo <= mm.start and mm.end <= hi for lo, hi in ranges):
                 spans = ", ".join(f"{format_size(lo)}-{format_size(hi)}" for lo, hi in ranges)
                 raise VmConfigError(
-                    f"memmap={mm} (bytes {format_size(mm.start)}-{format_size(mm.end)}) does not fit in "
-                    f"the guest's RAM ({format_size(mem)}: physical {spans}): use --memory "
+                    f"memmap={mm} (bytes {format_size(mm.start)}-{format_size(mm.end)}) does not "
+                    f"fit in the guest's RAM ({format_size(mem)}: physical {spans}): use --memory "
                     f"{format_size(default_memory(mm))} or a range inside the RAM")
             free = mem - mm.size
             if free < parse_size(defaults.VM_MIN_FREE_MEMORY):
                 raise VmConfigError(f"memmap={mm} leaves only {format_size(free)} of the guest's "
-                                    f"{format_size(mem)} RAM: use --memory {format_size(default_memory(mm))}")
+                                    f"{format_size(mem)} RAM: use --memory "
+                                    f"{format_size(default_memory(mm))}")
         # share
         if self.share is False:
             s(self, "share", None)
@@ -214,7 +218,8 @@ class VmConfig:
         self._check_kernel()
         s(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
         if not self.timeout or self.timeout <= 0:
-            raise VmConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+            raise VmConfigError("timeout must be a positive number of seconds, got "
+                                f"{self.timeout!r}")
 
     def _check_ramdax(self):
         s = object.__setattr__
@@ -253,8 +258,9 @@ class VmConfig:
             return
         p = Path(spec).expanduser().absolute()
         if not p.is_file():
-            raise VmConfigError(f"kernel {spec!r} is neither one of {', '.join(defaults.VM_KERNELS)} "
-                                "nor an existing kernel image (bzImage or vmlinux)")
+            raise VmConfigError(f"kernel {spec!r} is neither one of "
+                                f"{', '.join(defaults.VM_KERNELS)} nor an existing kernel image "
+                                "(bzImage or vmlinux)")
         s(self, "kernel", p)
         if self.modules is not None:
             m = Path(self.modules).expanduser().absolute()
@@ -264,7 +270,8 @@ class VmConfig:
 
     @property
     def kernel_features(self):
-        """What the guest kernel must support: keys of :data:`pmemkit.defaults.VM_KERNEL_OPTIONS`."""
+        """What the guest kernel must support: keys of
+        :data:`pmemkit.defaults.VM_KERNEL_OPTIONS`."""
         features = ["guest", "pmem", self.backend] + (["ramdax"] if self.ramdax else [])
         if "sector" in (self.namespaces or (self.mode,)):
             features.append("sector")

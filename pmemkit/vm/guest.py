@@ -331,8 +331,8 @@ def build_rootfs(suite=None, mirror=None, packages=None, cache_root=None, progre
     try:
         tree = tmp / "tree"
         if progress:
-            what = "guest root filesystem" if not layer.inputs() and not layer.packages else \
-                "guest layer for this project"
+            what = ("guest root filesystem" if not layer.inputs() and not layer.packages
+                    else "guest layer for this project")
             progress(f"building {what} ({inputs['suite']}, {len(inputs['packages'])} packages"
                      f"{', pip: ' + ' '.join(layer.pip) if layer.pip else ''}; "
                      "about 2 minutes, once)")
@@ -367,7 +367,8 @@ def strip_module_signature(ko):
     not enforce signatures), which saves seconds per boot under TCG (RSA + SHA over each module)."""
     if not ko.endswith(_SIG_MAGIC):
         return ko
-    trailer = len(_SIG_MAGIC) + 12             # struct module_signature: 12 bytes, sig_len last (BE)
+    # struct module_signature: 12 bytes, sig_len last (BE)
+    trailer = len(_SIG_MAGIC) + 12
     sig_len = int.from_bytes(ko[-len(_SIG_MAGIC) - 4:-len(_SIG_MAGIC)], "big")
     if sig_len + trailer > len(ko):
         return ko

@@ -65,8 +65,8 @@ def _sigterm_to_exit(signum, frame):
 
 def _install_sigterm_handler():
     """Turn SIGTERM into SystemExit (so ``finally`` blocks kill QEMU), if nobody else handles it."""
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)):
         signal.signal(signal.SIGTERM, _sigterm_to_exit)
 
 
@@ -102,7 +102,8 @@ class Qemu:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise GuestError(f"the guest did not finish within {timeout:.0f} s; QEMU was killed") from None
+            raise GuestError(
+                f"the guest did not finish within {timeout:.0f} s; QEMU was killed") from None
 
     def kill(self):
         """Kill QEMU's whole process group and reap it. Idempotent."""
@@ -240,7 +241,8 @@ def _kvm_usable_quick():
 
 def probe_kvm(kernel, timeout=None):
     """True when KVM really runs a guest: boots ``kernel`` with no root under ``-accel kvm`` and
-    waits for its first console line (and its panic-reboot). Never hangs: killed after ``timeout``."""
+    waits for its first console line (and its panic-reboot). Never hangs: killed after
+    ``timeout``."""
     if not _kvm_usable_quick():
         return False
     timeout = timeout or defaults.VM_KVM_PROBE_TIMEOUT

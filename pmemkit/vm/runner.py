@@ -154,7 +154,8 @@ def nvdimm_path(config):
     if config.nvdimm_file is not None:
         return Path(config.nvdimm_file)
     suffix = "-labels" if config.labels else ""
-    return cache.cache_dir(config.cache_dir) / "nvdimm" / f"pmem-{format_size(config.nvdimm)}{suffix}.img"
+    name = f"pmem-{format_size(config.nvdimm)}{suffix}.img"
+    return cache.cache_dir(config.cache_dir) / "nvdimm" / name
 
 
 def lsa_path(config):
@@ -242,7 +243,8 @@ def _native_check(config, image, version):
 
 def qemu_argv(config, image, job, accel, *, interactive=False):
     """The full QEMU command line for ``config`` (a list; nothing goes through a shell)."""
-    append = ["console=ttyS0", "panic=-1", "rdinit=/init", "loglevel=4" if not interactive else "quiet",
+    append = ["console=ttyS0", "panic=-1", "rdinit=/init",
+              "loglevel=4" if not interactive else "quiet",
               "nokaslr", "tsc=reliable", "no_timer_check", "mitigations=off"]
     machine, machine_opts, maxmem, slots, cpu_opts, bus, ports = "pc", (), None, 0, [], None, 0
     if config.memmap is not None:
@@ -401,7 +403,9 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
         if native_failed:
             raise GuestError(native_failed)
         if not status.lstrip("-").isdigit():
-            why = f"QEMU exited with status {qemu_status}" + (f": {qemu_err.strip()}" if qemu_err.strip() else "")
+            why = f"QEMU exited with status {qemu_status}"
+            if qemu_err.strip():
+                why += f": {qemu_err.strip()}"
             raise GuestError(f"the guest stopped without a result ({why}).\n"
                              f"setup log:\n{_tail_text(setup_log, 10)}\n"
                              f"console tail:\n{_tail_text(console)}")
@@ -445,7 +449,8 @@ def test(config=None, pytest_args=(), **kw):
 
 
 def shell(config=None, progress=None, project=None):
-    """An interactive shell on the guest's serial console (this terminal). Returns its exit status."""
+    """An interactive shell on the guest's serial console (this terminal). Returns its exit
+    status."""
     result = run(config, (), action="shell", progress=progress, timeout=math.inf,  # no time limit
                  project=project)
     return result.returncode

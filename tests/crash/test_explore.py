@@ -50,7 +50,8 @@ def test_traced_region_is_a_region():
 
 def test_exhaustive_counts_and_dedup():
     r = crash.explore(n_pending(4), always_ok, engine="exhaustive", progress=None)
-    # before the fence: 2^4 images; at the end: the durable image, already seen as the all-durable subset
+    # before the fence: 2^4 images; at the end: the durable image, already seen as the all-durable
+    # subset
     assert r.crash_points == 2 and r.states_checked == 17 and r.unique_images == 16
     assert r.engines == {"exhaustive": 2} and r.complete
 
@@ -77,7 +78,8 @@ def test_auto_switches_to_bounded_plus_random():
 def test_random_engine_is_reproducible_and_seeded():
     def images(seed):
         out = []
-        crash.explore(n_pending(30), lambda img: out.append(bytes(img[:30 * 64])), engine="random:50",
+        crash.explore(n_pending(30), lambda img: out.append(bytes(img[:30 * 64])),
+                      engine="random:50",
                       seed=seed, progress=None)
         return out
     assert images(1) == images(1)
@@ -238,7 +240,8 @@ def test_progress_callback():
     assert calls and calls[-1][0] > 0
 
 
-@pytest.mark.parametrize("kwargs", [{"engine": "prefix"}, {"store_points": True}, {"model": "x86-line"},
+@pytest.mark.parametrize("kwargs",
+                         [{"engine": "prefix"}, {"store_points": True}, {"model": "x86-line"},
                                     {"engine": "random:20", "seed": 7}, {"engine": "bounded:1"}])
 def test_every_violation_replays_to_its_image(kwargs):
     def check(img):

@@ -107,10 +107,12 @@ def test_persistent_checker_that_dies_is_an_error(tmp_path):
 def test_cli_explores_a_log(tmp_path, one_shot, persistent, capsys):
     log = tmp_path / "store.log"
     pmemcheck.write_log(pmemcheck.record(buggy, 4096), log)
-    assert main(["crash", str(log), "--initial", "zeros", "--engine", "exhaustive", "--check", *one_shot]) == 1
+    assert main(["crash", str(log), "--initial", "zeros", "--engine", "exhaustive", "--check",
+                 *one_shot]) == 1
     out = capsys.readouterr().out
     assert "FAILED - 1 violation" in out and "checker exited with status 1" in out
-    assert main(["crash", str(log), "--initial", "zeros", "--persistent", "--workers", "2", "--check", *persistent]) == 1
+    assert main(["crash", str(log), "--initial", "zeros", "--persistent", "--workers", "2",
+                 "--check", *persistent]) == 1
     good = tmp_path / "good.log"
     pmemcheck.write_log(pmemcheck.record(fixed, 4096), good)
     assert main(["crash", str(good), "--initial", "zeros", "--json", "--check", *one_shot]) == 0
@@ -166,7 +168,8 @@ def test_persistent_checker_with_info_gets_point_json(tmp_path):
         pm.memcpy_persist(0, b"x" * 8)
         pm.record("k", 1)
 
-    r = crash.explore(workload, crash.PersistentChecker([sys.executable, str(path)], info=True), progress=None)
+    r = crash.explore(workload, crash.PersistentChecker([sys.executable, str(path)], info=True),
+                      progress=None)
     assert r.ok
     import json
     infos = [json.loads(x) for x in log.read_text().splitlines()]
@@ -174,7 +177,8 @@ def test_persistent_checker_with_info_gets_point_json(tmp_path):
 
 
 def test_persistent_checker_that_hangs_is_killed_and_reported(tmp_path):
-    """A checker that never answers: CrashError after its timeout, the process reaped, stderr quoted."""
+    """A checker that never answers: CrashError after its timeout, the process reaped, stderr
+    quoted."""
     import psutil
 
     path = tmp_path / "hang.py"

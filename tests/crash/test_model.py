@@ -22,12 +22,14 @@ writes = st.builds(lambda off, data: ("write", off, data),
     lambda op: op[1] + len(op[2]) <= SIZE)
 aligned = st.builds(lambda u, data: ("write", u * 8, data), st.integers(0, SIZE // 8 - 1),
                     st.binary(min_size=8, max_size=8))
-flushes = st.builds(lambda off, n: ("flush", off, n), st.integers(0, SIZE - 1), st.integers(1, 128)).filter(
+flushes = st.builds(lambda off, n: ("flush", off, n), st.integers(0, SIZE - 1),
+                    st.integers(1, 128)).filter(
     lambda op: op[1] + op[2] <= SIZE)
 fences = st.just(("fence",))
 programs = st.lists(st.one_of(writes, aligned, flushes, fences, fences), min_size=1, max_size=10)
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+SETTINGS = settings(max_examples=100, deadline=None,
+                    suppress_health_check=[HealthCheck.filter_too_much])
 
 
 def run(program, pm):
@@ -43,7 +45,8 @@ def run(program, pm):
 
 
 def reference(program, eadr=False):
-    """For each crash point: (durable image, {unit: [pending values in order]}, [(unit, value)] in order)."""
+    """For each crash point: (durable image, {unit: [pending values in order]}, [(unit, value)] in
+    order)."""
     mem = bytearray(SIZE)
     durable = bytearray(SIZE)
     pend = defaultdict(list)      # unit -> values after each pending store
@@ -109,7 +112,8 @@ def test_x86_images_are_exactly_the_allowed_ones(program):
     reverts - every unit holds its durable value or one it held after a pending store - and the
     exhaustive engine produces every such combination exactly once."""
     points = reference(program)
-    expected_total = sum(math.prod(len(a) for a in allowed_per_unit(d, p).values()) for d, p, _ in points)
+    expected_total = sum(math.prod(len(a) for a in allowed_per_unit(d, p).values())
+                         for d, p, _ in points)
     assume(expected_total <= 3000)
     report, images = explore_images(program, "x86")
     assert report.ok and report.crash_points == len(points)
@@ -122,7 +126,8 @@ def test_x86_images_are_exactly_the_allowed_ones(program):
                 if u in allowed:
                     assert unit in allowed[u]
                 else:
-                    assert unit == durable[u * 8:u * 8 + 8], f"unit {u} differs from its durable value"
+                    assert unit == durable[u * 8:u * 8 + 8], (
+                        f"unit {u} differs from its durable value")
 
 
 @SETTINGS
@@ -152,7 +157,8 @@ def test_aligned_8_byte_store_is_never_torn(stores):
 def test_nothing_durable_is_undone(program):
     """Once a fence made a unit durable, no later crash image shows an older value of it."""
     points = reference(program)
-    assume(sum(math.prod(len(a) for a in allowed_per_unit(d, p).values()) for d, p, _ in points) <= 3000)
+    assume(sum(math.prod(len(a) for a in allowed_per_unit(d, p).values())
+               for d, p, _ in points) <= 3000)
     _, images = explore_images(program, "x86")
     for i, (durable, pend, _) in enumerate(points):
         for img in images[i]:

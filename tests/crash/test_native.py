@@ -87,7 +87,8 @@ def _run(capsys, *argv):
 def test_commit_flag(progs, tmp_path, capsys, backend, mode):
     pool = tmp_path / "pool"
     status, out = _run(capsys, "run", "--engine", "exhaustive", "--persistent", "--check",
-                       sys.executable, progs["check_commit"], "--", progs["commit_flag"], backend, mode,
+                       sys.executable, progs["check_commit"], "--", progs["commit_flag"], backend,
+                       mode,
                        pool)
     # msync flushes and waits in one call: "flush without drain" cannot happen with it
     bug = COMMIT_MODES[mode] and not (backend == "msync" and mode == "flush-no-drain")
@@ -137,10 +138,12 @@ def test_libpmemobj_trace_ignores_runtime_area_and_is_complete(progs, obj_pool, 
 
 @pytest.mark.parametrize("mode", ["correct", "flag-first", "payload-unflushed", "flush-no-drain"])
 def test_record_round_trip_same_verdict(progs, tmp_path, capsys, mode):
-    """crash record writes a pmemcheck log; `pmemkit crash LOG` gives the verdict crash run gives."""
+    """crash record writes a pmemcheck log; `pmemkit crash LOG` gives the verdict crash run
+    gives."""
     check = [sys.executable, progs["check_commit"]]     # images only: no records in a log
     pool = tmp_path / "pool"
-    s_run, out = _run(capsys, "run", "--engine", "exhaustive", "--persistent", "--check", *check, "--",
+    s_run, out = _run(capsys, "run", "--engine", "exhaustive", "--persistent", "--check", *check,
+                      "--",
                       progs["commit_flag"], "pmem", mode, pool)
     pool.unlink()
     log = tmp_path / "store.log"
@@ -174,7 +177,8 @@ def test_libpmemobj_record_round_trip_same_verdict(progs, obj_pool, tmp_path, ca
 def test_record_log_matches_trace(progs, tmp_path, capsys):
     pool = tmp_path / "pool"
     log = tmp_path / "store.log"
-    assert _run(capsys, "record", "-o", log, "--", progs["commit_flag"], "pmem", "correct", pool)[0] == 0
+    assert _run(capsys, "record", "-o", log, "--", progs["commit_flag"], "pmem", "correct",
+                pool)[0] == 0
     pool.unlink()
     work = native.run([progs["commit_flag"], "pmem", "correct", pool]).workload()
     back = pmemcheck.read_log(log)

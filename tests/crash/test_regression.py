@@ -35,7 +35,8 @@ def unflushed_data_fixed(pm):
 
 def check_flag_implies_data(img, point):
     if u64(img, FLAG) == 1:
-        assert bytes(img[DATA:DATA + len(PAYLOAD)]) == PAYLOAD, "commit flag set but the data is not there"
+        assert bytes(img[DATA:DATA + len(PAYLOAD)]) == PAYLOAD, (
+            "commit flag set but the data is not there")
     if "committed" in point.state:
         assert u64(img, FLAG) == 1, "commit returned but the flag is not durable"
 
@@ -168,7 +169,8 @@ BUGS = {
     "unflushed-data": (unflushed_data_buggy, unflushed_data_fixed, check_flag_implies_data, None),
     "flush-without-fence": (no_fence_buggy, no_fence_fixed, check_flag_implies_data, None),
     "wide-commit-record": (wide_record_buggy, wide_record_fixed, (check_wide, check_narrow), None),
-    "misaligned-commit": (misaligned_buggy, misaligned_fixed, (check_whole(60), check_whole(56)), None),
+    "misaligned-commit": (misaligned_buggy, misaligned_fixed, (check_whole(60), check_whole(56)),
+                          None),
     "undo-valid-before-log": (undo_buggy, undo_fixed, check_undo, undo_setup),
     "numpy-view-unflushed": (view_buggy, view_fixed, check_view, None),
 }
@@ -195,7 +197,8 @@ def _initial(entry):
 @pytest.mark.parametrize("bug,model", [(b, m) for b in sorted(BUGS) for m in BUGGY_MODELS[b]])
 def test_buggy_variant_is_caught(bug, model, crash_explore):
     entry = BUGS[bug]
-    report = crash_explore(entry[0], _checks(entry)[0], size=2048, initial=_initial(entry), model=model,
+    report = crash_explore(entry[0], _checks(entry)[0], size=2048, initial=_initial(entry),
+                           model=model,
                            expect_violations=True)
     v = report.violations[0]
     assert v.message and v.image != v.persisted or "checker" in str(v)
@@ -207,7 +210,8 @@ def test_buggy_variant_is_caught(bug, model, crash_explore):
 @pytest.mark.parametrize("model", MODELS)
 def test_fixed_variant_is_clean(bug, model, crash_explore):
     entry = BUGS[bug]
-    report = crash_explore(entry[1], _checks(entry)[1], size=2048, initial=_initial(entry), model=model)
+    report = crash_explore(entry[1], _checks(entry)[1], size=2048, initial=_initial(entry),
+                           model=model)
     assert report.violation_count == 0 and report.states_checked > 0
 
 

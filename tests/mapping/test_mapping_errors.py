@@ -304,12 +304,13 @@ def test_out_of_range_operations(pm, snapshot):
 
 def test_non_integer_offsets(pm):
     for bad in (1.0, "0", None, b"\0"):
-        for call in (lambda: pm.flush(bad, 1), lambda: pm.flush(0, bad), lambda: pm.persist(bad, 1),
-                     lambda: pm.read(bad, 1), lambda: pm.write(bad, b"x"),
-                     lambda: pm.memcpy_persist(bad, b"x"), lambda: pm.memset_persist(bad, 0, 1),
-                     lambda: pm.deep_flush(0, bad)):
+        calls = (lambda b: pm.flush(b, 1), lambda b: pm.flush(0, b), lambda b: pm.persist(b, 1),
+                 lambda b: pm.read(b, 1), lambda b: pm.write(b, b"x"),
+                 lambda b: pm.memcpy_persist(b, b"x"), lambda b: pm.memset_persist(b, 0, 1),
+                 lambda b: pm.deep_flush(0, b))
+        for call in calls:
             with pytest.raises(InvalidArgumentError, match="integers"):
-                call()
+                call(bad)
 
 
 def test_index_like_offsets_are_accepted(pm):

@@ -19,13 +19,15 @@ BIN = Path(sys.executable).parent
 
 
 def tool(name):
-    """A tool from this Python's environment (the test extra installs ansible-core and ansible-lint)."""
+    """A tool from this Python's environment (the test extra installs ansible-core and
+    ansible-lint)."""
     path = BIN / name
     if path.exists():
         return str(path)
     found = shutil.which(name)
     if not found:
-        pytest.fail(f"{name} is not installed: pip install -e '.[test]' (scripts/bootstrap.sh does)")
+        pytest.fail(f"{name} is not installed: pip install -e '.[test]' "
+                    "(scripts/bootstrap.sh does)")
     return found
 
 
@@ -51,16 +53,20 @@ def run_playbook(tmp_path, inventory, extra_vars=None, args=(), timeout=2700):
     argv = [tool("ansible-playbook"), "-i", str(inventory), str(PLAYBOOK), *args]
     if extra_vars:
         argv += ["--extra-vars", json.dumps(extra_vars)]
-    proc = subprocess.run(argv, cwd=ANSIBLE_DIR, env=ansible_env(tmp_path), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    proc = subprocess.run(argv, cwd=ANSIBLE_DIR, env=ansible_env(tmp_path),
+                          stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
     return proc
 
 
 def source_snapshot(dest):
     """A copy of the pmemkit source tree for the role to build its wheel from: both playbook
     runs of a test see the same source, whatever changes in the working tree meanwhile."""
-    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "site", "__pycache__", "*.egg-info",
-                                    ".pytest_cache", ".hypothesis", ".vagrant", "tests", "benchmarks")
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "site", "__pycache__",
+                                    "*.egg-info",
+                                    ".pytest_cache", ".hypothesis", ".vagrant", "tests",
+                                    "benchmarks")
     return Path(shutil.copytree(REPO, dest, ignore=ignore))
 
 

@@ -47,8 +47,8 @@ def guest(image, tmp_path_factory):
     finally:
         # Whatever happened, QEMU is gone: no process still holds this run's overlay.
         if booted is not None:
-            assert not psutil.pid_exists(booted.vm.pid) or \
-                psutil.Process(booted.vm.pid).status() == psutil.STATUS_ZOMBIE
+            assert (not psutil.pid_exists(booted.vm.pid)
+                    or psutil.Process(booted.vm.pid).status() == psutil.STATUS_ZOMBIE)
         leftovers = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
                      if any(str(work) in a for a in (p.info["cmdline"] or []))]
         assert leftovers == [], f"QEMU processes left running: {leftovers}"

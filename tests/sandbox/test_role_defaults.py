@@ -1,4 +1,5 @@
-"""The role's defaults are pmemkit's defaults (pmemkit/defaults.py is the single source of truth)."""
+"""The role's defaults are pmemkit's defaults (pmemkit/defaults.py is the single source of
+truth)."""
 
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def test_role_defaults_equal_pmemkit_defaults():
     assert tuple(d["pmem_filesystems"]) == tuple(defaults.FILESYSTEMS)
     assert d["pmem_mount_points"] == dict(defaults.MOUNT_POINTS)
     assert d["pmem_mount_options"] == defaults.MOUNT_OPTIONS
-    assert {fs: tuple(opts) for fs, opts in d["pmem_mkfs_options"].items()} == \
-        {fs: tuple(opts) for fs, opts in defaults.MKFS_OPTIONS.items()}
+    assert ({fs: tuple(opts) for fs, opts in d["pmem_mkfs_options"].items()}
+            == {fs: tuple(opts) for fs, opts in defaults.MKFS_OPTIONS.items()})
 
 
 def test_role_memmap_default_is_a_valid_range():

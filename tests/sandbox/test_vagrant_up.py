@@ -1,4 +1,5 @@
-"""Opt-in: `vagrant up --provider=libvirt` for real, with a box packaged here from Debian's packages.
+"""Opt-in: `vagrant up --provider=libvirt` for real, with a box packaged here from Debian's
+packages.
 
 Set PMEMKIT_VAGRANT_UP=1. Needs root (debootstrap), libvirtd running (Debian's
 libvirt-daemon-system) and vagrant-libvirt; the domain is plain QEMU/TCG
@@ -22,7 +23,8 @@ from pmemkit.sandbox import disk
 pytestmark = [
     pytest.mark.vm,
     pytest.mark.skipif(os.environ.get("PMEMKIT_VAGRANT_UP") != "1",
-                       reason="opt-in: set PMEMKIT_VAGRANT_UP=1 (needs libvirtd) to run vagrant up"),
+                       reason="opt-in: set PMEMKIT_VAGRANT_UP=1 (needs libvirtd) to run "
+                              "vagrant up"),
 ]
 
 VM_DIR = Path(__file__).resolve().parents[2] / "vm"
@@ -39,9 +41,11 @@ def test_vagrant_up_libvirt(tmp_path):
     # next to this interpreter (the project's .venv), not whatever the host may have.
     venv_bin = str(Path(sys.executable).parent)
     assert (Path(venv_bin) / "ansible-playbook").exists(), f"ansible-playbook is not in {venv_bin}"
-    env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""), VAGRANT_CWD=str(VM_DIR), VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"),
+    env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""),
+               VAGRANT_CWD=str(VM_DIR), VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"),
                VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_NO_COLOR="1", PMEM_BOX=BOX,
-               PMEM_MEMMAP=defaults.MEMMAP_SMALL, PMEM_LIBVIRT_DRIVER="qemu", PMEM_INSTALL_PMEMKIT="false")
+               PMEM_MEMMAP=defaults.MEMMAP_SMALL, PMEM_LIBVIRT_DRIVER="qemu",
+               PMEM_INSTALL_PMEMKIT="false")
 
     def vagrant(*args, timeout=3600):
         proc = subprocess.run([exe, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
@@ -54,7 +58,8 @@ def test_vagrant_up_libvirt(tmp_path):
     try:
         started = time.monotonic()
         up = vagrant("up", "--provider=libvirt")
-        print(f"vagrant up --provider=libvirt: exit {up.returncode} after {time.monotonic() - started:.0f} s")
+        print(f"vagrant up --provider=libvirt: exit {up.returncode} after "
+              f"{time.monotonic() - started:.0f} s")
         assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-3000:]
         cmdline = vagrant("ssh", "-c", "cat /proc/cmdline", timeout=600)
         assert cmdline.returncode == 0
@@ -62,7 +67,8 @@ def test_vagrant_up_libvirt(tmp_path):
         mounts = vagrant("ssh", "-c", "cat /proc/mounts", timeout=600)
         assert mounts.returncode == 0
         for fs in defaults.FILESYSTEMS:
-            line = next(ln for ln in mounts.stdout.splitlines() if ln.split()[1:2] == [defaults.MOUNT_POINTS[fs]])
+            line = next(ln for ln in mounts.stdout.splitlines()
+                        if ln.split()[1:2] == [defaults.MOUNT_POINTS[fs]])
             assert "dax=always" in line.split()[3].split(",")
     finally:
         vagrant("destroy", "-f", timeout=600)

@@ -19,9 +19,9 @@ def _qemus_of_ours(since):
     for p in psutil.process_iter(["name", "cmdline", "create_time", "ppid"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
-            if "qemu-system" in (p.info["name"] or "") and p.info["create_time"] >= since - 1 \
-                    and ("pmemkit-vm-" in cmd or "pmemkit-kvm-probe" in cmd) \
-                    and p.info["ppid"] in (os.getpid(), 1):
+            if ("qemu-system" in (p.info["name"] or "") and p.info["create_time"] >= since - 1
+                    and ("pmemkit-vm-" in cmd or "pmemkit-kvm-probe" in cmd)
+                    and p.info["ppid"] in (os.getpid(), 1)):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

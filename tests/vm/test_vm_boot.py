@@ -28,7 +28,8 @@ TIMEOUT = 900
 
 
 def _cli(*argv, timeout=TIMEOUT, **kw):
-    return subprocess.run([sys.executable, "-m", "pmemkit", "vm", *argv], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pmemkit", "vm", *argv], cwd=ROOT,
+                          capture_output=True,
                           timeout=timeout, **kw)
 
 
@@ -73,8 +74,8 @@ def _dax_test_ids():
                           "-p", "no:cacheprovider", "tests"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     ids = [line.strip() for line in out.stdout.splitlines() if "::" in line]
-    assert any(i.startswith("tests/mapping/") for i in ids), \
-        f"no dax-marked tests collected in tests/mapping:\n{out.stdout}{out.stderr}"
+    assert any(i.startswith("tests/mapping/") for i in ids), (
+        f"no dax-marked tests collected in tests/mapping:\n{out.stdout}{out.stderr}")
     return ids
 
 
@@ -83,17 +84,20 @@ def test_vm_test_runs_the_mapping_suite_on_real_dax():
     they all pass, none is skipped."""
     dax_ids = _dax_test_ids()
     others = [i for i in dax_ids if not i.startswith("tests/mapping/")]
-    proc = _cli("test", "--memmap", defaults.MEMMAP_SMALL, "--", "tests/mapping", *others, "-q", "-rA")
+    proc = _cli("test", "--memmap", defaults.MEMMAP_SMALL, "--", "tests/mapping", *others, "-q",
+                "-rA")
     out = proc.stdout.decode(errors="replace")
     assert proc.returncode == 0, out[-4000:] + proc.stderr.decode(errors="replace")[-3000:]
     summary = out.strip().splitlines()[-1]
-    assert re.search(r"\d+ passed", summary) and "failed" not in summary and "skipped" not in summary, summary
+    assert re.search(r"\d+ passed",
+                     summary) and "failed" not in summary and "skipped" not in summary, summary
     for test_id in dax_ids:
         assert f"PASSED {test_id}" in out, f"{test_id} did not pass in the guest"
 
 
 def test_default_4g_memmap_via_cli_and_failing_status():
-    """The real default (memmap=4G!12G, 17G guest RAM, ext4 + xfs): CLI exits with the command's status."""
+    """The real default (memmap=4G!12G, 17G guest RAM, ext4 + xfs): CLI exits with the command's
+    status."""
     script = ("cat /sys/block/pmem0/size; grep -c 'dax=always' /proc/mounts; "
               "echo \"$PMEMKIT_DAX_DIRS\"; pmemkit info --json >/dev/null; echo cli=$?; "
               "echo to-stderr >&2; exit 3")
@@ -112,15 +116,16 @@ def test_nvdimm_with_labels_keeps_data_across_boots(tmp_path):
     """Write on a labelled NVDIMM's DAX mounts, stop, boot again: the data is there."""
     img = tmp_path / "pmem.img"
     cfg = vm.VmConfig(nvdimm="512M", nvdimm_file=img, labels=True, share=ROOT)
-    write = ("set -e; for d in $(echo $PMEMKIT_DAX_DIRS | tr : ' '); do "
-             "echo persisted-$(basename $d) > $d/data; done; sync; "
-             "python3 -c 'import pmemkit; m = pmemkit.map_file(\"/mnt/pmem-xfs/pool\", 4096, create=True, "
-             "sync=\"require\"); m.write(0, b\"pool-bytes\"); m.persist(0, 10); print(m.is_pmem)'")
+    write = ("set -e; for d in $(echo $PMEMKIT_DAX_DIRS | tr : ' '); do echo persisted-$(basename "
+             "$d) > $d/data; done; sync; python3 -c 'import pmemkit; m = "
+             "pmemkit.map_file(\"/mnt/pmem-xfs/pool\", 4096, create=True, sync=\"require\"); "
+             "m.write(0, b\"pool-bytes\"); m.persist(0, 10); print(m.is_pmem)'")
     first = vm.run(cfg, ["sh", "-c", write], timeout=TIMEOUT)
     assert first.returncode == 0, first.error_output + first.setup_log
     assert first.output.strip() == "True"
     assert first.nvdimm_file == img and img.stat().st_size == 512 << 20
-    read = "cat /mnt/pmem-ext4/data /mnt/pmem-xfs/data; head -c 10 /mnt/pmem-xfs/pool; echo; ndctl list -N"
+    read = ("cat /mnt/pmem-ext4/data /mnt/pmem-xfs/data; head -c 10 /mnt/pmem-xfs/pool; echo; "
+            "ndctl list -N")
     second = vm.run(cfg, ["sh", "-c", read], timeout=TIMEOUT)
     assert second.returncode == 0, second.error_output + second.setup_log
     lines = second.output.splitlines()

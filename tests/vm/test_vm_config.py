@@ -1,8 +1,8 @@
-"""VmConfig validation, QEMU command lines, the launcher's cleanup and bad input: no guest boots here."""
+"""VmConfig validation, QEMU command lines, the launcher's cleanup and bad input: no guest boots
+here."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -202,7 +202,8 @@ def test_qemu_argv_memmap(tmp_path):
     assert argv[argv.index("-m") + 1] == "2560M"
     assert argv[argv.index("-cpu") + 1] == "max" and "accel=tcg" in argv[argv.index("-machine") + 1]
     virtfs = [argv[i + 1] for i, a in enumerate(argv) if a == "-virtfs"]
-    assert any(f"path={tmp_path.resolve()}," in v and "mount_tag=pmemkit-share" in v for v in virtfs)
+    assert any(f"path={tmp_path.resolve()}," in v and "mount_tag=pmemkit-share" in v
+               for v in virtfs)
     assert any("mount_tag=pmemkit-job" in v for v in virtfs)
     assert "snapshot=on" in argv[argv.index("-drive") + 1]
     assert "-no-reboot" in argv and "nvdimm" not in " ".join(argv)

@@ -33,8 +33,8 @@ def test_ramdax_config_and_argv(tmp_path):
     joined = " ".join(argv)
     assert "pmemkit.ramdax=1" in argv[argv.index("-append") + 1].split()
     assert "memory-backend=guest-ram" in argv[argv.index("-machine") + 1]
-    assert f"memory-backend-file,id=guest-ram,size={cfg.memory},mem-path={tmp_path / 'ram.img'}," \
-           "share=on" in joined
+    assert (f"memory-backend-file,id=guest-ram,size={cfg.memory},mem-path={tmp_path / 'ram.img'},"
+            "share=on") in joined
 
 
 def test_ramdax_refusals(tmp_path):

@@ -10,7 +10,8 @@ _SLOT = struct.Struct("<Q")
 
 
 def save(path, values, size=4096):
-    """Write ``values`` sorted into ``path`` (count first) and persist; return the mapping's is_pmem."""
+    """Write ``values`` sorted into ``path`` (count first) and persist; return the mapping's
+    is_pmem."""
     values = sorted({iv.begin for iv in IntervalTree.from_tuples((v, v + 1) for v in values)})
     with pmemkit.map_file(path, size, create=True, sync="auto") as pm:
         pm.write(0, _SLOT.pack(len(values)))
