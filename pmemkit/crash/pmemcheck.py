@@ -137,8 +137,7 @@ class Trace:
             if len(files) > 1:
                 raise InvalidArgumentError(
                     f"the log registers {len(files)} files ({', '.join(f.name for f in files)}): "
-                    "give "
-                    f"one initial image per file (NAME=FILE), or 'zeros'")
+                    f"give one initial image per file (NAME=FILE), or 'zeros'")
             initial = {files[0].name: initial}
         initial = dict(initial or {})
         image = bytearray(self.size)
@@ -152,8 +151,7 @@ class Trace:
         if initial:
             raise InvalidArgumentError(
                 f"initial image(s) given for {', '.join(sorted(map(str, initial)))}, which the log "
-                "does "
-                f"not register; its files: {', '.join(f.name for f in files)}")
+                f"does not register; its files: {', '.join(f.name for f in files)}")
         if implicit and self.files:
             self._refuse_final_state(image, implicit)
         return bytes(image)
@@ -187,9 +185,9 @@ def _initial_content(f, src, named):
         what = f"the pool file the log names ({f.name}), as it was before the logged run,"
         if not os.path.exists(src):
             raise InvalidArgumentError(
-                f"the log names {f.name}, which does not exist here: give its contents before the "
-                f"logged run (--initial {f.basename}=FILE), or --initial zeros if it was created "
-                "empty")
+                f"the log names {f.name}, which does not exist here: give its contents before "
+                f"the logged run (--initial {f.basename}=FILE), or --initial zeros if it was "
+                f"created empty")
     if isinstance(src, (str, os.PathLike)):
         try:
             with open(src, "rb") as fh:
@@ -208,8 +206,7 @@ def _initial_content(f, src, named):
         raise InvalidArgumentError(
             f"{what} {str(src) if isinstance(src, (str, os.PathLike)) else ''} holds {len(data)} "
             f"bytes but the log maps {f.size} bytes of {f.name}: is it the pool the log was "
-            "recorded "
-            f"on? (--initial zeros starts from zeros)".replace("  ", " "))
+            f"recorded on? (--initial zeros starts from zeros)".replace("  ", " "))
     return data
 
 
@@ -251,8 +248,7 @@ def _body(text):
     if not starts:
         if not text.strip():
             raise TraceFormatError("the store log is empty; expected 'START|...|STOP' from "
-                                   "valgrind "
-                                   "--tool=pmemcheck --log-stores=yes")
+                                   "valgrind --tool=pmemcheck --log-stores=yes")
         has_ops = any(tok in text for tok in ("STORE;", "REGISTER_FILE;", "|FENCE"))
         raise TraceFormatError(
             "the store log has no START: its beginning is missing" if has_ops else
@@ -261,8 +257,7 @@ def _body(text):
     if len(starts) > 1:
         raise TraceFormatError(
             f"the file holds {len(starts)} store logs (START appears {len(starts)} times: one per "
-            "process?); record each process to its own file (--log-file=store.%p.log) and give "
-            "one")
+            "process?); record each process to its own file (--log-file=store.%p.log) and give one")
     chunks, notes = [lines[starts[0]]], []
     for line in lines[starts[0] + 1:]:
         if chunks[-1].rstrip().endswith("|STOP") or chunks[-1].strip() == "START|STOP":
@@ -274,9 +269,9 @@ def _body(text):
     items = [t.strip() for t in "".join(c.rstrip("\n") for c in chunks).split("|")]
     if not items or items[-1] != "STOP":
         raise TraceFormatError(
-            "the store log ends without STOP: it is truncated (the program was killed or is still "
-            "running, or the file was cut); pmemkit does not explore part of a run as if it were "
-            "all")
+            "the store log ends without STOP: it is truncated (the program was killed or is "
+            "still running, or the file was cut); pmemkit does not explore part of a run as if it "
+            "were all")
     return items[1:-1], notes
 
 
@@ -330,6 +325,7 @@ def parse_log(text, size=None):
     index = {}
     maps = _Mappings()
     raw, stacks, stack_any = [], [], False
+    first_unmapped = None                    # a STORE before any REGISTER_FILE: (operation, addr)
     open_markers = []
     for pos, item in enumerate(items, start=1):
         if not item:
@@ -358,14 +354,14 @@ def parse_log(text, size=None):
                     raise TraceFormatError(
                         f"operation #{pos}: STORE at {addr:#x} is outside every registered file "
                         f"({', '.join(names)}); pmemcheck logs only stores to registered memory, "
-                        "so the "
-                        f"log is damaged or incomplete")
+                        "so the log is damaged or incomplete")
+                first_unmapped = first_unmapped or (pos, addr)
                 raw.append(("store", None, addr, data))
             elif addr + n > m[1]:
                 raise TraceFormatError(
                     f"operation #{pos}: STORE of {n} bytes at {addr:#x} runs past the end of the "
-                    "registered "
-                    f"mapping of {names[m[2]]} ({m[0]:#x}-{m[1]:#x}); the log is damaged")
+                    f"registered mapping of {names[m[2]]} ({m[0]:#x}-{m[1]:#x}); the log is "
+                    f"damaged")
             else:
                 raw.append(("store", m[2], m[3] + addr - m[0], data))
             stacks.append(" < ".join(frames) if frames else None)
@@ -394,8 +390,7 @@ def parse_log(text, size=None):
                     f"operation #{pos}: REGISTER_FILE maps {n:,} bytes of {name} at file offset "
                     f"{off:#x}; "
                     f"pmemkit explores images of up to {defaults.CRASH_MAX_LOG_IMAGE:,} bytes (it "
-                    "keeps "
-                    f"three copies in memory): record the program on a smaller pool")
+                    f"keeps three copies in memory): record the program on a smaller pool")
             key = os.path.normpath(name)
             if key not in index:
                 index[key] = len(names)
@@ -415,8 +410,15 @@ def parse_log(text, size=None):
         else:
             raise TraceFormatError(
                 f"operation #{pos}: unknown entry {item[:80]!r}; expected STORE, FLUSH, FENCE, "
-                "REGISTER_FILE "
-                f"or a NAME.BEGIN/NAME.END marker")
+                f"REGISTER_FILE or a NAME.BEGIN/NAME.END marker")
+    if names and first_unmapped:
+        pos, addr = first_unmapped
+        raise TraceFormatError(
+            f"operation #{pos}: STORE at {addr:#x} comes before the REGISTER_FILE of its file (or "
+            f"is outside every registered file: {', '.join(names)}); the log is damaged or "
+            f"incomplete")
+    flushes_ok = not names
+    raw = [op for op in raw if flushes_ok or op[0] != "flush" or op[1] is not None]
     return _build(raw, names, extents, stacks if stack_any else [], notes, size)
 
 
@@ -431,8 +433,7 @@ def _check_marker(op, stack, pos):
     if stack[-1] != name:
         raise TraceFormatError(
             f"operation #{pos}: crossed markers: {op} while {stack[-1]}.BEGIN is the innermost "
-            "open "
-            f"section (sections must nest, as pmreorder requires)")
+            f"open section (sections must nest, as pmreorder requires)")
     stack.pop()
 
 
@@ -461,8 +462,7 @@ def _build(raw, names, extents, stacks, notes, size):
         if hi - lo > defaults.CRASH_MAX_LOG_IMAGE:
             raise TraceFormatError(
                 f"the log's stores span {hi - lo:,} bytes and it registers no file; pmemkit "
-                "explores "
-                f"images of up to {defaults.CRASH_MAX_LOG_IMAGE:,} bytes")
+                f"explores images of up to {defaults.CRASH_MAX_LOG_IMAGE:,} bytes")
         files, region_size, name, base = [], hi - lo, "pmemcheck.img", []
     if size is not None:
         region_size = max(region_size, size)

@@ -194,6 +194,8 @@ def test_truncated_real_log_is_refused(capsys, tmp_path):
      "crossed markers"),
     (lambda t: t.replace("UNUSED.BEGIN|", ""), "never opened"),
     (lambda t: t + t, "2 store logs"),
+    (lambda t: t.replace("START|", "START|STORE;0x5200000;0x1;0x8|FLUSH;0x5200000;0x40|"),
+     "before the REGISTER_FILE"),
 ])
 def test_damaged_real_logs_are_refused(edit, match):
     text = edit((DATA / "flag_b.log").read_text())
