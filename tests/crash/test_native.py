@@ -227,6 +227,18 @@ def test_threads_each_persisting(progs, tmp_path, capsys):
     assert summary["program"]["threads"] == 3 and summary["program"]["fences"] == 201
 
 
+def test_only_the_launched_process_records(progs, tmp_path, capsys):
+    """A program a shell starts (without exec) inherits LD_PRELOAD but does not record."""
+    pool = tmp_path / "pool"
+    prog = progs["procs"]
+    status, out = _run(capsys, "run", "--check", "true", "--", "sh", "-c",
+                       f"{prog} threads {pool}; true")
+    assert status == Status.USAGE and "stored nothing" in out
+    status, out = _run(capsys, "run", "--check", "true", "--", "sh", "-c",
+                       f"exec {prog} threads {pool}")
+    assert status == Status.OK, out
+
+
 def test_fence_in_another_thread_is_noted(progs, tmp_path, capsys):
     status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "cross-thread-fence",
                        tmp_path / "pool")
