@@ -202,6 +202,11 @@ class VmConfig:
                 raise VmConfigError(f"memmap={mm} leaves only {format_size(free)} of the guest's "
                                     f"{format_size(mem)} RAM: use --memory "
                                     f"{format_size(default_memory(mm))}")
+        kept = self.persist.stat().st_size if self.persist and self.persist.exists() else 0
+        if kept not in (0, mem):
+            raise VmConfigError(
+                f"--persist {self.persist} holds {format_size(kept)} of guest RAM, not "
+                f"{format_size(mem)}: pass --memory {format_size(kept)} or another file")
         # share
         if self.share is False:
             s(self, "share", None)

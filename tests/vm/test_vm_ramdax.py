@@ -46,6 +46,11 @@ def test_ramdax_refusals(tmp_path):
         VmConfig(share=False, ramdax=True, nvdimm="1G")
     with pytest.raises(VmConfigError, match="backing files already"):
         VmConfig(share=False, nvdimm="1G", persist=tmp_path / "ram.img")
+    ram = tmp_path / "kept.img"
+    ram.write_bytes(b"\0" * 4096)
+    with pytest.raises(VmConfigError, match="--memory 4K"):
+        VmConfig(share=False, memmap="512M!1G", persist=ram)
+    assert ram.stat().st_size == 4096                  # the user's file is left as it was
 
 
 @pytest.mark.vm
