@@ -135,6 +135,8 @@ DECLARE_REAL(int, mprotect, void *, size_t, int);
 DECLARE_REAL(ssize_t, read, int, void *, size_t);
 DECLARE_REAL(ssize_t, pread, int, void *, size_t, off_t);
 DECLARE_REAL(ssize_t, pread64, int, void *, size_t, off_t);
+DECLARE_REAL(ssize_t, readv, int, const struct iovec *, int);
+DECLARE_REAL(ssize_t, preadv, int, const struct iovec *, int, off_t);
 DECLARE_REAL(int, sigaction, int, const struct sigaction *, struct sigaction *);
 DECLARE_REAL(sighandler_t, signal, int, sighandler_t);
 DECLARE_REAL(void, exit, int);
@@ -1153,6 +1155,29 @@ ssize_t read(int fd, void *buf, size_t n)
 	}
 PREAD_FN(pread)
 PREAD_FN(pread64)
+
+static void open_iov(const struct iovec *iov, int cnt)
+{
+	if (atomic_load(&g_nmaps) && iov && enter()) {
+		for (int i = 0; i < cnt; i++)
+			open_pages((uintptr_t)iov[i].iov_base, iov[i].iov_len);
+		leave();
+	}
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	RESOLVE(readv);
+	open_iov(iov, cnt);
+	return REAL(readv)(fd, iov, cnt);
+}
+
+ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	RESOLVE(preadv);
+	open_iov(iov, cnt);
+	return REAL(preadv)(fd, iov, cnt, off);
+}
 
 /* a program's own SIGSEGV handler: pmemkit's stays installed and hands on the faults that are
  * not on traced pages to the program's (otherwise every write to the pool would reach it) */

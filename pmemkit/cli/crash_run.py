@@ -104,10 +104,13 @@ def _trace(args, out):
         out.write(f"note: {t.cross_thread_fences} fence(s) made another thread's flushes durable "
                   f"(one fence domain for all threads: see docs/crash-c.md)\n")
     try:
-        return prog, prog.workload()
+        work = prog.workload()
     except TraceIncompleteError as exc:
         out.write(f"pmemkit: {exc}\n")
         raise
+    out.write(f"trace complete: the initial image plus the {pool.stores} traced store(s) is the "
+              f"file the program left behind\n")
+    return prog, work
 
 
 def cmd_run(args, out):

@@ -239,6 +239,14 @@ def test_only_the_launched_process_records(progs, tmp_path, capsys):
     assert status == Status.OK, out
 
 
+def test_system_calls_reading_into_the_pool(progs, tmp_path, capsys):
+    """read(2)/readv(2) into write-protected pool pages would fail with EFAULT: pages are opened."""
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "read-into-pool",
+                       tmp_path / "pool")
+    assert status == Status.OK, out
+    assert "exit status 0" in out and "trace complete" in out
+
+
 def test_fence_in_another_thread_is_noted(progs, tmp_path, capsys):
     status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "cross-thread-fence",
                        tmp_path / "pool")

@@ -5,6 +5,7 @@
  *   procs killed FILE              persists, stores more, then is killed by SIGKILL
  *   procs threads FILE             two threads, each persisting its own counter 100 times
  *   procs cross-thread-fence FILE  a thread stores and flushes, the main thread fences
+ *   procs read-into-pool FILE      read(2) and readv(2) from a file straight into the pool
  *   procs own-segv-handler FILE    installs a SIGSEGV handler after mapping, persists, then
  *                                  dereferences NULL and recovers in its handler (siglongjmp)
  */
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <libpmem.h>
@@ -70,6 +72,12 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[1], "killed") == 0) {
 		strcpy(base + 128, "never seen");
 		kill(getpid(), SIGKILL);
+	} else if (strcmp(argv[1], "read-into-pool") == 0) {
+		int src = open("/proc/self/exe", O_RDONLY);
+		struct iovec iov = { base + 8192, 8 };
+		if (read(src, base + 4096, 8) != 8 || readv(src, &iov, 1) != 8)
+			return 3;   /* EFAULT: the kernel hit a write-protected page */
+		pmem_persist(base + 4096, 4196);
 	} else if (strcmp(argv[1], "cross-thread-fence") == 0) {
 		pthread_t t;
 		pthread_create(&t, NULL, flusher, NULL);
