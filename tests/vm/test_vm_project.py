@@ -114,3 +114,24 @@ def test_too_new_requires_python_is_refused_before_boot(wheel_venv, tmp_path):
     assert res.returncode != 0
     assert "requires-python '>=3.99'" in res.stderr and "guest's Python is 3." in res.stderr
     assert "booting guest" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_extension_that_does_not_load_stops_the_run_loudly(tmp_path, monkeypatch):
+    """A pmemkit whose extension cannot load in the guest's Python (here: a corrupt file) must
+    not run anything on DAX with the msync fallback: the guest refuses, the host raises."""
+    from pmemkit import vm
+    from pmemkit.errors import GuestError
+    from pmemkit.vm import runner
+
+    package = tmp_path / "lib" / "pmemkit"
+    shutil.copytree(ROOT / "pmemkit", package,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info"))
+    runner.native_file(defaults.VM_SUITE_PYTHON, package).write_bytes(b"not an ELF file")
+    monkeypatch.setattr(runner, "_pmemkit_package", lambda: package)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    config = vm.VmConfig(memmap=defaults.MEMMAP_SMALL, share=project)
+    with pytest.raises(GuestError, match="native extension does not load in the guest's Python"):
+        vm.run(config, ["sh", "-c", "touch ran"], timeout=TIMEOUT)
+    assert not (project / "ran").exists()
