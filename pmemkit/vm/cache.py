@@ -7,10 +7,12 @@ name first and renamed into place when complete: a half-built entry is never use
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -85,17 +87,19 @@ def run(argv, what, retries=1, env=None, cwd=None, progress=None):
     ``retries`` times with a growing pause (mirror hiccups)."""
     for attempt in range(1, retries + 1):
         lines = []
+        # Its own session: on Ctrl-C the whole tree (debootstrap's dpkg, pip's builds) goes.
         with subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
-                              cwd=cwd) as proc:
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                              errors="replace", env=env, cwd=cwd, start_new_session=True) as proc:
             try:
                 for line in proc.stdout:
                     lines.append(line.rstrip("\n"))
                     if progress and line.strip():
                         progress(f"{what}: {line.strip()}")
             except BaseException:   # Ctrl-C or a failing progress callback: leave nothing behind
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
                 raise
         returncode = proc.returncode
         if returncode == 0:
@@ -106,6 +110,27 @@ def run(argv, what, retries=1, env=None, cwd=None, progress=None):
             time.sleep(5 * attempt)
     tail = "\n".join(lines[-25:])
     raise VmError(f"{what} failed (exit {returncode}): {' '.join(map(str, argv[:4]))} ...\n{tail}")
+
+
+def unmount_under(path):
+    """Unmount everything mounted at or below ``path``, deepest first (debootstrap mounts /proc
+    and /sys in its target and leaves them there when it is killed)."""
+    path = os.path.realpath(path)
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            points = [line.split()[1].replace("\\040", " ") for line in f]
+    except OSError:
+        return
+    umount = shutil.which("umount") or "/bin/umount"
+    for point in sorted((p for p in points if p == path or p.startswith(path + "/")),
+                        key=len, reverse=True):
+        subprocess.run([umount, "-l", point], capture_output=True, check=False)
+
+
+def remove_tree(path):
+    """Remove a build directory, unmounting what is mounted inside it first."""
+    unmount_under(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def publish(tmp, final):

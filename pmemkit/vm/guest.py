@@ -215,7 +215,7 @@ def _chroot_env():
 
 def _debootstrap(debootstrap, inputs, tree, progress):
     for attempt in range(1, 4):  # a mirror hiccup should not cost the user the build
-        shutil.rmtree(tree, ignore_errors=True)
+        cache.remove_tree(tree)
         try:
             include = "--include=" + ",".join(inputs["packages"])
             cache.run([debootstrap, "--variant=minbase", include, inputs["suite"], tree,
@@ -354,7 +354,7 @@ def build_rootfs(suite=None, mirror=None, packages=None, cache_root=None, progre
         shutil.rmtree(tree)
         cache.publish(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        cache.remove_tree(tmp)
         raise
     return Rootfs(image, k, native_dir)
 

@@ -74,10 +74,13 @@ def test_project_from_wheel_python_and_c(wheel_venv, tmp_path):
     assert plugins.count("pmemkit-") == 1, plugins          # loaded once, by its entry point
     layers = _layers()
 
-    second = _pmemkit(wheel_venv, project, "run", *MEMMAP, "--", "sh", "-c",
+    second = _pmemkit(wheel_venv, project, "run", *MEMMAP, "--setup", "make -C native pmemprobe",
+                      "--", "sh", "-c",
                       "make -C native check && python3 -c 'import pmemkit, pmemkit._flush as f; "
                       "print(pmemkit.__file__, f.__file__)'")
     assert second.returncode == 0, second.stdout + second.stderr
+    built = second.stdout.index("-o pmemprobe pmemprobe.c")        # by the setup command,
+    assert built < second.stdout.index("pmem_is_pmem=")              # before the command
     for mount in defaults.MOUNT_POINTS.values():
         assert f"{mount}: pmem_is_pmem=1 mapped_is_pmem=1" in second.stdout, second.stdout
         assert f"{mount}/probe.pool: consistent" in second.stdout, second.stdout
@@ -135,3 +138,43 @@ def test_extension_that_does_not_load_stops_the_run_loudly(tmp_path, monkeypatch
     with pytest.raises(GuestError, match="native extension does not load in the guest's Python"):
         vm.run(config, ["sh", "-c", "touch ran"], timeout=TIMEOUT)
     assert not (project / "ran").exists()
+
+
+def test_interrupted_image_build_leaves_no_mount_process_or_directory(tmp_path):
+    """Ctrl-C while debootstrap runs its second stage (it has mounted /proc in the target):
+    the build's process tree is killed, the mount is gone and so is the temporary directory."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    cache_root = tmp_path / "cache"
+    code = ("import sys; from pmemkit.vm import guest; "
+            "guest.build_rootfs(cache_root=sys.argv[1], layer=guest.Layer(packages=('make',)))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(cache_root)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def mounts():
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            return [line.split()[1] for line in f if str(cache_root) in line.split()[1]]
+
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not mounts() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert mounts(), "debootstrap never mounted /proc in its target"
+        children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in proc.stderr.read()
+    assert mounts() == []
+    assert [p.name for p in (cache_root / "rootfs").iterdir()] == []
+    time.sleep(1)
+    alive = [pid for pid in children if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [psutil.Process(pid).cmdline() for pid in alive]
+    assert os.path.isdir(tmp_path)
