@@ -247,6 +247,16 @@ def test_system_calls_reading_into_the_pool(progs, tmp_path, capsys):
     assert "exit status 0" in out and "trace complete" in out
 
 
+@pytest.mark.parametrize("run", range(3))
+def test_stress_threads_trace_is_complete(progs, tmp_path, run):
+    """Four threads storing, flushing and fencing at random: the trace rebuilds the file exactly
+    (write tracking, hot pages going quiet and faulting again, concurrent faults)."""
+    prog = native.run([progs["procs"], "stress", tmp_path / "pool"])
+    assert prog.returncode == 0 and prog.trace.end == ("exit", 0)
+    work = prog.workload()          # raises TraceIncompleteError if a store was missed
+    assert len(prog.trace.threads) == 5 and work.stats["store"] > 1000
+
+
 def test_fence_in_another_thread_is_noted(progs, tmp_path, capsys):
     status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "cross-thread-fence",
                        tmp_path / "pool")

@@ -6,6 +6,8 @@
  *   procs threads FILE             two threads, each persisting its own counter 100 times
  *   procs cross-thread-fence FILE  a thread stores and flushes, the main thread fences
  *   procs read-into-pool FILE      read(2) and readv(2) from a file straight into the pool
+ *   procs stress FILE              four threads store to pseudo-random places of the pool's
+ *                                  pages, flush some, fence some, go quiet now and then
  *   procs own-segv-handler FILE    installs a SIGSEGV handler after mapping, persists, then
  *                                  dereferences NULL and recovers in its handler (siglongjmp)
  */
@@ -31,6 +33,28 @@ static void *flusher(void *arg)
 {
 	strcpy(base + 4096, "flushed by a thread");
 	pmem_flush(base + 4096, 64);
+	return NULL;
+}
+
+static void *stress(void *arg)
+{
+	uint64_t x = 0x9E3779B97F4A7C15ull * ((uintptr_t)arg + 1);
+	for (int i = 0; i < 3000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		/* thread t owns the 8-byte slots t, t+4, t+8... so threads never share a unit */
+		size_t slot = (x % (POOL / 32)) * 4 + (uintptr_t)arg;
+		uint64_t *p = (uint64_t *)base + slot;
+		*p = x;
+		switch ((x >> 32) % 8) {
+		case 0: pmem_flush(p, 8); break;
+		case 1: pmem_persist(p, 8); break;
+		case 2: pmem_drain(); break;
+		case 3: if (i % 500 < 50) usleep(10); break;   /* quiet spells retire hot pages */
+		default: break;
+		}
+	}
 	return NULL;
 }
 
@@ -78,6 +102,12 @@ int main(int argc, char **argv)
 		if (read(src, base + 4096, 8) != 8 || readv(src, &iov, 1) != 8)
 			return 3;   /* EFAULT: the kernel hit a write-protected page */
 		pmem_persist(base + 4096, 4196);
+	} else if (strcmp(argv[1], "stress") == 0) {
+		pthread_t t[4];
+		for (uintptr_t i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, stress, (void *)i);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
 	} else if (strcmp(argv[1], "cross-thread-fence") == 0) {
 		pthread_t t;
 		pthread_create(&t, NULL, flusher, NULL);
