@@ -38,6 +38,7 @@ CASES = (
     ("flag_m_libmarkers.log", "flag", {"pool": 4096}, "ReorderFull",
      '{"pmem_memset_persist": "NoReorderNoCheck", "CHANGE": "ReorderFull"}'),
     ("stack.log", "stack", {"pool": 4096}, "ReorderFull", None),
+    ("objtx_tx.log", "objtx", {"objpool": "objpool"}, "ReorderAccumulative", None),
     ("objtx_bad.log", "objtx", {"objpool": "objpool"}, "ReorderAccumulative", None),
 )
 ENGINE = {"ReorderFull": "exhaustive", "ReorderAccumulative": "prefix"}
