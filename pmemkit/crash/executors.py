@@ -664,6 +664,7 @@ def explore_on_executor(
         states_possible=planner.possible,
         states_covered=planner.covered if finished else checked[0],
         stopped=stopped,
+        stopped_by="max_states" if not planner.complete else "the first violation",
     )
 
 

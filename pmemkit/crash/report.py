@@ -175,6 +175,7 @@ class Report:
     states_possible: int = 0
     states_covered: int = 0
     stopped: bool = False        # max_states cut the run short
+    stopped_by: str = "max_states"   # ...or what else did ("the first violation")
 
     def as_dict(self):
         """The verdict and its figures as plain data (what ``--json`` prints)."""
@@ -190,7 +191,7 @@ class Report:
         if self.complete:
             return f"complete: all {self.states_possible:,} possible crash states"
         pct = 100.0 * self.states_covered / self.states_possible if self.states_possible else 0.0
-        why = "stopped by max_states" if self.stopped else "sampled"
+        why = f"stopped by {self.stopped_by}" if self.stopped else "sampled"
         return (f"INCOMPLETE ({why}): {self.states_covered:,} of {_count(self.states_possible)} "
                 f"possible crash states visited ({pct:.3g}%)")
 

@@ -203,6 +203,7 @@ def test_stop_at_first_stops_early(monkeypatch):
     full = crash.explore(n_slots(8), slot_check, progress=None)
     r = crash.explore(n_slots(8), counting, stop_at_first=True, workers=2, progress=None)
     assert not r.ok and not r.complete and any("first violation" in w for w in r.warnings)
+    assert "stopped by the first violation" in r.summary()
     assert r.unique_images < full.unique_images
 
 
