@@ -1095,6 +1095,8 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 				}
 			}
 			add_map((uintptr_t)r, new_len, saved.prot, saved.fid, saved.foff);
+		} else if (had) {   /* the old mapping stays: keep tracing it */
+			add_map((uintptr_t)old, old_len, saved.prot, saved.fid, saved.foff);
 		}
 		leave();
 	}
@@ -1105,6 +1107,8 @@ int msync(void *addr, size_t len, int flags)
 {
 	RESOLVE(msync);
 	int r;
+	if (!(flags & MS_SYNC))   /* MS_ASYNC promises no durability (Linux does nothing) */
+		return REAL(msync)(addr, len, flags);
 	RECORD_THEN((do_flush(addr, len), do_fence()), r = REAL(msync)(addr, len, flags));
 	return r;
 }

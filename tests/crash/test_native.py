@@ -247,6 +247,14 @@ def test_system_calls_reading_into_the_pool(progs, tmp_path, capsys):
     assert "exit status 0" in out and "trace complete" in out
 
 
+def test_msync_async_is_not_a_persistence_point(progs, tmp_path):
+    prog = native.run([progs["procs"], "msync-async", tmp_path / "pool"])
+    work = prog.workload()
+    # only the first pmem_persist of "parent" is a flush and a fence; the MS_ASYNC'd store stays pending
+    assert work.stats["fence"] == 1 and work.stats["flush"] == 1
+    assert work.ops[-1][0] == "store" and work.ops[-1][2].startswith(b"async")
+
+
 @pytest.mark.parametrize("run", range(3))
 def test_stress_threads_trace_is_complete(progs, tmp_path, run):
     """Four threads storing, flushing and fencing at random: the trace rebuilds the file exactly

@@ -6,6 +6,7 @@
  *   procs threads FILE             two threads, each persisting its own counter 100 times
  *   procs cross-thread-fence FILE  a thread stores and flushes, the main thread fences
  *   procs read-into-pool FILE      read(2) and readv(2) from a file straight into the pool
+ *   procs msync-async FILE         a store "persisted" with msync(MS_ASYNC) only
  *   procs stress FILE              four threads store to pseudo-random places of the pool's
  *                                  pages, flush some, fence some, go quiet now and then
  *   procs own-segv-handler FILE    installs a SIGSEGV handler after mapping, persists, then
@@ -102,6 +103,9 @@ int main(int argc, char **argv)
 		if (read(src, base + 4096, 8) != 8 || readv(src, &iov, 1) != 8)
 			return 3;   /* EFAULT: the kernel hit a write-protected page */
 		pmem_persist(base + 4096, 4196);
+	} else if (strcmp(argv[1], "msync-async") == 0) {
+		strcpy(base + 4096, "async");
+		msync(base + 4096, 4096, MS_ASYNC);
 	} else if (strcmp(argv[1], "stress") == 0) {
 		pthread_t t[4];
 		for (uintptr_t i = 0; i < 4; i++)
