@@ -250,7 +250,7 @@ def test_system_calls_reading_into_the_pool(progs, tmp_path, capsys):
 def test_msync_async_is_not_a_persistence_point(progs, tmp_path):
     prog = native.run([progs["procs"], "msync-async", tmp_path / "pool"])
     work = prog.workload()
-    # only the first pmem_persist of "parent" is a flush and a fence; the MS_ASYNC'd store stays pending
+    # only the pmem_persist of "parent" is a flush and a fence; the MS_ASYNC store stays pending
     assert work.stats["fence"] == 1 and work.stats["flush"] == 1
     assert work.ops[-1][0] == "store" and work.ops[-1][2].startswith(b"async")
 
