@@ -12,6 +12,7 @@
 import os as _os
 
 from .defaults import NATIVE_DIR_ENV as _NATIVE_DIR_ENV
+from .defaults import VERSION as __version__  # noqa: F401
 from .errors import (  # noqa: F401
     ClosedMappingError,
     InvalidArgumentError,
@@ -23,8 +24,6 @@ from .errors import (  # noqa: F401
     UnsupportedFlushError,
 )
 from .region import BufferRegion, Region  # noqa: F401
-
-__version__ = "0.1.0"
 
 # A guest whose Python differs from the host's gets the native extension rebuilt in its own
 # directory (pmemkit vm's guest layer); the package then looks there too.

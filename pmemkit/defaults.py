@@ -5,6 +5,9 @@ The VM harness, the CLI, ``pmemkit doctor``, the Ansible role
 test suite) and the docs all take their defaults from here.
 """
 
+#: pmemkit's version (the package's ``__version__``; pyproject.toml reads it from here).
+VERSION = "0.1.0"
+
 #: The emulated-pmem kernel argument: ``memmap=SIZE!OFFSET`` reserves SIZE bytes
 #: of RAM starting at physical address OFFSET as persistent memory (e820 type 12).
 MEMMAP = "4G!12G"
@@ -19,6 +22,12 @@ NAMESPACE_MODE = "fsdax"
 FILESYSTEMS = ("ext4", "xfs")
 MOUNT_POINTS = {"ext4": "/mnt/pmem-ext4", "xfs": "/mnt/pmem-xfs"}
 MOUNT_OPTIONS = "dax"
+
+#: Smallest partition (MiB) each filesystem gets on the pmem device: mkfs.xfs refuses less
+#: than 300 MiB. The guest's init script and the Ansible role repeat them (a test pins them).
+MIN_FS_MIB = {"ext4": 16, "xfs": 300}
+#: Partition table written on the pmem device, by the guest and by the Ansible role.
+PARTITION_TABLE = "gpt"
 
 #: Extra mkfs arguments: xfs reflink and DAX are refused together before Linux 6.x.
 MKFS_OPTIONS = {"ext4": ("-F", "-q", "-b", "4096"), "xfs": ("-f", "-q", "-m", "reflink=0")}
@@ -111,6 +120,7 @@ VM_MODES = ("fsdax", "sector", "raw")
 #: Virtual CPUs of the guest, and the accelerator choice (auto = try KVM, fall back to TCG).
 VM_CPUS = 2
 VM_ACCEL = "auto"
+VM_ACCELS = ("auto", "kvm", "tcg")
 #: Guest RAM left for the guest itself on top of the end of the memmap range / the NVDIMM.
 VM_MEMORY_HEADROOM = "1G"
 #: Smallest guest RAM outside the emulated pmem (the kernel, python3 and numpy must fit).
@@ -139,6 +149,10 @@ VM_NATIVE_BUILD_PACKAGES = ("gcc", "libc6-dev", "python3-dev")
 #: compile a program that includes <sys/types.h>).
 VM_COMPILER_COMPANIONS = {"gcc": ("libc6-dev",), "g++": ("libc6-dev",), "clang": ("libc6-dev",),
                           "cpp": ("libc6-dev",)}
+#: Environment variable overriding the cache directory of kernels, guest images and disks.
+CACHE_DIR_ENV = "PMEMKIT_CACHE_DIR"
+#: Environment variable set (to 1) for a persistent checker: it speaks the line protocol.
+CHECK_PROTOCOL_ENV = "PMEMKIT_CHECK_PROTOCOL"
 #: Environment variable naming an extra directory searched for pmemkit's native extension
 #: (set in the guest when the extension was rebuilt for the guest's Python).
 NATIVE_DIR_ENV = "PMEMKIT_NATIVE_DIR"

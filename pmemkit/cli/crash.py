@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .. import defaults
 from . import status
 
 
@@ -28,7 +29,7 @@ def register(subparsers):
     add("log", metavar="LOG",
         help="pmemcheck store log, as valgrind --tool=pmemcheck --log-stores=yes --log-file=LOG "
              "wrote it (with or without -q, stack traces and summary)")
-    add("--model", default="x86", choices=("x86", "x86-line", "eadr"),
+    add("--model", default="x86", choices=defaults.CRASH_MODELS,
         help="persistency model (default: x86, independent 8-byte units)")
     add("--engine", default="auto",
         help="auto, exhaustive, bounded[:K], random[:N], prefix or in-order; pmreorder's engine "

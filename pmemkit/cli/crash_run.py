@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import defaults
 from ..errors import InvalidArgumentError, TraceIncompleteError
 from . import status
 
@@ -35,7 +36,7 @@ def _parser(name):
                         "point, markers and pmemkit_record() records; see docs/crash-c.md).",
             epilog=status.epilog("example: pmemkit crash run --check ./check_pool -- ./my_program "
                                  "pool.obj", ""))
-        p.add_argument("--model", default="x86", choices=("x86", "x86-line", "eadr"),
+        p.add_argument("--model", default="x86", choices=defaults.CRASH_MODELS,
                        help="persistency model (default: x86, independent 8-byte units)")
         p.add_argument("--engine", default="auto",
                        help="auto, exhaustive, bounded[:K], random[:N] or prefix (default: auto)")

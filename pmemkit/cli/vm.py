@@ -45,7 +45,7 @@ def _add_vm_options(p):
     _add_kernel_options(g)
     g.add_argument("--cpus", type=int, default=defaults.VM_CPUS,
                    help=f"vCPUs (default {defaults.VM_CPUS})")
-    g.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=defaults.VM_ACCEL,
+    g.add_argument("--accel", choices=defaults.VM_ACCELS, default=defaults.VM_ACCEL,
                    help="auto tries KVM and falls back to TCG (default auto)")
     sh = g.add_mutually_exclusive_group()
     sh.add_argument("--share", metavar="DIR",

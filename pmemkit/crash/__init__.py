@@ -8,9 +8,10 @@ each.
 See docs/crash.md.
 """
 
+from .api import explore
 from .checkers import ExternalChecker, FilesChecker, PersistentChecker
 from .executors import replay_state
-from .explore import explore, require_explorable, state_space
+from .explore import require_explorable, state_space
 from .replay import replay
 from .report import CrashPoint, Report, Violation
 from .trace import MODELS, TracedRegion

@@ -257,7 +257,7 @@ class PersistentChecker:
         self._file = _ImageFile()
 
     def _start(self):
-        env = dict(os.environ, PMEMKIT_CHECK_PROTOCOL="1")
+        env = {**os.environ, defaults.CHECK_PROTOCOL_ENV: "1"}
         # stderr goes to a file: a pipe nobody reads would block a chatty checker
         self._err = tempfile.TemporaryFile()
         try:

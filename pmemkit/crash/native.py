@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import defaults
 from ..errors import InterposeError, TraceFormatError, TraceIncompleteError
+from ..ranges import index_runs
 from .pmemcheck import Trace
 
 HEADER = struct.Struct("<HHIQQ")
@@ -185,9 +186,7 @@ class NativeTrace:
         changed = np.flatnonzero(differ)
         problems = []
         if changed.size:
-            breaks = np.flatnonzero(np.diff(changed) > 1)
-            starts = np.concatenate(([changed[0]], changed[breaks + 1])).tolist()
-            ends = (np.concatenate((changed[breaks], [changed[-1]])) + 1).tolist()
+            starts, ends = index_runs(changed)
             shown = ", ".join(f"[{s:#x}, {e:#x})" for s, e in
                               zip(starts[:SHOWN_DIFFS], ends[:SHOWN_DIFFS], strict=True))
             more = f" and {len(starts) - SHOWN_DIFFS} more" if len(starts) > SHOWN_DIFFS else ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ranges import index_runs
+
 #: How many violations ``str(report)`` spells out in full.
 SHOWN_VIOLATIONS = 3
 #: How many differing byte ranges a violation shows.
@@ -83,13 +85,8 @@ class Violation:
 
         a = np.frombuffer(self.image, dtype=np.uint8)
         b = np.frombuffer(self.persisted, dtype=np.uint8)
-        changed = np.flatnonzero(a != b)
-        if changed.size == 0:
-            return []
-        breaks = np.flatnonzero(np.diff(changed) > 8)
-        starts = np.concatenate(([changed[0]], changed[breaks + 1]))
-        ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
-        return list(zip(starts.tolist(), ends.tolist(), strict=True))
+        starts, ends = index_runs(np.flatnonzero(a != b), gap=8)
+        return list(zip(starts, ends, strict=True))
 
     def __repr__(self):
         return (f"<Violation point={self.point.index} kind={self.point.kind} "

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..defaults import CRASH_MODELS
 from ..errors import InvalidArgumentError
+from ..ranges import index_runs
 from ..region import CACHE_LINE, Region, as_int, byte_value, bytes_view, check_range
 
 try:
@@ -479,14 +480,9 @@ class TracedRegion(Region):
         else:
             work = np.frombuffer(self._work, dtype=np.uint64)
             shadow = np.frombuffer(self._shadow, dtype=np.uint64)
-            changed = np.flatnonzero(work != shadow)
-            if changed.size == 0:
-                return
-            breaks = np.flatnonzero(np.diff(changed) > 1)
-            starts = np.concatenate(([changed[0]], changed[breaks + 1]))
-            ends = np.concatenate((changed[breaks], [changed[-1]])) + 1
+            starts, ends = index_runs(np.flatnonzero(work != shadow))
             runs = [(s * UNIT, min(e * UNIT, self.size))
-                    for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+                    for s, e in zip(starts, ends, strict=True)]
             for s, e in runs:
                 self._shadow[s:e] = self._work[s:e]
         if not runs:

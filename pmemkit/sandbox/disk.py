@@ -160,16 +160,6 @@ class DiskImage:
 
 
 
-def _need(tool):
-    try:
-        return cache.need_tool(tool)
-    except MissingToolError:
-        if tool != "sfdisk":
-            raise
-        raise MissingToolError("sfdisk is not installed: install it with `sudo apt-get install "
-                               "fdisk`") from None
-
-
 def _run(argv, progress=None, what=None, **kw):
     if progress and what:
         progress(what)
@@ -293,7 +283,7 @@ def build_disk_image(spec=None, cache_dir=None, progress=None, rebuild=False):
         raise VmError("building the sandbox disk image needs root (debootstrap, chroot): run as "
                       "root, or build it once as root and reuse the cache")
     for tool in ("debootstrap", "sfdisk", "mkfs.ext4"):
-        _need(tool)
+        cache.need_tool(tool)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="disk-build-", dir=out_dir))
     try:
@@ -311,14 +301,14 @@ def build_disk_image(spec=None, cache_dir=None, progress=None, rebuild=False):
         tmp_image = work / "disk.raw"
         with open(tmp_image, "wb") as f:
             f.truncate(size)
-        _run([_need("sfdisk"), "--no-reread", "--no-tell-kernel", "--wipe", "never",
+        _run([cache.need_tool("sfdisk"), "--no-reread", "--no-tell-kernel", "--wipe", "never",
               str(tmp_image)],
              progress, "partitioning (MBR, one bootable Linux partition at 1 MiB)",
              input=f"label: dos\nstart={_PART_START // 512}, type=83, bootable\n")
         fs_blocks = (size - _PART_START) // 4096
         _install_grub(root, tmp_image)
-        _run([_need("mkfs.ext4"), "-q", "-F", "-b", "4096", "-L", "root", "-U", root_uuid, "-d",
-              str(root),
+        _run([cache.need_tool("mkfs.ext4"), "-q", "-F", "-b", "4096", "-L", "root", "-U",
+              root_uuid, "-d", str(root),
               "-E", f"offset={_PART_START}", str(tmp_image), str(fs_blocks)],
              progress, f"making the ext4 root file system in the image ({format_size(size)})")
         os.replace(tmp_image, image)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import GuestError, MissingToolError
+from ..errors import GuestError
 from ..vm import cache
 
 #: Options for a throwaway guest: its host key is new every build, so it is neither checked nor
@@ -29,19 +29,11 @@ SSH_OPTIONS = (
 )
 
 
-def _tool(name):
-    try:
-        return cache.need_tool(name)
-    except MissingToolError:
-        raise MissingToolError(f"{name} is not installed: install it with `sudo apt-get install "
-                               "openssh-client`") from None
-
-
 def generate_key(directory):
     """A new ed25519 key pair (no passphrase) in ``directory``: returns the private key's path."""
     path = Path(directory) / "id_ed25519"
-    cache.run([_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "pmemkit-sandbox", "-f",
-               path],
+    cache.run([cache.need_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C",
+               "pmemkit-sandbox", "-f", path],
               "ssh-keygen")
     return path
 
@@ -57,7 +49,7 @@ class SshTarget:
 
     def argv(self, *command):
         """``ssh`` argv running ``command`` (an argv, quoted for the remote shell) on the guest."""
-        base = [_tool("ssh"), *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.port),
+        base = [cache.need_tool("ssh"), *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.port),
                 f"{self.user}@{self.host}"]
         return base + ([shlex.join(str(c) for c in command)] if command else [])
 

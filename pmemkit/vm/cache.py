@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import defaults
 from ..errors import MissingToolError, VmError
 
 #: Environment variable overriding the cache directory.
-CACHE_ENV = "PMEMKIT_CACHE_DIR"
+CACHE_ENV = defaults.CACHE_DIR_ENV
 
 #: Debian package providing each host tool the harness runs (for MissingToolError messages).
 TOOL_PACKAGES = {
@@ -39,6 +40,9 @@ TOOL_PACKAGES = {
     "mkfs.ext4": "e2fsprogs",
     "debugfs": "e2fsprogs",
     "chroot": "coreutils",
+    "sfdisk": "fdisk",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
 }
 
 

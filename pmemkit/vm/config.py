@@ -19,8 +19,6 @@ _FOUR_GIB = 4 * _GIB
 _RESERVED = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/mnt", "/proc", "/run", "/sbin",
              "/sys", "/usr", "/var")
 SHARE_FALLBACK = "/mnt/host"
-#: Smallest xfs mkfs.xfs accepts (xfsprogs >= 5.19) and a sensible minimum for the others.
-_MIN_FS_MIB = {"xfs": 300, "ext4": 16}
 
 
 def _size(value, what):
@@ -122,8 +120,9 @@ class VmConfig:
         if self.mode not in defaults.VM_MODES:
             raise VmConfigError(f"unknown namespace mode {self.mode!r}: use one of "
                                 f"{', '.join(defaults.VM_MODES)}")
-        if self.accel not in ("auto", "kvm", "tcg"):
-            raise VmConfigError(f"unknown accelerator {self.accel!r}: use auto, kvm or tcg")
+        if self.accel not in defaults.VM_ACCELS:
+            raise VmConfigError(f"unknown accelerator {self.accel!r}: use "
+                                f"{', '.join(defaults.VM_ACCELS)}")
         if not isinstance(self.cpus, int) or self.cpus < 1:
             raise VmConfigError(f"cpus must be a positive whole number, got {self.cpus!r}")
         # pmem: memmap, NVDIMM or CXL
@@ -172,12 +171,12 @@ class VmConfig:
                                     f"{', '.join(defaults.FILESYSTEMS)} or none")
         if len(set(fs)) != len(fs):
             raise VmConfigError(f"filesystem listed twice in {','.join(fs)}")
-        need = sum(_MIN_FS_MIB[name] for name in fs) + 8
+        need = sum(defaults.MIN_FS_MIB[name] for name in fs) + 8
         if fs and pmem_size < need << 20:
             raise VmConfigError(
                 f"{format_size(pmem_size)} of pmem is too small for {' and '.join(fs)} (needs "
-                f"{need}M; mkfs.xfs refuses less than 300M): use a larger size or fewer "
-                "filesystems")
+                f"{need}M; mkfs.xfs refuses less than {defaults.MIN_FS_MIB['xfs']}M): use a larger "
+                "size or fewer filesystems")
         s(self, "fs", fs)
         # memory
         mem = (_size(self.memory, "guest memory") if self.memory is not None

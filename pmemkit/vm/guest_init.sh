@@ -12,6 +12,9 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 TERM="${TERM:-linux}"
 JOB=/run/pmemkit-job
 NINEP_OPTS=trans=virtio,version=9p2000.L,msize=262144
+# pmemkit.defaults.MIN_FS_MIB["xfs"] and PARTITION_TABLE (tests/vm/test_vm_config.py pins them)
+MIN_XFS_MIB=300
+PARTITION_TABLE=gpt
 
 log() { echo "pmemkit-guest: $*" >/dev/console; [ -d "$JOB" ] && echo "$*" >>"$JOB/setup.log"; }
 finish() {  # finish STATUS: record it and power off (never returns)
@@ -193,8 +196,8 @@ if [ -n "$FSLIST" ]; then
     total_mib=$(( $(cat /sys/class/block/$(basename $DEV)/size) / 2048 ))
     avail=$(( total_mib - 4 ))
     if [ ! -b "${DEV}p1" ]; then
-        # Partitions start on 2 MiB boundaries; xfs wants >= 300 MiB (mkfs.xfs refuses less).
-        script="label: gpt"
+        # Partitions start on 2 MiB boundaries; xfs wants >= MIN_XFS_MIB (mkfs.xfs refuses less).
+        script="label: $PARTITION_TABLE"
         start=2
         n=0
         for fs in $FSLIST; do
@@ -203,9 +206,10 @@ if [ -n "$FSLIST" ]; then
                 sz=$(( avail - start + 2 ))
             else
                 sz=$(( (avail / nfs) / 2 * 2 ))
-                [ "$fs" = xfs ] && [ $sz -lt 300 ] && sz=300
-                if [ "$fs" != xfs ] && echo " $FSLIST " | grep -q " xfs " && [ $((avail - sz)) -lt 300 ]; then
-                    sz=$(( (avail - 300) / 2 * 2 ))
+                [ "$fs" = xfs ] && [ $sz -lt $MIN_XFS_MIB ] && sz=$MIN_XFS_MIB
+                if [ "$fs" != xfs ] && echo " $FSLIST " | grep -q " xfs " \
+                        && [ $((avail - sz)) -lt $MIN_XFS_MIB ]; then
+                    sz=$(( (avail - MIN_XFS_MIB) / 2 * 2 ))
                 fi
             fi
             script="$script

@@ -19,8 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pmemkit
-
 from .. import defaults
 from ..errors import GuestError, GuestLayerError, VmConfigError
 from ..units import format_size, parse_size
@@ -66,7 +64,7 @@ class GuestImage:
 
 def _pmemkit_package():
     """The directory of the pmemkit running this code (checkout, editable or normal install)."""
-    return Path(pmemkit.__file__).resolve().parent
+    return Path(__file__).resolve().parent.parent
 
 
 def guest_python(config=None):
@@ -100,7 +98,7 @@ def project_layer(config, project, version=None):
                 f"pmemkit's native extension for the guest's Python {version} is not in "
                 f"{package} and its source (_flush.c) is not there to rebuild it: the guest would "
                 "fall back to msync on DAX. Install pmemkit from a wheel or sdist of version "
-                f">= {pmemkit.__version__} (they carry the source), or run pmemkit with "
+                f">= {defaults.VERSION} (they carry the source), or run pmemkit with "
                 f"Python {version}")
     guest_project = None
     if project.local_pip:
@@ -109,7 +107,7 @@ def project_layer(config, project, version=None):
                        project=project.directory if project.local_pip else None,
                        guest_project=guest_project,
                        project_digest=project.build_digest() if project.local_pip else None,
-                       native_source=native, pmemkit_version=pmemkit.__version__,
+                       native_source=native, pmemkit_version=defaults.VERSION,
                        check_python=lambda v: check_python(project, v))
 
 
@@ -348,8 +346,8 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
         job_env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         job_env.update(env or {})
         (job / "lib" / "pmemkit").mkdir(parents=True)
-        guest.write_pmemkit_metadata(job / "lib" / f"pmemkit-{pmemkit.__version__}.dist-info",
-                                     pmemkit.__version__)
+        guest.write_pmemkit_metadata(job / "lib" / f"pmemkit-{defaults.VERSION}.dist-info",
+                                     defaults.VERSION)
         (job / "job.json").write_text(json.dumps({
             "argv": argv, "env": job_env, "cwd": config.guest_cwd(),
             "setup": list(project.setup) if project else [],

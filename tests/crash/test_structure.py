@@ -1,5 +1,6 @@
 """The explorer's interfaces: the tracer's immutable pending state, engine plans, workers."""
 
+import importlib
 import struct
 
 import pytest
@@ -74,7 +75,7 @@ def test_plan_is_a_dataclass():
 
 
 def test_workers_get_the_checker_without_module_globals():
-    from pmemkit.crash import explore as explore_module
+    explore_module = importlib.import_module("pmemkit.crash.explore")
 
     seen = []
 

@@ -24,6 +24,8 @@ def test_role_defaults_equal_pmemkit_defaults():
     assert d["pmem_mount_options"] == defaults.MOUNT_OPTIONS
     assert ({fs: tuple(opts) for fs, opts in d["pmem_mkfs_options"].items()}
             == {fs: tuple(opts) for fs, opts in defaults.MKFS_OPTIONS.items()})
+    assert d["pmem_supported_filesystems"] == defaults.MIN_FS_MIB
+    assert d["pmem_partition_table"] == defaults.PARTITION_TABLE
 
 
 def test_role_memmap_default_is_a_valid_range():

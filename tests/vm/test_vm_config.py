@@ -36,6 +36,15 @@ def test_defaults_come_from_pmemkit_defaults(tmp_path):
     assert cfg.memory == 17 * G
 
 
+def test_guest_init_repeats_the_defaults():
+    """The guest's init script (shell) cannot import defaults.py: its copies are pinned here."""
+    script = (Path(runner.__file__).parent / "guest_init.sh").read_text()
+    settings = dict(line.split("=", 1) for line in script.splitlines()
+                    if line.startswith(("MIN_XFS_MIB=", "PARTITION_TABLE=")))
+    assert settings == {"MIN_XFS_MIB": str(defaults.MIN_FS_MIB["xfs"]),
+                        "PARTITION_TABLE": defaults.PARTITION_TABLE}
+
+
 def test_small_config_and_share(tmp_path, monkeypatch):
     sub = tmp_path / "sub"
     sub.mkdir()
