@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,13 @@ def test_logs_read_as_pmemcheck_wrote_them():
     ("stack.log", "stack", Status.OK),
 ])
 def test_verdicts_on_real_logs(progs, capsys, log, check, expected):
+    def ours():
+        dirs = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+        return {p for d in dirs if d.is_dir() for p in d.glob("pmemkit-crash-*")}
+    before = ours()
     status, out = crash(capsys, DATA / log, "--initial", "zeros", "--check", progs[check], "c")
     assert status == expected, out
+    assert ours() <= before         # every image file and directory removed
 
 
 # --- (d) every registered file ---------------------------------------------------------
