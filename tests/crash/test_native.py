@@ -67,6 +67,10 @@ def progs(tmp_path_factory):
         "static_libpmem": _gcc(d / "static_libpmem", "-DNO_PMEM2", cf,
                                "/usr/lib/x86_64-linux-gnu/libpmem.a", "-lndctl", "-ldaxctl", "-ldl",
                                "-pthread"),
+        # the same, exporting its libpmem symbols: the interposer sees the definitions ahead of its own
+        "static_libpmem_exported": _gcc(d / "static_libpmem_exported", "-rdynamic", "-DNO_PMEM2",
+                                        cf, "/usr/lib/x86_64-linux-gnu/libpmem.a", "-lndctl",
+                                        "-ldaxctl", "-ldl", "-pthread"),
         # everything static: LD_PRELOAD cannot reach it at all
         "static": _gcc(d / "static", "-static", "-DNO_PMEM2", "-DNO_LIBPMEM", cf),
     }
@@ -202,6 +206,13 @@ def test_static_libpmem_refused(progs, tmp_path, capsys):
                        "correct", tmp_path / "pool")
     assert status == Status.USAGE, out
     assert "no flush, fence or msync reached pmemkit" in out and "crash exploration" not in out
+
+
+def test_exported_static_libpmem_named(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--check", "true", "--", progs["static_libpmem_exported"],
+                       "pmem", "correct", tmp_path / "pool")
+    assert status == Status.USAGE, out
+    assert "ahead of pmemkit's interposer" in out and "crash exploration" not in out
 
 
 def test_forked_child_writing_the_pool_refused(progs, tmp_path, capsys):
