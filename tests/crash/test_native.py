@@ -67,7 +67,7 @@ def progs(tmp_path_factory):
         "static_libpmem": _gcc(d / "static_libpmem", "-DNO_PMEM2", cf,
                                "/usr/lib/x86_64-linux-gnu/libpmem.a", "-lndctl", "-ldaxctl", "-ldl",
                                "-pthread"),
-        # the same, exporting its libpmem symbols: the interposer sees the definitions ahead of its own
+        # the same, exporting its libpmem symbols: seen ahead of the interposer's own
         "static_libpmem_exported": _gcc(d / "static_libpmem_exported", "-rdynamic", "-DNO_PMEM2",
                                         cf, "/usr/lib/x86_64-linux-gnu/libpmem.a", "-lndctl",
                                         "-ldaxctl", "-ldl", "-pthread"),
