@@ -11,8 +11,9 @@ APT_PACKAGES=(
   gcc python3-venv python3-dev
   # PMDK: libpmem/libpmemblk for the benchmarks' C drivers and as interop oracles, pmempool
   libpmem1 libpmem-dev libpmemblk1 libpmemblk-dev pmdk-tools
-  # C programs the interposer tests build (`pmemkit crash run`); libpmem.a needs ndctl/daxctl
-  libpmemobj1 libpmemobj-dev libpmem2 libpmem2-dev libndctl-dev libdaxctl-dev
+  # C programs the interposer tests build (`pmemkit crash run`); libpmem.a needs ndctl/daxctl,
+  # -static needs libc.a (libc6-dev)
+  libpmemobj1 libpmemobj-dev libpmem2 libpmem2-dev libndctl-dev libdaxctl-dev libc6-dev
   # emulated pmem in a QEMU guest (pmemkit.vm)
   qemu-system-x86 qemu-utils busybox-static kmod cpio zstd debootstrap debian-archive-keyring
   ndctl xfsprogs e2fsprogs
