@@ -9,14 +9,13 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from pmemkit.cli import main
 from pmemkit.cli.status import Status
-from pmemkit.crash import pmemcheck
+from pmemkit.crash import checkers, pmemcheck
 from pmemkit.errors import TraceFormatError
 
 DATA = Path(__file__).parent / "data" / "pmemcheck"
@@ -80,14 +79,14 @@ def test_logs_read_as_pmemcheck_wrote_them():
     ("two_b.log", "two", Status.VIOLATIONS),
     ("stack.log", "stack", Status.OK),
 ])
-def test_verdicts_on_real_logs(progs, capsys, log, check, expected):
-    def ours():
-        dirs = [Path("/dev/shm"), Path(tempfile.gettempdir())]
-        return {p for d in dirs if d.is_dir() for p in d.glob("pmemkit-crash-*")}
-    before = ours()
+def test_verdicts_on_real_logs(progs, capsys, monkeypatch, tmp_path, log, check, expected):
+    # the image files go to a directory of this test's (/dev/shm is shared with other runs)
+    base = tmp_path / "images"
+    base.mkdir()
+    monkeypatch.setattr(checkers, "_temp_base", lambda: str(base))
     status, out = crash(capsys, DATA / log, "--initial", "zeros", "--check", progs[check], "c")
     assert status == expected, out
-    assert ours() <= before         # every image file and directory removed
+    assert not list(base.iterdir())         # every image file and directory removed
 
 
 # --- (d) every registered file ---------------------------------------------------------
