@@ -1203,8 +1203,9 @@ sighandler_t signal(int sig, sighandler_t handler)
 	RESOLVE(signal);
 	if (sig != SIGSEGV || !g_handler_installed || atomic_load(&g_child))
 		return REAL(signal)(sig, handler);
-	sighandler_t prev = (g_old_segv.sa_flags & SA_SIGINFO) ? (sighandler_t)g_old_segv.sa_sigaction
-							       : g_old_segv.sa_handler;
+	sighandler_t prev = g_old_segv.sa_handler;
+	if (g_old_segv.sa_flags & SA_SIGINFO)
+		prev = (sighandler_t)(void *)g_old_segv.sa_sigaction;
 	memset(&g_old_segv, 0, sizeof(g_old_segv));
 	g_old_segv.sa_handler = handler;
 	return prev;
@@ -1280,11 +1281,9 @@ __attribute__((constructor)) static void pmemkit_init(void)
 	 * executable) means calls never reach the interposer */
 	for (int i = 0; static_defs[i]; i++) {
 		void *p = dlsym(RTLD_DEFAULT, static_defs[i]);
-		void *mine = dlsym(RTLD_NEXT, static_defs[i]);
 		Dl_info self, other;
 		if (!p || !dladdr((void *)pmemkit_init, &self) || !dladdr(p, &other))
 			continue;
-		(void)mine;
 		if (other.dli_fbase != self.dli_fbase) {
 			char msg[PATH_LEN + 128];
 			snprintf(msg, sizeof(msg), "%s is defined in %s ahead of pmemkit's interposer "
