@@ -71,6 +71,11 @@ CRASH_EXHAUSTIVE_MAX_STATES = 1 << 24
 #: Largest image (all registered files of a pmemcheck log together) pmemkit explores; the traced
 #: region keeps three copies of it in memory.
 CRASH_MAX_LOG_IMAGE = 4 << 30
+#: Prefix of the per-run directory (on /dev/shm, else the temp dir) holding checkers' image files.
+CRASH_TEMP_PREFIX = "pmemkit-crash-"
+#: A directory of that prefix that no live process holds locked and that has not changed for this
+#: many seconds is left over from a run that was killed (SIGKILL, SIGTERM): the next run removes it.
+CRASH_STALE_TEMP_SECONDS = 300
 #: Where each registered file of a pmemcheck log starts in the explored image (a multiple of this).
 CRASH_FILE_ALIGN = 4096
 #: The environment variable (and pm.record() key) holding the markers seen so far, joined by "|",

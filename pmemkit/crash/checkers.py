@@ -20,6 +20,7 @@ Flush stdout after every reply.
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import json
 import mmap
@@ -29,6 +30,7 @@ import signal
 import shutil
 import subprocess
 import tempfile
+import time
 
 from .. import defaults
 from ..errors import CheckerError, CheckFailed, InvalidArgumentError
@@ -68,6 +70,58 @@ def _temp_base():
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+def _lock_dir(path, blocking):
+    """Open the directory ``path`` and take an exclusive flock on it: the descriptor, or None when
+    another live process holds the lock (or the directory is gone). The kernel drops the lock when
+    the last process holding the descriptor exits, however it exits (forked workers inherit it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def reap_stale_dirs(base=None, now=None):
+    """Remove the image directories of runs that were killed before they could clean up.
+
+    A directory is stale when no process holds its lock (its owner and the owner's workers are
+    gone) and it has not changed for :data:`~pmemkit.defaults.CRASH_STALE_TEMP_SECONDS`. Returns
+    the paths removed. Called before every new directory is made.
+    """
+    base = base or tempfile.gettempdir()
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(defaults.CRASH_TEMP_PREFIX):
+            continue
+        path = os.path.join(base, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.getuid()
+                or now - st.st_mtime < defaults.CRASH_STALE_TEMP_SECONDS):
+            continue
+        fd = _lock_dir(path, blocking=False)
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        removed.append(path)
+    return removed
+
+
 class _ImageFile:
     """The file a checker program reads: rewritten only where an image differs from it.
 
@@ -80,7 +134,10 @@ class _ImageFile:
     :meth:`prepare` creates it before worker processes are forked, workers write
     ``image-<pid>`` files inside it, and the owner's :meth:`cleanup` removes them
     all, even those of a worker that died. A process that finds no directory of
-    its owner makes its own.
+    its owner makes its own. The owner holds a lock on the directory for as long
+    as it (or a forked worker) lives, so a run killed before its cleanup (SIGKILL,
+    SIGTERM) leaves a directory nobody holds, which the next run removes
+    (:func:`reap_stale_dirs`).
     """
 
     def __init__(self):
@@ -90,11 +147,15 @@ class _ImageFile:
         self.path_pid = None
         self._map = None
         self._ident = None
+        self._lock = None
 
     def prepare(self):
         if self.dir is None:
             self.owner = os.getpid()
-            self.dir = tempfile.mkdtemp(prefix="pmemkit-crash-", dir=_temp_base())
+            base = _temp_base()
+            reap_stale_dirs(base)
+            self.dir = tempfile.mkdtemp(prefix=defaults.CRASH_TEMP_PREFIX, dir=base)
+            self._lock = _lock_dir(self.dir, blocking=True)
 
     def write(self, image):
         pid = os.getpid()
@@ -102,6 +163,9 @@ class _ImageFile:
             self._map = None        # a forked copy of the owner's: not ours to unmap
             if self.dir is None or (pid != self.owner and not os.path.isdir(self.dir)):
                 self.dir = None
+                lock, self._lock = self._lock, None
+                if lock is not None and pid != self.owner:
+                    os.close(lock)      # a forked copy of the owner's lock: the owner keeps its own
                 self.prepare()
             self.path = os.path.join(self.dir, f"image-{pid}")
             self.path_pid = pid
@@ -142,6 +206,9 @@ class _ImageFile:
         if self.dir is not None and pid == self.owner:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                os.close(lock)
         elif self.path is not None and self.path_pid == pid:
             try:
                 os.unlink(self.path)

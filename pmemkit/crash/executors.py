@@ -32,6 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from multiprocessing.util import Finalize
 
 from .. import defaults
+from .._linux.process import die_with_parent
 from ..errors import CrashError, InvalidArgumentError, StateLimitReached
 from .checkers import as_checker, wants_info
 from .checkpoint import Checkpoint, FailureDB
@@ -342,6 +343,7 @@ def close_runners():
 
 
 def _pool_init(digest, check, payload):
+    die_with_parent()  # a coordinator killed outright leaves no worker behind
     _shared.clear()
     _shared[digest] = (check, payload)
 

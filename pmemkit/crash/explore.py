@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from .. import defaults
+from .._linux.process import die_with_parent
 from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitReached,
                       StateSpaceTooLarge)
 from .checkers import as_checker, wants_info
@@ -63,6 +64,7 @@ _worker = {}
 def _worker_init(check, want):
     from multiprocessing.util import Finalize
 
+    die_with_parent()       # an explorer killed outright leaves no worker behind
     _worker["check"], _worker["want"] = check, want
     closer = getattr(check, "close", None)
     if callable(closer):    # the worker's checker process and image file end with the worker

@@ -1,14 +1,16 @@
 """explore() leaves nothing behind, refuses nonsense arguments, and is quiet unless asked."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import pytest
 
-from pmemkit import crash
+from pmemkit import crash, defaults
 from pmemkit.crash import checkers
 from pmemkit.errors import CrashError, InvalidArgumentError
 
@@ -136,6 +138,87 @@ def test_worker_death_in_a_subprocess_leaves_nothing(tmp_path, programs, tempdir
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert "refused: a worker process died" in out.stdout, out.stderr
+    assert _entries(tempdirs) == set()
+
+
+KILLED_RUN = textwrap.dedent("""\
+    import os, signal, sys, tempfile
+    from pmemkit import crash
+    from pmemkit.crash import checkers
+    checkers._temp_base = lambda: sys.argv[1]
+    tempfile.tempdir = sys.argv[2]
+    how, argv = sys.argv[3], sys.argv[4:]
+
+    class Killer(crash.ExternalChecker):
+        def __call__(self, image):
+            super().__call__(image)
+            if os.getpid() != PARENT:                      # a worker: note its pid
+                with open(os.path.join(sys.argv[2], "worker.pid"), "w") as f:
+                    f.write(str(os.getpid()))
+            os.kill(PARENT, getattr(signal, how))          # the explorer itself is killed
+            signal.pause()
+
+    PARENT = os.getpid()
+
+    def workload(pm):
+        pm.write(0, b"\\x01" * 8)
+        pm.persist(0, 8)
+
+    crash.explore(workload, Killer(argv), workers=int(os.environ.get("WORKERS", "1")))
+""")
+
+
+@pytest.mark.parametrize("how, workers", [("SIGKILL", 1), ("SIGTERM", 1), ("SIGKILL", 2)])
+def test_a_killed_run_leaves_a_directory_the_next_run_removes(tmp_path, programs, tempdirs, how,
+                                                              workers):
+    """A run killed before its cleanup can remove nothing itself; its directory is unlocked, so
+    the next run (here: one with an external checker) removes it. Live runs' directories stay."""
+    external, persistent = programs
+    shm, tmp = tempdirs
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_RUN)
+    out = subprocess.run([sys.executable, str(script), str(shm), str(tmp), how, *external],
+                         capture_output=True, text=True, timeout=120, start_new_session=True,
+                         env=dict(os.environ, WORKERS=str(workers)))
+    assert out.returncode == -getattr(signal, how), out.stderr
+    if workers > 1:     # its worker processes end with it (they would wait for work for ever)
+        worker = int((tmp / "worker.pid").read_text())
+        (tmp / "worker.pid").unlink()
+        try:
+            for _ in range(100):
+                os.kill(worker, 0)
+                time.sleep(0.1)
+            os.killpg(os.getpgid(worker), signal.SIGKILL)   # its process group: every worker
+            pytest.fail(f"worker process {worker} outlived the explorer that started it")
+        except ProcessLookupError:
+            pass
+    left = os.listdir(shm)
+    assert len(left) == 1 and left[0].startswith(defaults.CRASH_TEMP_PREFIX)
+    stale = shm / left[0]
+    for _ in range(100):    # every process of the killed run is gone: its lock with them
+        fd = checkers._lock_dir(str(stale), blocking=False)
+        if fd is not None:
+            os.close(fd)
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the killed run's directory is still locked")
+    # a run in progress (its checker prepared, as explore() does) holds its directory
+    live = crash.PersistentChecker(persistent)
+    live.before_fork()
+    try:
+        live_dir = live._file.dir
+        old = os.stat(stale).st_mtime - defaults.CRASH_STALE_TEMP_SECONDS - 1
+        os.utime(live_dir, (old, old))
+        assert crash.explore(_workload(), external).ok          # only young directories: kept
+        assert stale.exists()
+        os.utime(stale, (old, old))
+        assert crash.explore(_workload(), external).ok
+        assert not stale.exists()                                # unlocked and old: removed
+        assert os.path.isdir(live_dir)                           # locked by this process: kept
+        assert checkers.reap_stale_dirs(str(shm), now=old + 10 ** 6) == []
+    finally:
+        live.close()
     assert _entries(tempdirs) == set()
 
 
