@@ -31,7 +31,7 @@ LAYERS = (
 #: A package's ``__init__`` re-exports its modules (top layer), except the ground floor's, which
 #: holds the helper its readers share (bottom layer).
 INNER_LAYERS = {
-    "_linux": (("__init__",), ("cpuinfo", "mounts", "statx", "sysfs")),
+    "_linux": (("__init__",), ("cpuinfo", "mounts", "process", "statx", "sysfs")),
     "discovery": (("model",), ("cmdline", "files", "udev", "doctor"), ("__init__",)),
     "crash": (
         ("_dirty", "engines", "report", "checkpoint"),
