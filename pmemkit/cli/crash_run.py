@@ -101,9 +101,6 @@ def _trace(args, out):
     out.write(f"traced {' '.join(args.program)}: {prog.describe_exit()}; pool {pool.path} "
               f"({len(prog.final)} bytes): {pool.stores} store(s), {t.flushes} flush(es), "
               f"{t.fences} fence(s), {len(t.threads)} thread(s), {len(t.records)} record(s)\n")
-    if t.cross_thread_fences:
-        out.write(f"note: {t.cross_thread_fences} fence(s) made another thread's flushes durable "
-                  f"(one fence domain for all threads: see docs/crash-c.md)\n")
     try:
         work = prog.workload()
     except TraceIncompleteError as exc:
@@ -111,6 +108,14 @@ def _trace(args, out):
         raise
     out.write(f"trace complete: the initial image plus the {pool.stores} traced store(s) is the "
               f"file the program left behind\n")
+    if work.flushes_kept_pending:
+        out.write(f"note: {work.flushes_kept_pending} flush(es) stay pending across another "
+                  f"thread's fence (a fence orders only its own thread's flushes: see "
+                  f"docs/crash-c.md)\n")
+    if work.flushes_shared:
+        out.write(f"note: {work.flushes_shared} flush(es) of one thread were made durable by "
+                  f"another thread's fence (stores to their lines came after them: see "
+                  f"docs/crash-c.md)\n")
     return prog, work
 
 

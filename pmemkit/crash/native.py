@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import defaults
 from ..errors import InterposeError, TraceFormatError, TraceIncompleteError
+from ..region import CACHE_LINE
 from ..ranges import index_runs
 from .pmemcheck import Trace
 
@@ -108,7 +109,6 @@ class NativeTrace:
     end: tuple | None = None                      # (how, status) when the program ended normally
     fences: int = 0
     flushes: int = 0
-    cross_thread_fences: int = 0                  # fences that covered another thread's flushes
 
     @property
     def threads(self):
@@ -209,29 +209,80 @@ class NativeTrace:
         """The pool's operations as a replayable :class:`ProgramTrace` (run-time area removed)."""
         pool = self.pool()
         ign = self.ignored_range(final)
-        ops = []
+        seq = []            # (operation, thread id)
         for op in self.ops:
-            kind = op[0]
+            kind, tid = op[0], op[2]
             if kind == "store":
                 if op[1] != pool.fid:
                     continue
                 off, data = op[3], op[4]
-                if ign:
-                    ops.extend(("store", s, d) for s, d in _cut(off, data, ign))
-                else:
-                    ops.append(("store", off, data))
+                parts = _cut(off, data, ign) if ign else [(off, data)]
+                seq.extend((("store", s, d), tid) for s, d in parts)
             elif kind == "flush":
                 if op[1] == pool.fid:
-                    ops.append(("flush", op[3], op[4]))
+                    seq.append((("flush", op[3], op[4]), tid))
             elif kind == "fence":
-                ops.append(("fence",))
+                seq.append((("fence",), tid))
             elif kind == "mark":
-                ops.append(("mark", op[3]))
+                seq.append((("mark", op[3]), tid))
             elif kind == "record":
-                ops.append(("record", op[3], op[4]))
+                seq.append((("record", op[3], op[4]), tid))
+        ops, moved, shared = _own_thread_fences(seq)
         size = max(pool.size, len(pool.initial), len(final or b""))
-        return ProgramTrace(size, ops, name=os.path.basename(pool.path) or "pool",
+        work = ProgramTrace(size, ops, name=os.path.basename(pool.path) or "pool",
                             initial=bytes(pool.initial).ljust(size, b"\0"))
+        work.flushes_kept_pending, work.flushes_shared = moved, shared
+        return work
+
+
+def _lines(offset, length):
+    if not length:
+        return range(0)
+    return range(offset // CACHE_LINE, (offset + length - 1) // CACHE_LINE + 1)
+
+
+def _own_thread_fences(seq):
+    """Operations in which a fence makes only its own thread's flushes durable (x86's rule).
+
+    A flush of thread U that U has not fenced yet when thread T fences is moved to just after
+    T's fence, so it stays pending until U's own fence. It is moved only when no store to its
+    cache lines came after it (a moved flush would cover those stores too); such a flush stays
+    where it is and T's fence makes it durable. Returns (operations, moved, left in place).
+    """
+    out = []
+    open_flushes = {}       # thread -> positions in out of its flushes since its last fence
+    last_store = {}         # cache line -> position in out of the last store to it
+    moved = shared = 0
+    for op, tid in seq:
+        kind = op[0]
+        if kind == "store":
+            out.append(op)
+            for line in _lines(op[1], len(op[2])):
+                last_store[line] = len(out) - 1
+        elif kind == "flush":
+            out.append(op)
+            open_flushes.setdefault(tid, []).append(len(out) - 1)
+        elif kind == "fence":
+            later = []
+            for other, positions in open_flushes.items():
+                if other == tid:
+                    continue
+                for i in positions:
+                    flush = out[i]
+                    if all(last_store.get(line, -1) < i for line in _lines(flush[1], flush[2])):
+                        out[i] = None
+                        later.append((other, flush))
+                        moved += 1
+                    else:
+                        shared += 1
+            open_flushes = {}
+            out.append(op)
+            for other, flush in later:
+                out.append(flush)
+                open_flushes.setdefault(other, []).append(len(out) - 1)
+        else:
+            out.append(op)
+    return [op for op in out if op is not None], moved, shared
 
 
 def _cut(off, data, rng):
@@ -290,7 +341,6 @@ def parse_trace(data):
     data = memoryview(data)
     t = NativeTrace()
     pos = 0
-    pending_flush = {}      # tid -> flushes since that thread's last fence
     total = len(data)
     while pos < total:
         if pos + HEADER.size > total:
@@ -325,13 +375,9 @@ def parse_trace(data):
             f = _file(t, fid, pos)
             f.flushes += 1
             t.flushes += 1
-            pending_flush[tid] = pending_flush.get(tid, 0) + 1
             t.ops.append(("flush", fid, tid, off, n))
         elif rtype == T_FENCE:
             t.fences += 1
-            if any(c for other, c in pending_flush.items() if other != tid):
-                t.cross_thread_fences += 1
-            pending_flush.clear()
             t.ops.append(("fence", 0, tid))
         elif rtype == T_MARK:
             t.ops.append(("mark", 0, tid, payload.decode(errors="replace")))

@@ -280,7 +280,25 @@ def test_fence_in_another_thread_is_noted(progs, tmp_path, capsys):
     status, out = _run(capsys, "run", "--check", "true", "--", progs["procs"], "cross-thread-fence",
                        tmp_path / "pool")
     assert status == Status.OK, out
-    assert "note: 1 fence(s) made another thread's flushes durable" in out
+    assert "note: 1 flush(es) stay pending across another thread's fence" in out
+    # the thread's flush moved after the main thread's fence: never fenced, still pending at the end
+    prog = native.run([progs["procs"], "cross-thread-fence", tmp_path / "pool2"])
+    kinds = [op[0] for op in prog.workload().ops]
+    assert kinds[-2:] == ["fence", "flush"]
+
+
+def test_fence_orders_only_its_own_threads_flushes():
+    a, b = 1, 2
+    store, flush = ("store", 0, b"x" * 8), ("flush", 0, 8)
+    ops, moved, shared = native._own_thread_fences([(store, a), (flush, a), (("fence",), b),
+                                                     (("fence",), a)])
+    assert (moved, shared) == (1, 0)
+    assert ops == [store, ("fence",), flush, ("fence",)]     # durable at a's own fence only
+    # a later store to the flushed line: moving the flush would cover it, so it stays
+    later = ("store", 8, b"y" * 8)
+    ops, moved, shared = native._own_thread_fences([(store, a), (flush, a), (later, b),
+                                                     (("fence",), b)])
+    assert (moved, shared) == (0, 1) and ops == [store, flush, later, ("fence",)]
 
 
 def test_program_with_its_own_segv_handler(progs, tmp_path, capsys):
