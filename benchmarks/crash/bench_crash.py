@@ -22,6 +22,7 @@ and labelled so.
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import math
 import os
@@ -104,7 +105,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pending", type=int, nargs="+", default=[4, 8, 12, 16])
     ap.add_argument("--out", type=Path, default=None,
-                    help="where traces, images and checkers go (default: a temp dir on /dev/shm)")
+                    help="where traces, images and checkers go, kept (default: a temp dir on "
+                         "/dev/shm, removed at exit)")
     ap.add_argument("--pmreorder", type=Path, default=os.environ.get("PMREORDER_DIR"),
                     help="directory holding PMDK's pmreorder.py (default: $PMREORDER_DIR)")
     ap.add_argument("--budget", type=float, default=120.0,
@@ -116,7 +118,10 @@ def main():
     # tmpfs: pmreorder msyncs its image after every store, which costs ~1 ms on a disk and ~1 us on
     # tmpfs
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    out = args.out or Path(tempfile.mkdtemp(prefix="pmemkit-bench-crash-", dir=shm))
+    out = args.out
+    if out is None:     # a directory of our own: removed at exit, pass or fail
+        out = Path(tempfile.mkdtemp(prefix="pmemkit-bench-crash-", dir=shm))
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     exe, lib = build_checker(out)
     clib = ctypes.CDLL(str(lib))
