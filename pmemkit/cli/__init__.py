@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from ..errors import PmemError
 from . import crash_run
@@ -41,10 +43,26 @@ def _own_parser(argv):
     return None
 
 
+def _terminated(signum, frame):
+    """SIGTERM (``timeout``, a CI job cancelled) ends the command like Ctrl-C: cleanup runs (temp
+    files, checker processes). A forked worker that inherited this handler just dies."""
+    if os.getpid() != _MAIN_PID[0]:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt
+
+
+_MAIN_PID = [None]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     own = _own_parser(argv)
     args = None if own else build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        _MAIN_PID[0] = os.getpid()
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         status = own() if own else args.func(args)
     except PmemError as exc:
