@@ -278,3 +278,13 @@ def test_unknown_section_engine_is_a_usage_error(capsys):
                         "CHANGE=ReorderSideways",
                         "--check", "true")
     assert status == Status.USAGE and "ReorderSideways" in out
+    # pmreorder's default engine checks nothing: without -x that is refused, never an OK
+    status, out = crash(capsys, DATA / "flag_b.log", "--initial", "zeros", "--engine",
+                        "NoReorderNoCheck", "--check", "true")
+    assert status == Status.USAGE and "checks nothing" in out
+
+
+def test_section_engine_for_a_marker_the_log_never_opens_is_noted(progs, capsys):
+    status, out = crash(capsys, DATA / "flag_g.log", "--initial", "zeros", "-x",
+                        "CHNAGE=ReorderFull", "--check", progs["flag"], "c")
+    assert status == Status.OK and "note: -x names CHNAGE, which opens no section" in out
