@@ -3,7 +3,7 @@
 ``pmemkit crash``, ``pmemkit btt check``, ``pmemkit btt crash-suite`` and the
 ``pmemkit vm`` commands (where the guest's command gives a verdict) exit with
 these codes; each prints :data:`EPILOG` at the end of its ``--help`` and
-docs/cli.md shows the same table (a test pins them equal).
+docs/exit-status.md shows the same table (a test pins them equal).
 """
 
 from __future__ import annotations
@@ -43,8 +43,21 @@ MEANINGS = (
     (Status.INTERRUPTED, "interrupted"),
 )
 
+
+def _rows(codes):
+    return "\n".join(f"  {int(code):<4} {text}" for code, text in MEANINGS if code in codes)
+
+
 #: The table as it ends each verdict-giving command's ``--help``.
-EPILOG = "exit status:\n" + "\n".join(f"  {int(code):<4} {text}" for code, text in MEANINGS)
+EPILOG = "exit status:\n" + _rows(Status)
+
+
+#: The end of ``pmemkit vm run`` and ``pmemkit vm test``'s ``--help``: the guest command gives the
+#: verdict, pmemkit's own failures use the table's codes.
+PASSTHROUGH_EPILOG = (
+    "exit status:\n"
+    "  the guest command's own exit status, except when pmemkit fails first:\n"
+    + _rows((Status.USAGE, Status.TOOL_ERROR, Status.INTERRUPTED)))
 
 
 def verdict(ok, complete=True):

@@ -93,6 +93,7 @@ def register(subparsers):
     sub.required = True
 
     r = sub.add_parser("run", help="run a command in the guest; exits with its status",
+                       formatter_class=status.HelpFormatter, epilog=status.PASSTHROUGH_EPILOG,
                        description="Run COMMAND in the guest; its output streams back and "
                                    "pmemkit exits with its exit status.")
     _add_vm_options(r)
@@ -100,6 +101,7 @@ def register(subparsers):
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("test", help="run pytest in the guest with DAX tests required",
+                       formatter_class=status.HelpFormatter, epilog=status.PASSTHROUGH_EPILOG,
                        description="Run pytest (Debian's, with pmemkit's plugin) in the guest; "
                                    f"{defaults.REQUIRE_DAX_ENV}=1 makes dax-marked tests fail "
                                    "instead of skipping.")

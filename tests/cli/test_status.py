@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from pmemkit.cli import build_parser, main, status
+from pmemkit.cli import main, status
 from pmemkit.crash import pmemcheck
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "exit-status.md"
-VERDICT_COMMANDS = (["crash"], ["btt", "check"], ["btt", "crash-suite"])
+VERDICT_COMMANDS = (["crash"], ["crash", "run"], ["crash", "record"], ["btt", "check"],
+                    ["btt", "crash-suite"], ["vm", "powercut"])
 
 
 def test_docs_table_is_the_code_table():
@@ -18,12 +19,23 @@ def test_docs_table_is_the_code_table():
     assert [(int(c), t) for c, t in rows] == [(int(c), t) for c, t in status.MEANINGS]
 
 
+def _help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv", VERDICT_COMMANDS, ids=" ".join)
 def test_every_verdict_command_prints_the_table(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args([*argv, "--help"])
-    assert exc.value.code == 0
-    assert status.EPILOG in capsys.readouterr().out
+    assert status.EPILOG in _help(argv, capsys)
+
+
+@pytest.mark.parametrize("argv", (["vm", "run"], ["vm", "test"]), ids=" ".join)
+def test_guest_commands_say_their_status_is_the_guests(argv, capsys):
+    out = _help(argv, capsys)
+    assert status.PASSTHROUGH_EPILOG in out
+    assert "  4    the checker or another tool failed" in out
 
 
 def test_verdict_precedence():
