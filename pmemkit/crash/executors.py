@@ -28,7 +28,7 @@ import os
 import pickle
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
 from multiprocessing.util import Finalize
 
 from .. import defaults
@@ -368,7 +368,14 @@ class Distributed:
         self.check = check
         self.want = want
         self.payload = payload
-        blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure means the same
+            raise InvalidArgumentError(
+                f"on an executor, with a checkpoint or a failure database, every value given to "
+                f"pm.record() must be picklable (the run is fingerprinted and shipped to workers): "
+                f"{type(exc).__name__}: {exc}; record plain data (bytes, numbers, strings, tuples)"
+            ) from None
         self.blob = blob
         self.digest = hashlib.sha256(blob).hexdigest()
         self.executor = executor
@@ -451,7 +458,14 @@ class Distributed:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: pending[f][0]):
                     t = pending.pop(fut)
-                    n, results = fut.result()
+                    try:
+                        n, results = fut.result()
+                    except BrokenExecutor:
+                        raise CrashError(
+                            "a worker process died while checking crash states (killed, or the "
+                            "checker exited the process); no verdict. Run without workers or "
+                            "executor to see why"
+                        ) from None
                     on_done(t, n, results)
                     if results and stop_at_first:
                         stopped = True

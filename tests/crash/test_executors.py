@@ -15,7 +15,7 @@ import pytest
 from test_regression import BUGS, MODELS, _checks, _initial
 
 from pmemkit import crash, defaults
-from pmemkit.errors import CheckpointError
+from pmemkit.errors import CheckpointError, CrashError, InvalidArgumentError
 
 
 def _summary(r):
@@ -277,3 +277,22 @@ def test_worker_checkers_leave_no_image_files(tmp_path, how):
     assert r.ok
     dirs = {os.path.dirname(p) for p in log.read_text().split()}
     assert dirs and not [d for d in dirs if os.path.exists(d)]
+
+
+def test_unpicklable_records_are_refused_clearly(tmp_path):
+    def workload(pm):
+        pm.write(0, b"\x01" * 8)
+        pm.record("lock", __import__("threading").Lock())
+        pm.persist(0, 8)
+
+    with pytest.raises(InvalidArgumentError, match="picklable"):
+        crash.explore(workload, lambda img: True, checkpoint=tmp_path / "c", progress=None)
+
+
+def _die(img):
+    os._exit(3)
+
+
+def test_a_dead_worker_process_is_a_crash_error():
+    with pytest.raises(CrashError, match="worker process died"):
+        crash.explore(n_slots(3), _die, workers=2, stop_at_first=True, progress=None)
