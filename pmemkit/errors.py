@@ -13,7 +13,18 @@ from __future__ import annotations
 
 
 class PmemError(Exception):
-    """Base class of every error pmemkit raises on purpose."""
+    """Base class of every error pmemkit raises on purpose.
+
+    Like pyudev's errors, it carries what the raising code knew as typed fields, None when
+    unknown: ``path`` (the file, device or directory), ``lba`` (a BTT block), ``offset`` (a byte
+    offset in a region or image). The message says the same in words.
+    """
+
+    def __init__(self, *args, path=None, lba=None, offset=None):
+        super().__init__(*args)
+        self.path = path
+        self.lba = lba
+        self.offset = offset
 
 
 # --- arguments ---------------------------------------------------------------
@@ -121,12 +132,12 @@ class StateSpaceTooLarge(CrashError, InvalidArgumentError):
         self.limit = limit
 
 
-# --- control flow inside the crash simulator ------------------------------------
-# These never reach a caller of pmemkit: they carry a verdict or stop a run.
-
 class CheckpointError(CrashError, InvalidArgumentError):
     """A ``--checkpoint`` file or failure database belongs to another run, or cannot be read."""
 
+
+# --- control flow inside the crash simulator ------------------------------------
+# These never reach a caller of pmemkit: they carry a verdict or stop a run.
 
 class CheckFailed(Exception):
     """A checker adapter's verdict "inconsistent"; its text is the whole message.
@@ -142,6 +153,10 @@ class StateLimitReached(Exception):
 
 class ReplayPointReached(Exception):
     """:func:`pmemkit.crash.replay` has built its image: the rest of the workload is skipped."""
+
+
+class RangeDone(Exception):
+    """An executor's task has checked the last state of its range: enumeration stops there."""
 
 
 # --- BTT ---------------------------------------------------------------------

@@ -125,7 +125,8 @@ def _devdax_size(path, st):
         raise MappingError(
             errno.ENODEV,
             f"{path} is a character device but not a device-DAX device (no size in "
-            f"{sysfs.char_device_dir(st)}); map a regular file or a /dev/daxX.Y device") from None
+            f"{sysfs.char_device_dir(st)}); map a regular file or a /dev/daxX.Y device",
+            path=path) from None
 
 
 # --- the mapping ------------------------------------------------------------------------
@@ -383,45 +384,49 @@ def _examine(req):
     except FileNotFoundError:
         st = None
     except OSError as exc:
-        raise MappingError(exc.errno, f"cannot stat {path}: {exc.strerror}") from None
+        raise MappingError(exc.errno, f"cannot stat {path}: {exc.strerror}", path=path) from None
 
     if st is None:
         if not req.create:
             raise MappingError(
-                errno.ENOENT, f"{path} does not exist; pass create=True and a size to create it")
+                errno.ENOENT, f"{path} does not exist; pass create=True and a size to create it",
+                path=path)
         if size is None:
             raise InvalidArgumentError(
                 f"{path} does not exist: give a size to create it (e.g. size='64M')")
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise MappingError(
-                errno.ENOENT, f"cannot create {path}: directory {parent} does not exist")
+                errno.ENOENT, f"cannot create {path}: directory {parent} does not exist", path=path)
         return _Source(None, size, False)
     if stat.S_ISDIR(st.st_mode):
         raise MappingError(errno.EISDIR, f"{path} is a directory; map a file inside it "
-                                         f"(e.g. {os.path.join(path, 'pool')})")
+                                         f"(e.g. {os.path.join(path, 'pool')})", path=path)
     if stat.S_ISCHR(st.st_mode):
         dev_size = _devdax_size(path, st)
         if size is not None and size > dev_size:
-            raise MappingError(errno.EINVAL, f"{path} has {dev_size} bytes; cannot map {size}")
+            raise MappingError(errno.EINVAL, f"{path} has {dev_size} bytes; cannot map {size}",
+                               path=path)
         return _Source(st, dev_size if size is None else size, True)
     if not stat.S_ISREG(st.st_mode):
-        raise MappingError(errno.EINVAL, f"{path} is not a regular file or a device-DAX device")
+        raise MappingError(errno.EINVAL, f"{path} is not a regular file or a device-DAX device",
+                           path=path)
     if req.writable and not st.st_mode & 0o222:
         raise MappingError(
             errno.EACCES,
             f"{path} is read-only (mode {stat.filemode(st.st_mode)}); map it with "
-            f"writable=False to read it, or make it writable: chmod u+w {path}")
+            f"writable=False to read it, or make it writable: chmod u+w {path}", path=path)
     if size is None:
         if st.st_size == 0:
             raise MappingError(
-                errno.EINVAL, f"{path} is empty; pass size= and create=True to extend it")
+                errno.EINVAL, f"{path} is empty; pass size= and create=True to extend it",
+                path=path)
         size = st.st_size
     elif size > st.st_size and not req.create:
         raise MappingError(
             errno.EINVAL,
             f"{path} has {st.st_size} bytes, fewer than the {size} asked for; "
-            f"pass create=True to extend it, or a smaller size")
+            f"pass create=True to extend it, or a smaller size", path=path)
     return _Source(st, size, False)
 
 
@@ -439,7 +444,8 @@ def _open_and_map(req, source):
             fd = os.open(path, (os.O_RDWR if req.writable else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as exc:
         how = "writing" if req.writable else "reading"
-        raise MappingError(exc.errno, f"cannot open {path} for {how}: {exc.strerror}") from None
+        raise MappingError(exc.errno, f"cannot open {path} for {how}: {exc.strerror}",
+                           path=path) from None
     extend = not source.device_dax and (0 if st is None else st.st_size) < source.size
     try:
         if extend:
@@ -483,12 +489,13 @@ def _extend(fd, size, path):
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EFBIG):
             raise MappingError(exc.errno, f"cannot extend {path} to {size} bytes: {exc.strerror} "
-                                          f"(give a smaller size or free space)") from None
+                                          f"(give a smaller size or free space)",
+                                          path=path) from None
     try:
         os.ftruncate(fd, size)  # filesystems without fallocate (tmpfs before 2.6, 9p)
     except OSError as exc:
         raise MappingError(exc.errno, f"cannot extend {path} to {size} bytes: "
-                                      f"{exc.strerror}") from None
+                                      f"{exc.strerror}", path=path) from None
 
 
 def _mmap(fd, size, sync, path, writable):
@@ -499,11 +506,12 @@ def _mmap(fd, size, sync, path, writable):
             return mmap.mmap(fd, size, flags=MAP_SHARED_VALIDATE | MAP_SYNC, prot=prot), True
         except OSError as exc:
             if exc.errno not in NOT_DAX_ERRNOS:
-                raise MappingError(exc.errno, f"cannot map {path}: {exc.strerror}") from None
+                raise MappingError(exc.errno, f"cannot map {path}: {exc.strerror}",
+                                   path=path) from None
             if sync == "require":
-                raise NotPmemError(exc.errno, _not_dax_message(path, exc)) from None
+                raise NotPmemError(exc.errno, _not_dax_message(path, exc), path=path) from None
     try:
         return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot), False
     except (OSError, ValueError) as exc:
         code = getattr(exc, "errno", None) or errno.EINVAL
-        raise MappingError(code, f"cannot map {path}: {exc}") from None
+        raise MappingError(code, f"cannot map {path}: {exc}", path=path) from None

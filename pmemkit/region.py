@@ -18,8 +18,21 @@ from __future__ import annotations
 
 import operator
 import pickle
+from contextlib import contextmanager
 
 from .errors import ClosedMappingError, InvalidArgumentError, OutOfRangeError, ReadOnlyError
+
+
+@contextmanager
+def closed_on_failure(region, owned=True):
+    """Close ``region`` (when ``owned``) if the block raises; the error goes on. For code that
+    opens or takes over a region and must not leave it mapped when setting up on it fails."""
+    try:
+        yield region
+    except BaseException:
+        if owned:
+            region.close()
+        raise
 
 #: Copies at least this long use non-temporal stores on pmem (libpmem's threshold).
 NT_THRESHOLD = 256

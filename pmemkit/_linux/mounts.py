@@ -43,7 +43,7 @@ def read_mounts(root="/"):
         with open(path) as f:
             text = f.read()
     except OSError as exc:
-        raise DiscoveryError(f"cannot read {path}: {exc.strerror}") from None
+        raise DiscoveryError(f"cannot read {path}: {exc.strerror}", path=path) from None
     out = []
     for line in text.splitlines():
         parts = line.split()

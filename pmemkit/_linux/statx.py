@@ -40,7 +40,8 @@ def statx_attributes(path):
         err = ctypes.get_errno()
         if err == errno.ENOSYS:
             return None
-        raise DiscoveryError(f"cannot statx {os.fspath(path)!r}: {os.strerror(err)}")
+        raise DiscoveryError(f"cannot statx {os.fspath(path)!r}: {os.strerror(err)}",
+                             path=os.fspath(path))
     attributes, = struct.unpack_from("=Q", buf.raw, 8)
     attributes_mask, = struct.unpack_from("=Q", buf.raw, 56)
     return attributes, attributes_mask

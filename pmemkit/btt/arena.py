@@ -110,7 +110,8 @@ class Arena:
         if block >= self.internal_nlba:
             raise BttCorruptError(
                 f"map entry 0x{entry:08x} of lba {self.lba_start + premap} (arena {self.index}) "
-                f"points past the {self.internal_nlba} blocks of the arena; run check()")
+                f"points past the {self.internal_nlba} blocks of the arena; run check()",
+                lba=self.lba_start + premap)
         return self.dataoff + block * self.internal_lbasize
 
     # --- flog and recovery ----------------------------------------------------------------
@@ -294,7 +295,7 @@ def read_arenas(region, offset, *, readonly, arena_size, parent_uuid):
                     f"{what}: arena {len(arenas)} info block at offset {pos}: {problem}; "
                     + ("; ".join(tried) if tried else "no backup location to try")
                     + (". Check the offset (Linux label-less 1.1 namespaces put the info block "
-                       "at 4 KiB), or recreate the BTT" if not arenas else ""))
+                       "at 4 KiB), or recreate the BTT" if not arenas else ""), offset=pos)
             messages.append(
                 f"arena {len(arenas)}: primary info block at offset {pos} is invalid "
                 f"({problem}); using the backup at offset {used_backup}"
@@ -308,11 +309,12 @@ def read_arenas(region, offset, *, readonly, arena_size, parent_uuid):
             raise BttCorruptError(
                 f"the image is truncated: arena {len(arenas)} at offset {pos} reaches "
                 f"{pos + needed} bytes into the target (to the end of {what}), but the target "
-                f"is only {end} bytes: restore the whole image (or give the right offset)")
+                f"is only {end} bytes: restore the whole image (or give the right offset)",
+                offset=pos)
         arena_span = info.nextoff if info.nextoff else remaining
         geometry = layout.geometry_problem(info, arena_span)
         if geometry:
-            raise BttCorruptError(f"arena {len(arenas)} at offset {pos}: {geometry}")
+            raise BttCorruptError(f"arena {len(arenas)} at offset {pos}: {geometry}", offset=pos)
         if arenas and info.external_lbasize != arenas[0].info.external_lbasize:
             raise BttCorruptError(
                 f"arena {len(arenas)} has lbasize {info.external_lbasize}, arena 0 "

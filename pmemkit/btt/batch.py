@@ -151,16 +151,17 @@ class BatchIO:
                 error = flags == np.uint32(layout.MAP_ERROR)
                 if error.any():
                     i = int(np.argmax(error))
-                    raise BttIOError(f"lba {arena.lba_start + int(premaps[i])} is flagged as an "
-                                     f"error block (EIO); write it to clear the error")
+                    lba = arena.lba_start + int(premaps[i])
+                    raise BttIOError(f"lba {lba} is flagged as an error block (EIO); write it to "
+                                     "clear the error", lba=lba)
                 normal = flags == _NORMAL_U32
                 blocks = np.where(normal, entries & _LBA_MASK_U32, 0).astype(np.intp)
             if blocks.size and int(blocks.max()) >= arena.internal_nlba:
                 i = int(np.argmax(blocks >= arena.internal_nlba))
+                lba = arena.lba_start + int(premaps[i])
                 raise BttCorruptError(
-                    f"map entry 0x{int(entries[i]):08x} of lba {arena.lba_start + int(premaps[i])} "
-                    f"points past the {arena.internal_nlba} blocks of arena {arena.index}; "
-                    f"run check()")
+                    f"map entry 0x{int(entries[i]):08x} of lba {lba} points past the "
+                    f"{arena.internal_nlba} blocks of arena {arena.index}; run check()", lba=lba)
             if positions is None and arena.internal_lbasize == self.lbasize:
                 np.take(arena.data_np, blocks, axis=0, out=out, mode="clip")  # checked above
                 if normal is not None:

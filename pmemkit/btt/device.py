@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import (BttCorruptError, BttIOError, BttReadOnlyError, ClosedMappingError,
                       InvalidArgumentError, OutOfRangeError)
-from ..region import as_int, bytes_view
+from ..region import as_int, bytes_view, closed_on_failure
 from .arena import open_target, read_arenas, write_arena_layout
 from .batch import BatchIO
 from .layout import (BTT_ALIGNMENT, DEFAULT_NFREE, FLOG_ENTRY_SIZE, FLOG_PAIR_SIZE, INFO_SIZE,
@@ -178,7 +178,7 @@ class Btt(BatchIO):
         region, owned = open_target(
             target, size=None if size is None else offset + as_int(size, "size"), create=True)
         owned = owned or close_region
-        try:
+        with closed_on_failure(region, owned):
             if size is None:
                 size = region.size - offset
             size = as_int(size, "size")
@@ -197,10 +197,6 @@ class Btt(BatchIO):
                 info.major, info.minor = major, minor
                 write_arena_layout(region, offset + arena_off, info, flog_flags)
             return cls._attach(region, offset, owned=owned)
-        except BaseException:
-            if owned:
-                region.close()
-            raise
 
     @classmethod
     def open(cls, target, offset=0, *, readonly=False, arena_size=None, parent_uuid=None,
@@ -219,13 +215,9 @@ class Btt(BatchIO):
         offset = as_int(offset, "offset")
         region, owned = open_target(target, writable=not readonly)
         owned = owned or close_region
-        try:
+        with closed_on_failure(region, owned):
             return cls._attach(region, offset, owned=owned, readonly=readonly,
                                arena_size=arena_size, parent_uuid=parent_uuid)
-        except BaseException:
-            if owned:
-                region.close()
-            raise
 
     @classmethod
     def _attach(cls, region, offset, *, owned=False, readonly=False, arena_size=None,
@@ -330,7 +322,8 @@ class Btt(BatchIO):
             return region.read(arena.block_offset(entry, premap), self.lbasize)
         if flags == MAP_ERROR:
             raise BttIOError(
-                f"lba {lba} is flagged as an error block (EIO); write it to clear the error")
+                f"lba {lba} is flagged as an error block (EIO); write it to clear the error",
+                lba=lba)
         return self._zero
 
     def write(self, lba, data):

@@ -16,6 +16,7 @@ import time
 import uuid as _uuid
 
 from ..errors import BttCorruptError, InvalidArgumentError
+from ..region import closed_on_failure
 from .device import Btt
 from .layout import DEFAULT_NFREE, INFO_SIZE, MIN_ARENA_SIZE, fletcher64
 
@@ -107,14 +108,11 @@ def create_pmemblk(path, bsize, size, *, mode=0o644):
         raise InvalidArgumentError(
             f"{path} exists; libpmemblk pools are created on new files (remove it first)")
     region = map_file(path, size, create=True, mode=mode)
-    try:
+    with closed_on_failure(region):
         poolset_uuid = _uuid.uuid4().bytes
         region.memcpy_persist(0, make_header(poolset_uuid, _uuid.uuid4().bytes))
         region.memcpy_persist(BSIZE_OFFSET, pmemblk_descriptor(bsize, size))
         return _lay_out_btt(region, bsize, poolset_uuid)
-    except BaseException:
-        region.close()
-        raise
 
 
 def _lay_out_btt(region, bsize, poolset_uuid):
@@ -132,24 +130,22 @@ def open_pmemblk(path, *, readonly=False):
     from ..mapping import map_file
 
     region = map_file(path, writable=not readonly)
-    try:
+    with closed_on_failure(region):
         if region.size < MIN_POOL:
             raise BttCorruptError(
-                f"{path} is {region.size} bytes, smaller than any libpmemblk pool")
+                f"{path} is {region.size} bytes, smaller than any libpmemblk pool", path=path)
         header = parse_header(region.read(0, HDR_SIZE))
         bsize = struct.unpack("<I", region.read(BSIZE_OFFSET, 4))[0]
         if bsize == 0:
-            raise BttCorruptError(f"{path}: block size 0 in the pool descriptor")
+            raise BttCorruptError(f"{path}: block size 0 in the pool descriptor", path=path)
         if not any(region.read(BTT_OFFSET, INFO_SIZE)) and not readonly:
             # libpmemblk zeroes the map itself when is_zeroed is unset; the layout always does
             return _lay_out_btt(region, bsize, header["poolset_uuid"])
         btt = Btt.open(region, BTT_OFFSET, readonly=readonly,
                        parent_uuid=header["poolset_uuid"], close_region=True)
-    except BaseException:
-        region.close()
-        raise
     if btt.lbasize != bsize:
         btt.close()
         raise BttCorruptError(
-            f"{path}: pool block size {bsize} differs from the BTT's lbasize {btt.lbasize}")
+            f"{path}: pool block size {bsize} differs from the BTT's lbasize {btt.lbasize}",
+            path=path)
     return btt

@@ -33,10 +33,10 @@ from multiprocessing.util import Finalize
 
 from .. import defaults
 from .._linux.process import die_with_parent
-from ..errors import CrashError, InvalidArgumentError, StateLimitReached
+from ..errors import InvalidArgumentError, RangeDone, StateLimitReached
 from .checkers import as_checker, wants_info
 from .checkpoint import Checkpoint, FailureDB
-from .explore import MAX_KEPT_VIOLATIONS, _Explorer, _message, _new_region, _PointMeta, _verdict
+from .explore import MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one
 from .report import Report
 from .trace import UNIT, blank_image
 
@@ -68,10 +68,6 @@ class _Entry:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state, strict=True):
             setattr(self, s, v)
-
-
-class _RangeDone(Exception):
-    """Internal: the enumeration went past the last state of the task."""
 
 
 class _Planner(_Explorer):
@@ -111,12 +107,12 @@ class _Planner(_Explorer):
                 entry.count = self.states - entry.offset
                 self.log.append(entry)
 
-    def _explore_space(self, state, orig, space, how, meta, images):
+    def _explore_space(self, state, orig, space, space_plan, meta, images):
         entry = self._entry
         entry.info, entry.olds = meta.info, meta.olds
-        entry.passes.append((space, meta.index, how, meta.label))
+        entry.passes.append((space, meta.index, space_plan, meta.label))
         self._pass = len(entry.passes) - 1
-        super()._explore_space(state, orig, space, how, meta, images)
+        super()._explore_space(state, orig, space, space_plan, meta, images)
 
     def _visitor(self, view, meta, cur, hashes, images):
         seen = self.seen
@@ -202,12 +198,12 @@ class _Runner(_Explorer):
         orig = {}
         self._task = ([entry.offset], set(mine), mine[-1], on_state)
         try:
-            for space, index, how, label in entry.passes:
+            for space, index, space_plan, label in entry.passes:
                 meta = _PointMeta(
                     entry.info, space, index, None, label, entry.stores, entry.lines, entry.olds
                 )
-                self._explore_space(_Hash(entry.durable_hash), orig, space, how, meta, None)
-        except _RangeDone:
+                self._explore_space(_Hash(entry.durable_hash), orig, space, space_plan, meta, None)
+        except RangeDone:
             pass
         finally:
             img = self.scratch.img
@@ -223,7 +219,7 @@ class _Runner(_Explorer):
             if i in mine:
                 on_state(i, view, meta, cur)
                 if i == last:
-                    raise _RangeDone
+                    raise RangeDone
 
         meta._flush = None
         return visit
@@ -248,12 +244,7 @@ class _Runner(_Explorer):
                 self._lay(space.dims[j][a - 1].patch, orig)
             checked += 1
             try:
-                r = check(view, entry.info) if want else check(view)
-                msg = None if r is None or r is True else _verdict(r)[1]
-            except CrashError:
-                raise
-            except Exception as exc:  # the checker's verdict: inconsistent
-                msg = _message(exc)
+                _, msg = _run_one(check, view, entry.info, want)
             finally:
                 img = self.scratch.img
                 for u, v in orig.items():

@@ -82,6 +82,8 @@ def _worker_batch(items, info):
 
 
 def _run_one(check, view, info, want):
+    """``(ok, message)``: the checker's verdict on one image (an exception it raises, other than
+    a :class:`CrashError`, is the verdict "inconsistent")."""
     try:
         r = check(view, info) if want else check(view)
     except CrashError:
@@ -303,11 +305,11 @@ class _Explorer:
         states_before = self.states
         metas = []
         try:
-            for sp, index, how in passes:
-                meta = _PointMeta(info, sp, index, state.working, how.label, state.store_log,
+            for sp, index, space_plan in passes:
+                meta = _PointMeta(info, sp, index, state.working, space_plan.label, state.store_log,
                                   state.lines, olds)
                 metas.append(meta)
-                self._explore_space(state, orig, sp, how, meta, images)
+                self._explore_space(state, orig, sp, space_plan, meta, images)
         except StateLimitReached:
             self.complete = False
             if images is None:      # exhaustive passes visit distinct states
@@ -330,7 +332,7 @@ class _Explorer:
             self.covered += min(len(images), count)
         self._tick(force=False)
 
-    def _explore_space(self, state, orig, space, how, meta, images):
+    def _explore_space(self, state, orig, space, space_plan, meta, images):
         img = self.scratch.img
         view = memoryview(img)[:self.size].toreadonly()
         dims = space.dims
@@ -388,20 +390,20 @@ class _Explorer:
         write(space.base)
         floor.update(space.base)
         visit = self._visitor(view, meta, cur, hashes, images)
-        if how.kind == "exhaustive":
+        if space_plan.kind == "exhaustive":
             visit()
             radices = [len(d) + 1 for d in dims]
             for j, a in gray(radices):
                 set_dim(j, a)
                 visit()
         else:
-            if how.kind == "bounded":
-                for vec in bounded_vectors(dims, how.k):
+            if space_plan.kind == "bounded":
+                for vec in bounded_vectors(dims, space_plan.k):
                     goto(vec)
                     visit()
-            if how.samples:
+            if space_plan.samples:
                 rng = point_rng(self.seed, meta.info.index)
-                for vec in random_vectors(dims, how.samples, rng):
+                for vec in random_vectors(dims, space_plan.samples, rng):
                     goto(vec)
                     visit()
         goto({})
@@ -438,17 +440,9 @@ class _Explorer:
                     self._submit(meta, batch[:])
                     batch.clear()
                 return
-            try:
-                r = check(view, info) if want else check(view)
-            except CrashError:
-                raise
-            except Exception as exc:  # the checker's verdict: inconsistent
-                self._violation(meta, dict(cur), bytes(view), _message(exc))
-                return
-            if r is not None and r is not True:
-                ok, msg = _verdict(r)
-                if not ok:
-                    self._violation(meta, dict(cur), bytes(view), msg)
+            ok, msg = _run_one(check, view, info, want)
+            if not ok:
+                self._violation(meta, dict(cur), bytes(view), msg)
             if self.bar is not None and self.unique % 512 == 0:
                 self._tick(force=False)
 

@@ -107,7 +107,7 @@ def _segments(events):
     return out
 
 
-def _chain(events, floor, H):
+def _chain(events, floor, unit_hash):
     """Alternatives "the first j events are durable" for one line or the whole region.
 
     ``floor(u)`` is alternative 0's value of unit ``u``. Ordered events extend a
@@ -129,7 +129,7 @@ def _chain(events, floor, H):
             prev = floor(u)
         if prev == v:
             return prev
-        delta ^= H(u, prev) ^ H(u, v)
+        delta ^= unit_hash(u, prev) ^ unit_hash(u, v)
         if v == floor(u):
             cur.pop(u, None)
         else:
@@ -186,7 +186,7 @@ def _unit_values(events, old):
 def spaces(state, view):
     """The spaces of a crash at ``state`` (a :class:`~.trace.PendingState`) under ``view``."""
     durable = state.durable
-    H = _Hasher()
+    unit_hash = _Hasher()
     if view in ("x86", "x86-end"):
         per_unit = {}
         for _, events, _ in state.lines:
@@ -198,15 +198,15 @@ def spaces(state, view):
             old = _old(durable, u)
             values, final = _unit_values(per_unit[u], old)
             if view == "x86":
-                hold = H(u, old)
-                alts = [Alternative(((u, v),), hold ^ H(u, v), st) for v, st in values]
+                hold = unit_hash(u, old)
+                alts = [Alternative(((u, v),), hold ^ unit_hash(u, v), st) for v, st in values]
             else:
                 if final != old:
                     base.append((u, final))
-                    base_delta ^= H(u, old) ^ H(u, final)
+                    base_delta ^= unit_hash(u, old) ^ unit_hash(u, final)
                     base_stores.update(ev.store for ev in per_unit[u])
-                hold = H(u, final)
-                alts = [Alternative(((u, v),), hold ^ H(u, v), st)
+                hold = unit_hash(u, final)
+                alts = [Alternative(((u, v),), hold ^ unit_hash(u, v), st)
                         for v, st in [(old, ())] + values if v != final]
             if alts:
                 dims.append(alts)
@@ -214,7 +214,7 @@ def spaces(state, view):
     if view == "x86-line":
         dims = []
         for _, events, _ in state.lines:
-            alts = _chain(events, lambda u: _old(durable, u), H)
+            alts = _chain(events, lambda u: _old(durable, u), unit_hash)
             if alts:
                 dims.append(alts)
         return [Space(view, dims)]
@@ -232,11 +232,12 @@ def spaces(state, view):
     for group, evs in _segments(state.pending_events()):
         frozen = (tuple(sorted(base.items())), base_delta, tuple(sorted(base_stores)))
         if group is None:
-            alts = _chain(evs, floor, H)
+            alts = _chain(evs, floor, unit_hash)
             dims = [alts] if alts else []
         else:       # one event per unit: each unit durable or not, independently
             dims = [[Alternative(((ev.unit, ev.value),),
-                                 H(ev.unit, floor(ev.unit)) ^ H(ev.unit, ev.value), (ev.store,))]
+                                 unit_hash(ev.unit, floor(ev.unit)) ^ unit_hash(ev.unit, ev.value),
+                                 (ev.store,))]
                     for ev in evs if ev.value != floor(ev.unit)]
         out.append(Space(view, dims, *frozen))
         for ev in evs:
@@ -244,7 +245,7 @@ def spaces(state, view):
             old = _old(durable, u)
             prev = floor(u)
             v = ev.value
-            base_delta ^= H(u, prev) ^ H(u, v)
+            base_delta ^= unit_hash(u, prev) ^ unit_hash(u, v)
             if v == old:
                 base.pop(u, None)
             else:

@@ -187,7 +187,7 @@ def _build(backend, root, problems):
         devices=tuple(devices),
         mounts=tuple(mounts), memmaps=tuple(memmaps), cpu=backend.cpu(),
         ram_bytes=backend.ram_bytes(), kernel=kernel.strip() if kernel else None,
-        grub=os.path.exists(_join(root, "/etc/default/grub")),
+        has_grub_defaults=os.path.exists(_join(root, "/etc/default/grub")),
     )
 
 

@@ -128,7 +128,7 @@ def _no_region_advice(info, valid):
             "CONFIG_X86_PMEM_LEGACY) is not loaded. Load it and check the kernel log.",
             ("modprobe nd_e820", "modprobe nd_pmem", "dmesg | grep -i -e e820 -e pmem"),
             "memmap.no_region")]
-    if not info.grub:
+    if not info.has_grub_defaults:
         return [_vm_advice()]
     mm = suggest_memmap(info.ram_bytes)
     if mm is None:

@@ -150,7 +150,7 @@ class Discovery:
     cpu: CpuFeatures | None
     ram_bytes: int | None
     kernel: str | None
-    grub: bool                 # /etc/default/grub exists: the kernel command line can be changed
+    has_grub_defaults: bool    # /etc/default/grub exists: the kernel command line can be changed
     native_flush: bool         # pmemkit's C flush extension is importable
     problems: tuple = ()
     cxl: tuple = ()            # CxlDevice: CXL memory devices and regions

@@ -116,7 +116,7 @@ class VmConfig:
     persist: object = None
 
     def __post_init__(self):
-        s = object.__setattr__
+        set_field = object.__setattr__
         if self.mode not in defaults.VM_MODES:
             raise VmConfigError(f"unknown namespace mode {self.mode!r}: use one of "
                                 f"{', '.join(defaults.VM_MODES)}")
@@ -127,18 +127,18 @@ class VmConfig:
             raise VmConfigError(f"cpus must be a positive whole number, got {self.cpus!r}")
         # pmem: memmap, NVDIMM or CXL
         if self.cxl is None and self.cxl_file is not None:
-            s(self, "cxl", defaults.VM_CXL_SIZE)
+            set_field(self, "cxl", defaults.VM_CXL_SIZE)
         if sum(x is not None for x in (self.memmap, self.nvdimm, self.cxl)) > 1:
             raise VmConfigError("choose either memmap or nvdimm or cxl, not several")
         if self.nvdimm is None and self.nvdimm_file is not None:
-            s(self, "nvdimm", defaults.VM_NVDIMM_SIZE)
+            set_field(self, "nvdimm", defaults.VM_NVDIMM_SIZE)
         if self.cxl is not None:
             size = _size(self.cxl, "CXL size")
             if size < 256 << 20 or size % (256 << 20):
                 raise VmConfigError(f"CXL size {self.cxl!r} must be a multiple of 256M (the CXL "
                                     "region granularity), e.g. 256M or 1G")
-            s(self, "cxl", size)
-            s(self, "cxl_file", _backing_file(self.cxl_file, size, "CXL", "--cxl"))
+            set_field(self, "cxl", size)
+            set_field(self, "cxl_file", _backing_file(self.cxl_file, size, "CXL", "--cxl"))
             pmem_size = size
         elif self.nvdimm is None:
             mm = self.memmap if self.memmap is not None else defaults.MEMMAP
@@ -147,15 +147,16 @@ class VmConfig:
                     mm = parse_memmap(mm)
                 except InvalidArgumentError as exc:
                     raise VmConfigError(str(exc)) from None
-            s(self, "memmap", mm)
+            set_field(self, "memmap", mm)
             pmem_size = mm.size
         else:
             size = _size(self.nvdimm, "NVDIMM size")
             if size < 16 << 20 or size % (16 << 20):
                 raise VmConfigError(f"NVDIMM size {self.nvdimm!r} must be a multiple of 16M (the "
                                     "fsdax namespace alignment) and at least 16M, e.g. 1G")
-            s(self, "nvdimm", size)
-            s(self, "nvdimm_file", _backing_file(self.nvdimm_file, size, "NVDIMM", "--nvdimm"))
+            set_field(self, "nvdimm", size)
+            set_field(self, "nvdimm_file",
+                      _backing_file(self.nvdimm_file, size, "NVDIMM", "--nvdimm"))
             pmem_size = size
         self._check_ramdax()
         # filesystems
@@ -177,11 +178,11 @@ class VmConfig:
                 f"{format_size(pmem_size)} of pmem is too small for {' and '.join(fs)} (needs "
                 f"{need}M; mkfs.xfs refuses less than {defaults.MIN_FS_MIB['xfs']}M): use a larger "
                 "size or fewer filesystems")
-        s(self, "fs", fs)
+        set_field(self, "fs", fs)
         # memory
         mem = (_size(self.memory, "guest memory") if self.memory is not None
                else default_memory(self.memmap))
-        s(self, "memory", mem)
+        set_field(self, "memory", mem)
         if mem < 256 << 20:
             raise VmConfigError(f"guest memory {format_size(mem)} is too small: use at least 512M")
         if self.memmap is not None:
@@ -208,7 +209,7 @@ class VmConfig:
                 f"{format_size(mem)}: pass --memory {format_size(kept)} or another file")
         # share
         if self.share is False:
-            s(self, "share", None)
+            set_field(self, "share", None)
         else:
             p = Path(self.share if self.share is not None else os.getcwd()).expanduser().resolve()
             if not p.is_dir():
@@ -216,17 +217,17 @@ class VmConfig:
                                     "share=False (--no-share)")
             if any(c in str(p) for c in ",\n"):
                 raise VmConfigError(f"cannot share {p}: the path contains a comma or newline")
-            s(self, "share", p)
+            set_field(self, "share", p)
         if self.cwd is not None:
-            s(self, "cwd", str(self.cwd))
+            set_field(self, "cwd", str(self.cwd))
         self._check_kernel()
-        s(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
+        set_field(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
         if not self.timeout or self.timeout <= 0:
             raise VmConfigError("timeout must be a positive number of seconds, got "
                                 f"{self.timeout!r}")
 
     def _check_ramdax(self):
-        s = object.__setattr__
+        set_field = object.__setattr__
         if self.namespaces is not None and not self.ramdax:
             raise VmConfigError("several namespaces need --ramdax (a labelled NVDIMM)")
         if self.ramdax and self.memmap is None:
@@ -242,35 +243,35 @@ class VmConfig:
             if not modes or any(m not in defaults.VM_MODES for m in modes):
                 raise VmConfigError(f"--namespaces {','.join(modes)}: a comma list of modes "
                                     f"({', '.join(defaults.VM_MODES)}), e.g. fsdax,sector")
-            s(self, "namespaces", tuple(modes))
-            s(self, "mode", modes[0])
+            set_field(self, "namespaces", tuple(modes))
+            set_field(self, "mode", modes[0])
         if self.persist is not None:
             p = Path(self.persist).expanduser().absolute()
             if (p.exists() and not p.is_file()) or "," in str(p):
                 raise VmConfigError(f"--persist {p}: must be a regular file path without commas")
             if not os.access(p.parent, os.W_OK):
                 raise VmConfigError(f"cannot create {p}: directory missing or not writable")
-            s(self, "persist", p)
+            set_field(self, "persist", p)
 
     def _check_kernel(self):
-        s = object.__setattr__
+        set_field = object.__setattr__
         spec = self.kernel if self.kernel is not None else defaults.VM_KERNEL
         if str(spec) in defaults.VM_KERNELS:
             if self.modules is not None:
                 raise VmConfigError(f"--modules goes with --kernel PATH, not with --kernel {spec}")
-            s(self, "kernel", str(spec))
+            set_field(self, "kernel", str(spec))
             return
         p = Path(spec).expanduser().absolute()
         if not p.is_file():
             raise VmConfigError(f"kernel {spec!r} is neither one of "
                                 f"{', '.join(defaults.VM_KERNELS)} nor an existing kernel image "
                                 "(bzImage or vmlinux)")
-        s(self, "kernel", p)
+        set_field(self, "kernel", p)
         if self.modules is not None:
             m = Path(self.modules).expanduser().absolute()
             if not m.is_dir():
                 raise VmConfigError(f"modules directory {m} does not exist")
-            s(self, "modules", m)
+            set_field(self, "modules", m)
 
     @property
     def kernel_features(self):

@@ -67,7 +67,7 @@ def test_memmap_boots_in_fsdax():
         ("memmap=512M!2G", Memmap(512 * MiB, 2 * GiB), True)]
     assert info.ram_bytes == RAM_GUEST_3G
     assert info.kernel.startswith("6.1.")
-    assert info.grub is False
+    assert info.has_grub_defaults is False
     assert info.problems == ()
     assert info.cpu.best_flush == "clwb"   # QEMU -cpu max
 
@@ -189,7 +189,7 @@ def test_no_pmem(name):
     assert info.regions == info.namespaces == info.devices == info.mounts == ()
     assert info.eadr is False
     assert info.cpu.best_flush == "clwb"
-    assert info.grub is (name == "none")
+    assert info.has_grub_defaults is (name == "none")
 
 
 def test_container_ignores_init_arguments():
