@@ -147,4 +147,4 @@ def test_entry_point_subprocess():
     r = subprocess.run([sys.executable, "-m", "pmemkit", "info", "--json", "--root", fx("none")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["grub"] is True
+    assert json.loads(r.stdout)["has_grub_defaults"] is True
