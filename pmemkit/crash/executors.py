@@ -33,7 +33,7 @@ from multiprocessing.util import Finalize
 
 from .. import defaults
 from .._linux.process import die_with_parent
-from ..errors import InvalidArgumentError, RangeDone, StateLimitReached
+from ..errors import CrashError, InvalidArgumentError, RangeDone, StateLimitReached
 from .checkers import as_checker, wants_info
 from .checkpoint import Checkpoint, FailureDB
 from .explore import MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one
