@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from .status import HelpFormatter, epilog, verdict
-
-
-def _count(text, minimum=1):
-    """An argparse type: an integer of at least ``minimum`` (anything else is a usage error)."""
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"{value} is too small: give at least {minimum}")
-    return value
+from .status import HelpFormatter, count, epilog, verdict
 
 
 def _offset(text):
-    return _count(text, 0)
+    return count(text, 0)
 
 
 def register(subparsers):
@@ -69,16 +57,16 @@ def register(subparsers):
     d = SuiteConfig()
     q.add_argument("--workload", action="append", choices=WORKLOADS,
                    help="run only this workload (repeatable; default: all)")
-    q.add_argument("--writes", type=_count, default=d.writes,
+    q.add_argument("--writes", type=count, default=d.writes,
                    help=f"operations per workload (default {d.writes})")
-    q.add_argument("--lbasize", type=_count, default=d.lbasize,
+    q.add_argument("--lbasize", type=count, default=d.lbasize,
                    help=f"sector size (default {d.lbasize})")
-    q.add_argument("--nfree", type=_count, default=d.nfree,
+    q.add_argument("--nfree", type=count, default=d.nfree,
                    help=f"lanes of the BTT (default {d.nfree})")
     q.add_argument("--model", default=d.model, choices=CRASH_MODELS,
                    help=f"persistency model (default {d.model})")
     q.add_argument("--engine", default=d.engine, help="crash engine (default auto)")
-    q.add_argument("--max-states", type=_count, default=None,
+    q.add_argument("--max-states", type=count, default=None,
                    help="stop each exploration after N states (the verdict is then incomplete)")
     q.add_argument("--seed", type=int, default=d.seed)
     q.add_argument("--json", action="store_true", help="print JSON")

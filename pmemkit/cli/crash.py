@@ -39,9 +39,11 @@ def register(subparsers):
              "{\"MARKER\": \"ENGINE\"}; library markers (pmem_memset_persist, with "
              "PMREORDER_EMIT_LOG=1) work; engine 'none' (NoReorderNoCheck) leaves a section "
              "unchecked")
-    add("--max-states", type=int, default=None, metavar="N", help="stop after N crash states")
+    add("--max-states", type=status.count, default=None, metavar="N",
+        help="stop after N crash states")
     add("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
-    add("--workers", type=int, default=1, metavar="N", help="checker processes (default: 1)")
+    add("--workers", type=status.count, default=1, metavar="N",
+        help="checker processes (default: 1)")
     add("--scheduler", metavar="ADDRESS",
         help="check on a Dask cluster (tcp://host:8786; needs pip install 'pmemkit[dask]'); "
              "the checker must exist at the same path on every worker")

@@ -40,10 +40,10 @@ def _parser(name):
                        help="persistency model (default: x86, independent 8-byte units)")
         p.add_argument("--engine", default="auto",
                        help="auto, exhaustive, bounded[:K], random[:N] or prefix (default: auto)")
-        p.add_argument("--max-states", type=int, default=None, metavar="N",
+        p.add_argument("--max-states", type=status.count, default=None, metavar="N",
                        help="stop after N crash states")
         p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
-        p.add_argument("--workers", type=int, default=1, metavar="N",
+        p.add_argument("--workers", type=status.count, default=1, metavar="N",
                        help="checker processes (default: 1)")
         p.add_argument("--persistent", action="store_true",
                        help="start the checker once and send it image paths (and the crash point) "
@@ -65,7 +65,7 @@ def _parser(name):
                        help="the store log to write")
         p.add_argument("--initial-out", metavar="FILE",
                        help="write the pool's contents before the run here")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--timeout", type=status.seconds, default=None, metavar="SECONDS",
                    help="kill the program after this long (default: no limit)")
     if name == "run":
         p.add_argument("--check", nargs=argparse.REMAINDER, required=True, metavar="CMD",
@@ -121,9 +121,11 @@ def _trace(args, out):
 
 def cmd_run(args, out):
     from .. import crash
+    from ..crash.engines import EngineSpec
 
     if not args.check:
         raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
+    EngineSpec.parse(args.engine)    # a bad --engine is a usage error before the program runs
     try:
         prog, work = _trace(args, out)
     except TraceIncompleteError:

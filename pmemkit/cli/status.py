@@ -1,9 +1,10 @@
 """The exit statuses of every ``pmemkit`` command that gives a verdict: one table, one home.
 
-``pmemkit crash``, ``pmemkit btt check``, ``pmemkit btt crash-suite`` and the
-``pmemkit vm`` commands (where the guest's command gives a verdict) exit with
-these codes; each prints :data:`EPILOG` at the end of its ``--help`` and
-docs/exit-status.md shows the same table (a test pins them equal).
+``pmemkit crash`` (and ``crash run``/``record``), ``pmemkit btt check``,
+``pmemkit btt crash-suite`` and ``pmemkit vm powercut`` exit with these codes; each
+prints :data:`EPILOG` at the end of its ``--help`` and docs/exit-status.md shows the
+same table (a test pins them equal). The argparse helpers these commands share
+(the formatter, the ``count`` and ``seconds`` types) live here too.
 """
 
 from __future__ import annotations
@@ -85,6 +86,28 @@ class HelpFormatter(argparse.HelpFormatter):
         if "\n" in text:
             return "".join(indent + line for line in text.splitlines(keepends=True))
         return super()._fill_text(text, width, indent)
+
+
+def count(text, minimum=1):
+    """An argparse type: an integer of at least ``minimum`` (anything else is a usage error)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give at least {minimum}")
+    return value
+
+
+def seconds(text):
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def epilog(*before):

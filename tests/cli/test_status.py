@@ -1,6 +1,7 @@
 """The one exit-status table: its docs page, every verdict command's --help, and the codes used."""
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,3 +72,16 @@ def test_checker_killed_by_a_signal_is_a_checker_error(tmp_path, capsys):
     assert rc == status.Status.TOOL_ERROR
     err = capsys.readouterr().err
     assert "SIGSEGV" in err and "checker error" in err
+
+
+
+@pytest.mark.parametrize("option", (["--engine", "zz"], ["--workers", "0"], ["--max-states", "-1"],
+                                    ["--timeout", "0"]), ids=" ".join)
+def test_crash_run_refuses_bad_options_before_running_the_program(option, tmp_path):
+    ran = tmp_path / "ran"
+    program = [sys.executable, "-c", f"open({str(ran)!r}, 'w').close()"]
+    res = subprocess.run([sys.executable, "-m", "pmemkit", "crash", "run", *option, "--check",
+                          "true", "--", *program], capture_output=True, text=True, check=False)
+    assert res.returncode == status.Status.USAGE, res.stderr
+    assert option[0].lstrip("-").split("-")[0] in res.stderr
+    assert not ran.exists()
