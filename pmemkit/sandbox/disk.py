@@ -35,6 +35,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import defaults
 from ..errors import GuestError, MissingToolError, VmConfigError, VmError
 from ..units import format_size, parse_size
 from ..vm import cache, qemu
@@ -43,8 +44,9 @@ from .ssh import SshTarget, generate_key
 #: Bump when the build recipe changes, so cached images are rebuilt.
 RECIPE_VERSION = 1
 
-DEFAULT_SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
+#: The sandbox's Debian is the harness guest's (one home: pmemkit.defaults).
+DEFAULT_SUITE = defaults.VM_SUITE
+DEFAULT_MIRROR = defaults.VM_MIRROR
 DEFAULT_DISK_SIZE = "4G"
 
 #: What the image gets on top of debootstrap's minbase. The pmem tools and python3-numpy
