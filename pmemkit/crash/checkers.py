@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import weakref
 
 from .. import defaults
 from ..errors import CheckerError, CheckFailed, InvalidArgumentError
@@ -122,6 +123,19 @@ def reap_stale_dirs(base=None, now=None):
     return removed
 
 
+def _remove_dir(path, lock, owner):
+    """Remove the image directory ``path`` and drop its lock, in the process that made it only
+    (a forked worker that garbage-collects its copy must not touch the owner's files)."""
+    if os.getpid() != owner:
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    if lock is not None:
+        try:
+            os.close(lock)
+        except OSError:
+            pass
+
+
 class _ImageFile:
     """The file a checker program reads: rewritten only where an image differs from it.
 
@@ -148,6 +162,7 @@ class _ImageFile:
         self._map = None
         self._ident = None
         self._lock = None
+        self._finalizer = None
 
     def prepare(self):
         if self.dir is None:
@@ -156,6 +171,10 @@ class _ImageFile:
             reap_stale_dirs(base)
             self.dir = tempfile.mkdtemp(prefix=defaults.CRASH_TEMP_PREFIX, dir=base)
             self._lock = _lock_dir(self.dir, blocking=True)
+            # a checker used without close() (called directly, dropped): removed when it is
+            # garbage-collected or at interpreter exit
+            self._finalizer = weakref.finalize(self, _remove_dir, self.dir, self._lock,
+                                               self.owner)
 
     def write(self, image):
         pid = os.getpid()
@@ -204,11 +223,8 @@ class _ImageFile:
             self._unmap()
         self._map = None
         if self.dir is not None and pid == self.owner:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-            lock, self._lock = self._lock, None
-            if lock is not None:
-                os.close(lock)
+            self._finalizer()
+            self.dir = self._lock = None
         elif self.path is not None and self.path_pid == pid:
             try:
                 os.unlink(self.path)

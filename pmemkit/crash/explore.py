@@ -325,6 +325,9 @@ class _Explorer:
             for meta in metas:
                 if not isinstance(meta.persisted, bytes):   # the tracer's buffer: never kept
                     meta.persisted = None
+        if not point_complete and self.complete and len(images) >= count:
+            # as many distinct images as the point has states: the samples reached every state
+            point_complete = True
         if point_complete:
             self.covered += count
         else:

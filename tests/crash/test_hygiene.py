@@ -141,6 +141,31 @@ def test_worker_death_in_a_subprocess_leaves_nothing(tmp_path, programs, tempdir
     assert _entries(tempdirs) == set()
 
 
+def test_a_checker_never_closed_leaves_nothing(tmp_path, programs, tempdirs):
+    """A checker called directly and dropped without close(), in this process and in one that
+    simply exits: its directory goes with it."""
+    external, persistent = programs
+    check = crash.ExternalChecker(external)
+    assert check(bytes(64))
+    assert _entries(tempdirs)
+    del check
+    assert _entries(tempdirs) == set()
+    shm, tmp = tempdirs
+    script = tmp_path / "unclosed.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys, tempfile
+        from pmemkit import crash
+        from pmemkit.crash import checkers
+        checkers._temp_base = lambda: {str(shm)!r}
+        tempfile.tempdir = {str(tmp)!r}
+        keep = [crash.ExternalChecker({external!r}), crash.PersistentChecker({persistent!r})]
+        assert all(c(bytes(64)) for c in keep)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert _entries(tempdirs) == set()
+
+
 KILLED_RUN = textwrap.dedent("""\
     import os, signal, sys, tempfile
     from pmemkit import crash
