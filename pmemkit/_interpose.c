@@ -804,64 +804,37 @@ static void after_copy(void *dest, size_t len, unsigned flags)
 	pthread_mutex_unlock(&g_lock);
 }
 
-#define COPY_FN(name, flags) \
-	void *name(void *dest, const void *src, size_t len) \
+/* NAME PARAMS (one of libpmem's copy or set functions): the real one, then its LEN bytes at
+ * DEST are stores of this point, flushed and fenced as FLAGS say. */
+#define COPY_WRAPPER(name, params, args, flags) \
+	void *name params \
 	{ \
 		RESOLVE(name); \
 		if (t_depth > 0 || !atomic_load(&g_active)) \
-			return REAL(name)(dest, src, len); \
+			return REAL(name) args; \
 		t_depth++; \
-		void *r = REAL(name)(dest, src, len); \
+		void *r = REAL(name) args; \
 		after_copy(dest, len, flags); \
 		t_depth--; \
 		return r; \
 	}
+#define COPY_FN(name, flags) \
+	COPY_WRAPPER(name, (void *dest, const void *src, size_t len), (dest, src, len), flags)
+#define SET_FN(name, flags) \
+	COPY_WRAPPER(name, (void *dest, int c, size_t len), (dest, c, len), flags)
+#define COPY_FLAGS_FN(name) \
+	COPY_WRAPPER(name, (void *dest, const void *src, size_t len, unsigned flags), \
+		     (dest, src, len, flags), flags)
 COPY_FN(pmem_memmove_persist, 0)
 COPY_FN(pmem_memcpy_persist, 0)
 COPY_FN(pmem_memmove_nodrain, F_NODRAIN)
 COPY_FN(pmem_memcpy_nodrain, F_NODRAIN)
-
-#define SET_FN(name, flags) \
-	void *name(void *dest, int c, size_t len) \
-	{ \
-		RESOLVE(name); \
-		if (t_depth > 0 || !atomic_load(&g_active)) \
-			return REAL(name)(dest, c, len); \
-		t_depth++; \
-		void *r = REAL(name)(dest, c, len); \
-		after_copy(dest, len, flags); \
-		t_depth--; \
-		return r; \
-	}
 SET_FN(pmem_memset_persist, 0)
 SET_FN(pmem_memset_nodrain, F_NODRAIN)
-
-#define COPY_FLAGS_FN(name) \
-	void *name(void *dest, const void *src, size_t len, unsigned flags) \
-	{ \
-		RESOLVE(name); \
-		if (t_depth > 0 || !atomic_load(&g_active)) \
-			return REAL(name)(dest, src, len, flags); \
-		t_depth++; \
-		void *r = REAL(name)(dest, src, len, flags); \
-		after_copy(dest, len, flags); \
-		t_depth--; \
-		return r; \
-	}
 COPY_FLAGS_FN(pmem_memmove)
 COPY_FLAGS_FN(pmem_memcpy)
-
-void *pmem_memset(void *dest, int c, size_t len, unsigned flags)
-{
-	RESOLVE(pmem_memset);
-	if (t_depth > 0 || !atomic_load(&g_active))
-		return REAL(pmem_memset)(dest, c, len, flags);
-	t_depth++;
-	void *r = REAL(pmem_memset)(dest, c, len, flags);
-	after_copy(dest, len, flags);
-	t_depth--;
-	return r;
-}
+COPY_WRAPPER(pmem_memset, (void *dest, int c, size_t len, unsigned flags), (dest, c, len, flags),
+	     flags)
 
 /* --- libpmem2: wrap the function pointers the getters return -------------------- */
 

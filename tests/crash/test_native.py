@@ -63,6 +63,7 @@ def progs(tmp_path_factory):
         "commit_flag": _gcc(d / "commit_flag", cf, "-lpmem", "-lpmem2", "-ldl"),
         "obj_tx": _gcc(d / "obj_tx", HERE / "obj_tx.c", "-lpmemobj"),
         "procs": _gcc(d / "procs", HERE / "procs.c", "-pthread", "-lpmem"),
+        "copies": _gcc(d / "copies", HERE / "copies.c", "-lpmem"),
         # libpmem linked in statically: its flushes never reach the interposer
         "static_libpmem": _gcc(d / "static_libpmem", "-DNO_PMEM2", cf,
                                "/usr/lib/x86_64-linux-gnu/libpmem.a", "-lndctl", "-ldaxctl", "-ldl",
@@ -176,6 +177,25 @@ def test_libpmemobj_record_round_trip_same_verdict(progs, obj_pool, tmp_path, ca
     s_log, out3 = _run(capsys, log, "--model", "eadr", "--engine", "exhaustive", "--initial",
                        tmp_path / "initial", "--check", *check)
     assert s_run == s_log == (Status.OK if mode == "correct" else Status.VIOLATIONS), (out, out3)
+
+
+#: libpmem's copy and set functions and whether the call ends with a fence
+COPY_FUNCTIONS = {"pmem_memmove_persist": True, "pmem_memcpy_persist": True,
+                  "pmem_memmove_nodrain": False, "pmem_memcpy_nodrain": False,
+                  "pmem_memset_persist": True, "pmem_memset_nodrain": False,
+                  "pmem_memmove": False, "pmem_memcpy": True, "pmem_memset": False}
+
+
+@pytest.mark.parametrize("function", list(COPY_FUNCTIONS))
+def test_every_libpmem_copy_is_one_flushed_store(progs, tmp_path, function):
+    # copies.c: the function writes 100 bytes at offset 64 (pmem_memmove and pmem_memset with
+    # PMEM_F_MEM_NODRAIN, pmem_memcpy with flags 0)
+    prog = native.run([progs["copies"], function, tmp_path / "pool"])
+    assert prog.returncode == 0
+    work = prog.workload()           # the traced store rebuilds the file the program left
+    assert prog.final[64:164] == b"S" * 100
+    assert work.stats.get("store") == 1 and work.stats.get("flush") == 1
+    assert work.stats.get("fence", 0) == int(COPY_FUNCTIONS[function])
 
 
 def test_record_log_matches_trace(progs, tmp_path, capsys):
