@@ -132,9 +132,13 @@ VM_MEMORY_HEADROOM = "1G"
 VM_MIN_FREE_MEMORY = "512M"
 #: Default NVDIMM size and label area (QEMU nvdimm label-size).
 VM_NVDIMM_SIZE = "1G"
+#: An NVDIMM's size is a multiple of this (the fsdax namespace alignment).
+VM_NVDIMM_ALIGN = 16 << 20
 VM_NVDIMM_LABEL_SIZE = "128K"
 #: Default CXL type-3 device size, its (non-zero) serial number and the fixed memory window.
 VM_CXL_SIZE = "512M"
+#: A CXL device's size is a multiple of this (the CXL region granularity).
+VM_CXL_GRANULARITY = 256 << 20
 VM_CXL_SERIAL = "0x5eed"
 VM_CXL_WINDOW = "4G"
 #: `pmemkit vm powercut`: cuts per run and the window (seconds after the workload starts) of

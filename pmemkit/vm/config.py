@@ -133,13 +133,8 @@ class VmConfig:
         if self.nvdimm is None and self.nvdimm_file is not None:
             set_field(self, "nvdimm", defaults.VM_NVDIMM_SIZE)
         if self.cxl is not None:
-            size = _size(self.cxl, "CXL size")
-            if size < 256 << 20 or size % (256 << 20):
-                raise VmConfigError(f"CXL size {self.cxl!r} must be a multiple of 256M (the CXL "
-                                    "region granularity), e.g. 256M or 1G")
-            set_field(self, "cxl", size)
-            set_field(self, "cxl_file", _backing_file(self.cxl_file, size, "CXL", "--cxl"))
-            pmem_size = size
+            pmem_size = self._device("cxl", "CXL", defaults.VM_CXL_GRANULARITY,
+                                     "the CXL region granularity")
         elif self.nvdimm is None:
             mm = self.memmap if self.memmap is not None else defaults.MEMMAP
             if not isinstance(mm, Memmap):
@@ -150,14 +145,8 @@ class VmConfig:
             set_field(self, "memmap", mm)
             pmem_size = mm.size
         else:
-            size = _size(self.nvdimm, "NVDIMM size")
-            if size < 16 << 20 or size % (16 << 20):
-                raise VmConfigError(f"NVDIMM size {self.nvdimm!r} must be a multiple of 16M (the "
-                                    "fsdax namespace alignment) and at least 16M, e.g. 1G")
-            set_field(self, "nvdimm", size)
-            set_field(self, "nvdimm_file",
-                      _backing_file(self.nvdimm_file, size, "NVDIMM", "--nvdimm"))
-            pmem_size = size
+            pmem_size = self._device("nvdimm", "NVDIMM", defaults.VM_NVDIMM_ALIGN,
+                                     "the fsdax namespace alignment")
         self._check_ramdax()
         # filesystems
         if self.fs is None:
@@ -225,6 +214,19 @@ class VmConfig:
         if not self.timeout or self.timeout <= 0:
             raise VmConfigError("timeout must be a positive number of seconds, got "
                                 f"{self.timeout!r}")
+
+    def _device(self, name, what, step, why):
+        """Validate the size of the ``name`` device (``nvdimm`` or ``cxl``) and its backing
+        file; returns the size in bytes."""
+        value = getattr(self, name)
+        size = _size(value, f"{what} size")
+        if size < step or size % step:
+            raise VmConfigError(f"{what} size {value!r} must be a multiple of {format_size(step)} "
+                                f"({why}) and at least {format_size(step)}, e.g. 1G")
+        object.__setattr__(self, name, size)      # a frozen dataclass, still being built
+        object.__setattr__(self, f"{name}_file",
+                           _backing_file(getattr(self, f"{name}_file"), size, what, f"--{name}"))
+        return size
 
     def _check_ramdax(self):
         set_field = object.__setattr__
