@@ -73,6 +73,10 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
         raise InvalidArgumentError(
             f"on_states must be a callable (states, unique_images, crash_points), "
             f"got {on_states!r}")
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise InvalidArgumentError(
+            f"executor must be a concurrent.futures.Executor or a distributed.Client, got "
+            f"{type(executor).__name__}")
     initial = _load_initial(initial)
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE

@@ -486,6 +486,10 @@ def read_log(path, size=None):
     """Read a pmemcheck store log file into a :class:`Trace`."""
     try:
         raw = Path(path).read_bytes()
+    except TypeError:
+        raise InvalidArgumentError(
+            f"the store log must be a path (str or os.PathLike), got {type(path).__name__}; "
+            f"to parse a log's text, use parse_log()") from None
     except OSError as exc:
         raise TraceFormatError(
             f"cannot read store log {str(path)!r}: {exc.strerror or exc}") from None
@@ -545,7 +549,13 @@ def format_log(trace, base=EXPORT_BASE, name=None):
 
 def write_log(trace, path, base=EXPORT_BASE, name=None):
     """Write ``trace`` as a pmemcheck store log to ``path``."""
-    Path(path).write_text(format_log(trace, base, name))
+    text = format_log(trace, base, name)
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"cannot write the store log {str(path)!r}: {exc.strerror or exc}; give a writable "
+            f"path") from None
 
 
 # --- pmreorder's engines per marker section ------------------------------------------------

@@ -251,3 +251,10 @@ def test_every_violation_replays_to_its_image(kwargs):
     assert not r.ok
     for v in r.violations:
         assert crash.replay(n_pending(3, epochs=2), v) == v.image
+
+
+def test_an_executor_without_submit_is_refused_before_the_workload_runs():
+    ran = []
+    with pytest.raises(InvalidArgumentError, match="executor must be"):
+        crash.explore(lambda pm: ran.append(pm), lambda image: True, executor=5)
+    assert not ran

@@ -16,7 +16,7 @@ import pytest
 from pmemkit.cli import main
 from pmemkit.cli.status import Status
 from pmemkit.crash import checkers, pmemcheck
-from pmemkit.errors import TraceFormatError
+from pmemkit.errors import InvalidArgumentError, TraceFormatError
 
 DATA = Path(__file__).parent / "data" / "pmemcheck"
 SRC = DATA / "src"
@@ -288,3 +288,15 @@ def test_section_engine_for_a_marker_the_log_never_opens_is_noted(progs, capsys)
     status, out = crash(capsys, DATA / "flag_g.log", "--initial", "zeros", "-x",
                         "CHNAGE=ReorderFull", "--check", progs["flag"], "c")
     assert status == Status.OK and "note: -x names CHNAGE, which opens no section" in out
+
+
+def test_log_paths_that_cannot_be_used_are_typed_errors(tmp_path):
+    def workload(pm):
+        pm.write(0, b"A" * 8)
+        pm.persist(0, 8)
+    trace = pmemcheck.record(workload, 4096)
+    with pytest.raises(InvalidArgumentError, match="cannot write the store log"):
+        pmemcheck.write_log(trace, tmp_path / "missing-dir" / "store.log")
+    assert not (tmp_path / "missing-dir").exists()
+    with pytest.raises(InvalidArgumentError, match="must be a path"):
+        pmemcheck.read_log(5)
