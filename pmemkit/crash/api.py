@@ -11,7 +11,7 @@ from ..errors import InvalidArgumentError
 from .engines import EngineSpec
 from .executors import explore_on_executor
 from .explore import _Explorer, _load_initial, _new_region, _positive_int, _warnings
-from .report import Report
+from .report import SAMPLED_WARNING, Report
 from .trace import MODELS
 
 
@@ -115,9 +115,7 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
         warnings.append(f"{ex.skipped} crash point(s) left unchecked on purpose (their section's "
                         f"engine is 'none', pmreorder's NoReorderNoCheck)")
     if ex.sampled and not stopped:
-        warnings.append(
-            "some crash points had too many states to explore them all: they were sampled "
-            "(see engines), so an OK is not a proof; engine='exhaustive' refuses such points")
+        warnings.append(SAMPLED_WARNING)
     return Report(violations=ex.violations, states_checked=ex.states, unique_images=ex.unique,
                   crash_points=ex.points, warnings=warnings, model=model, engine=str(spec),
                   engines=dict(ex.engines), seed=seed,

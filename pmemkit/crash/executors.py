@@ -37,7 +37,7 @@ from ..errors import CrashError, InvalidArgumentError, RangeDone, StateLimitReac
 from .checkers import as_checker, wants_info
 from .checkpoint import Checkpoint, FailureDB
 from .explore import MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one
-from .report import Report
+from .report import SAMPLED_WARNING, Report
 from .trace import UNIT, blank_image
 
 
@@ -651,10 +651,7 @@ def explore_on_executor(
             f"{planner.unique} distinct images: the verdict is incomplete"
         )
     if planner.sampled and planner.complete:
-        warnings.append(
-            "some crash points had too many states to explore them all: they were sampled "
-            "(see engines), so an OK is not a proof; engine='exhaustive' refuses such points"
-        )
+        warnings.append(SAMPLED_WARNING)
     return Report(
         violations=violations,
         states_checked=planner.states if finished else checked[0],

@@ -12,6 +12,12 @@ SHOWN_VIOLATIONS = 3
 SHOWN_DIFF_RANGES = 8
 
 
+#: The warning of a report in which some crash point was sampled instead of explored completely.
+SAMPLED_WARNING = ("some crash points were sampled, not explored completely (see engines: bounded, "
+                   "random, or auto on a point with too many states), so an OK is not a proof; "
+                   "engine='exhaustive' refuses points it cannot explore")
+
+
 @dataclass(frozen=True)
 class CrashPoint:
     """Where a crash happens: the checker's optional second argument.
