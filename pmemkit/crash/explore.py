@@ -47,12 +47,12 @@ class _PointMeta:
     tracer's buffers)."""
 
     __slots__ = ("info", "space", "index", "persisted", "label", "stores", "lines", "olds",
-                 "_batch", "_flush")
+                 "_flush")
 
     def __init__(self, info, space, index, persisted, label, stores, lines, olds):
         self.info, self.space, self.index, self.persisted = info, space, index, persisted
         self.label, self.stores, self.lines, self.olds = label, stores, lines, olds
-        self._batch = self._flush = None
+        self._flush = None
 
 
 # --- worker processes ----------------------------------------------------------------
@@ -423,7 +423,6 @@ class _Explorer:
         max_states = self.max_states
         pooled = self.workers > 1
         batch = []
-        meta._batch = batch
 
         def visit():
             if max_states is not None and self.states >= max_states:

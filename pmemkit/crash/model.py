@@ -37,9 +37,6 @@ from itertools import combinations
 
 from .trace import UNIT, unit_hash
 
-#: Views a crash point can be explored under (the models, plus the engines' own views).
-VIEWS = ("x86", "x86-line", "eadr", "prefix", "x86-end")
-
 
 class Alternative:
     __slots__ = ("patch", "delta", "stores", "step", "unstep")
@@ -107,7 +104,7 @@ def _segments(events):
     return out
 
 
-def _chain(events, floor, unit_hash):
+def _chain(events, floor, cached_hash):
     """Alternatives "the first j events are durable" for one line or the whole region.
 
     ``floor(u)`` is alternative 0's value of unit ``u``. Ordered events extend a
@@ -129,7 +126,7 @@ def _chain(events, floor, unit_hash):
             prev = floor(u)
         if prev == v:
             return prev
-        delta ^= unit_hash(u, prev) ^ unit_hash(u, v)
+        delta ^= cached_hash(u, prev) ^ cached_hash(u, v)
         if v == floor(u):
             cur.pop(u, None)
         else:
@@ -186,7 +183,7 @@ def _unit_values(events, old):
 def spaces(state, view):
     """The spaces of a crash at ``state`` (a :class:`~.trace.PendingState`) under ``view``."""
     durable = state.durable
-    unit_hash = _Hasher()
+    cached_hash = _Hasher()
     if view in ("x86", "x86-end"):
         per_unit = {}
         for _, events, _ in state.lines:
@@ -198,15 +195,15 @@ def spaces(state, view):
             old = _old(durable, u)
             values, final = _unit_values(per_unit[u], old)
             if view == "x86":
-                hold = unit_hash(u, old)
-                alts = [Alternative(((u, v),), hold ^ unit_hash(u, v), st) for v, st in values]
+                hold = cached_hash(u, old)
+                alts = [Alternative(((u, v),), hold ^ cached_hash(u, v), st) for v, st in values]
             else:
                 if final != old:
                     base.append((u, final))
-                    base_delta ^= unit_hash(u, old) ^ unit_hash(u, final)
+                    base_delta ^= cached_hash(u, old) ^ cached_hash(u, final)
                     base_stores.update(ev.store for ev in per_unit[u])
-                hold = unit_hash(u, final)
-                alts = [Alternative(((u, v),), hold ^ unit_hash(u, v), st)
+                hold = cached_hash(u, final)
+                alts = [Alternative(((u, v),), hold ^ cached_hash(u, v), st)
                         for v, st in [(old, ())] + values if v != final]
             if alts:
                 dims.append(alts)
@@ -214,7 +211,7 @@ def spaces(state, view):
     if view == "x86-line":
         dims = []
         for _, events, _ in state.lines:
-            alts = _chain(events, lambda u: _old(durable, u), unit_hash)
+            alts = _chain(events, lambda u: _old(durable, u), cached_hash)
             if alts:
                 dims.append(alts)
         return [Space(view, dims)]
@@ -232,12 +229,12 @@ def spaces(state, view):
     for group, evs in _segments(state.pending_events()):
         frozen = (tuple(sorted(base.items())), base_delta, tuple(sorted(base_stores)))
         if group is None:
-            alts = _chain(evs, floor, unit_hash)
+            alts = _chain(evs, floor, cached_hash)
             dims = [alts] if alts else []
         else:       # one event per unit: each unit durable or not, independently
             dims = [[Alternative(((ev.unit, ev.value),),
-                                 unit_hash(ev.unit, floor(ev.unit)) ^ unit_hash(ev.unit, ev.value),
-                                 (ev.store,))]
+                                 cached_hash(ev.unit, floor(ev.unit))
+                                 ^ cached_hash(ev.unit, ev.value), (ev.store,))]
                     for ev in evs if ev.value != floor(ev.unit)]
         out.append(Space(view, dims, *frozen))
         for ev in evs:
@@ -245,7 +242,7 @@ def spaces(state, view):
             old = _old(durable, u)
             prev = floor(u)
             v = ev.value
-            base_delta ^= unit_hash(u, prev) ^ unit_hash(u, v)
+            base_delta ^= cached_hash(u, prev) ^ cached_hash(u, v)
             if v == old:
                 base.pop(u, None)
             else:
