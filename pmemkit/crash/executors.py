@@ -36,7 +36,8 @@ from .._linux.process import die_with_parent
 from ..errors import CrashError, InvalidArgumentError, RangeDone, StateLimitReached
 from .checkers import as_checker, wants_info
 from .checkpoint import Checkpoint, FailureDB
-from .explore import MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one
+from .explore import (MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one,
+                      pickled_records)
 from .report import SAMPLED_WARNING, Report
 from .trace import UNIT, blank_image
 
@@ -359,14 +360,8 @@ class Distributed:
         self.check = check
         self.want = want
         self.payload = payload
-        try:
-            blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - any pickling failure means the same
-            raise InvalidArgumentError(
-                f"on an executor, with a checkpoint or a failure database, every value given to "
-                f"pm.record() must be picklable (the run is fingerprinted and shipped to workers): "
-                f"{type(exc).__name__}: {exc}; record plain data (bytes, numbers, strings, tuples)"
-            ) from None
+        blob = pickled_records(payload, "on an executor, with a checkpoint or a failure database,",
+                               "the run is fingerprinted and shipped to workers")
         self.blob = blob
         self.digest = hashlib.sha256(blob).hexdigest()
         self.executor = executor

@@ -504,14 +504,8 @@ class _Explorer:
                 initializer=_worker_init, initargs=(self.check, self.want))
         self._persisted(meta)
         if meta.info.index != self.pickled_point:
-            try:
-                pickle.dumps(meta.info)
-            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same
-                raise InvalidArgumentError(
-                    f"with workers > 1 every value given to pm.record() must be picklable "
-                    f"(it reaches the checker in another process): {type(exc).__name__}: {exc}; "
-                    f"record plain data (bytes, numbers, strings, tuples) or use workers=1"
-                ) from None
+            pickled_records(meta.info, "with workers > 1",
+                            "it reaches the checker in another process", " or use workers=1")
             self.pickled_point = meta.info.index
         items = [(i, image) for i, (_, image) in enumerate(batch)]
         fut = self.pool.submit(_worker_batch, items, meta.info)
@@ -581,6 +575,18 @@ class _Explorer:
             closer = getattr(self.check, "close", None)
             if callable(closer):
                 closer()
+
+
+def pickled_records(value, when, why, instead=""):
+    """``pickle.dumps(value)`` of a value holding what the workload gave ``pm.record()``: one that
+    cannot be pickled is :class:`InvalidArgumentError` saying ``when`` it must be and ``why``."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same
+        raise InvalidArgumentError(
+            f"{when} every value given to pm.record() must be picklable ({why}): "
+            f"{type(exc).__name__}: {exc}; record plain data (bytes, numbers, strings, tuples)"
+            f"{instead}") from None
 
 
 def _warnings(state, clean_flushes):
