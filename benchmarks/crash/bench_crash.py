@@ -27,6 +27,7 @@ import ctypes
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,8 @@ def main():
     ap.add_argument("--oneshot-max", type=int, default=12,
                     help="largest pending count for the one-process-per-image checker (default 12)")
     args = ap.parse_args()
+    # SIGTERM (timeout, a cancelled job) unwinds like Ctrl-C, so the temp dir is removed
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # tmpfs: pmreorder msyncs its image after every store, which costs ~1 ms on a disk and ~1 us on
     # tmpfs
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,8 @@ def main():
     ap.add_argument("--budget", type=float, default=600.0)
     ap.add_argument("--skip-overhead", action="store_true")
     args = ap.parse_args()
+    # SIGTERM (timeout, a cancelled job) unwinds like Ctrl-C, so the temp dir is removed
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     out = Path(tempfile.mkdtemp(prefix="pmemkit-bench-interpose-", dir=shm))
     try:
