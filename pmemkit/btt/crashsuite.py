@@ -41,6 +41,14 @@ class SuiteConfig:
     max_states: int | None = None
     seed: int = 1
 
+    def __post_init__(self):
+        # each sector is told apart from every other by its 8-byte units (see _content)
+        lbasize = self.lbasize
+        if isinstance(lbasize, bool) or not isinstance(lbasize, int) or lbasize < 8:
+            raise InvalidArgumentError(
+                f"the crash suite needs sectors of at least 8 bytes (lbasize), got "
+                f"{self.lbasize!r}; the Linux BTT's are 512 or 4096")
+
 
 @dataclass
 class SuiteRow:

@@ -7,6 +7,9 @@ import pytest
 
 from pmemkit.btt import Btt, crashsuite as cs
 from pmemkit.btt import layout
+from pmemkit.cli import main
+from pmemkit.cli.status import Status
+from pmemkit.errors import InvalidArgumentError
 
 CFG = cs.SuiteConfig(writes=3, engine="random:150")
 FENCES = {"write": 4, "zero": 1, "error": 1, "many": 4}
@@ -68,3 +71,16 @@ class _MapFirstBtt(Btt):
 def test_the_checker_catches_a_broken_protocol():
     row = cs.run_workload("random", "btt", CFG, device_class=_MapFirstBtt)
     assert row.torn_states > 0 or row.lost_writes > 0 or row.inconsistent > 0
+
+
+@pytest.mark.parametrize("lbasize", [0, 3, 7, True, "512"])
+def test_sectors_too_small_to_tell_apart_are_refused(lbasize):
+    # a 3-byte sector used to grow to 4 bytes in the workload and fail with a confusing
+    # "data is 4 bytes" error from the BTT
+    with pytest.raises(InvalidArgumentError, match="at least 8 bytes"):
+        cs.SuiteConfig(lbasize=lbasize)
+
+
+def test_cli_refuses_a_tiny_lbasize(capsys):
+    assert main(["btt", "crash-suite", "--lbasize", "3"]) == Status.USAGE
+    assert "at least 8 bytes" in capsys.readouterr().err
