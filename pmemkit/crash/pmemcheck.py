@@ -613,6 +613,9 @@ def parse_sections(text):
             raise InvalidArgumentError(f"the section config {text!r} must be one JSON object of "
                                        f"MARKER: ENGINE strings")
         return {str(k): v for k, v in config.items()}
+    if "=" not in str(text) and (path.suffix == ".json" or "/" in str(text)):
+        raise InvalidArgumentError(f"section config file {text!r} not found: give an existing "
+                                   f"JSON file or MARKER=ENGINE pairs")
     config = {}
     for pair in filter(None, (p.strip() for p in str(text).split(","))):
         name, eq, engine = pair.partition("=")

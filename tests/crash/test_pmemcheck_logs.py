@@ -300,3 +300,9 @@ def test_log_paths_that_cannot_be_used_are_typed_errors(tmp_path):
     assert not (tmp_path / "missing-dir").exists()
     with pytest.raises(InvalidArgumentError, match="must be a path"):
         pmemcheck.read_log(5)
+
+
+def test_a_missing_section_file_is_named_as_such(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="not found"):
+        pmemcheck.parse_sections(str(tmp_path / "sections.json"))
+    assert pmemcheck.parse_sections("A=ReorderFull") == {"A": "ReorderFull"}
