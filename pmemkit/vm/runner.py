@@ -176,15 +176,24 @@ def _cxl_quirks(release):
 
 
 def _create_backing(config):
-    """Create the backing file(s) of an NVDIMM or CXL device (sparse) if missing."""
-    files = [(nvdimm_path(config), config.pmem_size)]
+    """Create the backing file(s) of an NVDIMM or CXL device (sparse) and the ``persist`` file
+    (empty: QEMU sizes it) if missing; one that cannot be made is a :class:`VmConfigError`."""
+    files = []
+    if nvdimm_path(config) is not None:
+        files.append((nvdimm_path(config), config.pmem_size))
     if config.cxl is not None:
         files.append((lsa_path(config), parse_size(defaults.VM_NVDIMM_LABEL_SIZE)))
+    if config.persist is not None:
+        files.append((config.persist, 0))
     for path, size in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.stat().st_size == 0:
-            with open(path, "wb") as f:
-                f.truncate(size)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists() or path.stat().st_size == 0:
+                with open(path, "wb") as f:
+                    f.truncate(size)
+        except OSError as exc:
+            raise VmConfigError(f"cannot create {path}: {exc.strerror or exc}; give a file in a "
+                                f"writable directory") from None
 
 
 def _write_cfg(job, config, action):
@@ -326,12 +335,11 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     timeout = timeout or config.timeout
     cache.cache_dir(config.cache_dir)  # an unwritable cache and a missing QEMU are
     qemu.qemu_binary()                 # reported before anything is built
+    _create_backing(config)            # ...and so is a backing file that cannot be created
     image = prepare(config, progress, project)
     version = guest.image_python(image.rootfs.image) or guest_python(config)
     accel = qemu.choose_accel(config.accel, image.kernel.vmlinuz, progress, config.cache_dir)
     nv = nvdimm_path(config)
-    if nv is not None:
-        _create_backing(config)
     job_parent = Path(tempfile.gettempdir())
     job = Path(tempfile.mkdtemp(prefix="pmemkit-vm-", dir=job_parent))
     try:

@@ -333,3 +333,22 @@ def test_atexit_and_sigterm_kill_the_group(tmp_path):
     assert proc.wait(timeout=20) == 128 + 15
     time.sleep(0.3)
     assert not _alive(pids)
+
+
+@pytest.mark.parametrize("option", ["nvdimm", "persist"])
+def test_a_backing_file_that_cannot_be_created_is_an_error_before_the_build(
+        tmp_path, monkeypatch, option):
+    # a path under a regular file: os.access() on its "directory" says writable (always, as root)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    opts = ({"nvdimm": "1G", "nvdimm_file": blocker / "pmem.img"} if option == "nvdimm" else
+            {"memmap": defaults.MEMMAP_SMALL, "persist": blocker / "ram.img"})
+    cfg = VmConfig(share=tmp_path, cache_dir=tmp_path / "cache", accel="tcg", **opts)
+    monkeypatch.setattr(qemu, "qemu_binary", lambda: "qemu-system-x86_64")
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the guest image was built before the backing file was checked")
+    monkeypatch.setattr(runner, "prepare", no_build)
+    with pytest.raises(VmConfigError, match="cannot create"):
+        runner.run(cfg, ["true"])
+    assert blocker.read_text() == "x"
