@@ -41,8 +41,9 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     machine or a cluster (:mod:`pmemkit.crash.executors`); ``checkpoint`` (a file)
     makes the run resumable; ``failures`` (a directory) checks the states that
     failed last time first; ``stop_at_first`` stops everything at the first
-    violation. Any of these runs the two-phase exploration, with ``workers``
-    processes when no executor is given.
+    violation. Any of these, and ``workers > 1`` (unless ``sections`` is given), runs
+    the two-phase exploration, with ``workers`` processes when no executor is given:
+    workers rebuild their images from the trace, no image is sent to them.
 
     ``sections(point)`` (optional) picks the engine of each crash point from its
     :class:`CrashPoint` (e.g. by the marker section it is in): an engine name as
@@ -80,7 +81,8 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     initial = _load_initial(initial)
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
-    if executor is not None or checkpoint is not None or failures is not None or stop_at_first:
+    if (executor is not None or checkpoint is not None or failures is not None or stop_at_first
+            or (workers > 1 and sections is None)):
         if sections is not None:
             raise InvalidArgumentError(
                 "sections (an engine per marker section) is not supported with executor, "

@@ -296,3 +296,29 @@ def _die(img):
 def test_a_dead_worker_process_is_a_crash_error():
     with pytest.raises(CrashError, match="worker process died"):
         crash.explore(n_slots(3), _die, workers=2, stop_at_first=True, progress=None)
+
+
+BIG_REGION = textwrap.dedent("""\
+    import resource, subprocess, sys
+    code = '''
+    from pmemkit import crash
+    def workload(pm):
+        for i in range(40):
+            pm.write(i * 4096 * 7, b"x" * 8)
+            pm.persist(i * 4096 * 7, 8)
+    r = crash.explore(workload, lambda img: True, size=64 << 20, workers=2)
+    assert r.ok and r.complete and r.unique_images == 41, r.summary()
+    '''
+    subprocess.run([sys.executable, "-c", code], check=True)
+    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+""")
+
+
+def test_workers_do_not_receive_whole_images():
+    """workers=N rebuilds images in the workers from the trace: a 64 MiB region with 41 images
+    stays far below one image per state in memory (the old pool pickled every image: 2.3 GB)."""
+    out = subprocess.run([sys.executable, "-c", BIG_REGION], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    peak_kib = int(out.stdout.split()[-1])
+    assert peak_kib < 640 * 1024, f"peak RSS {peak_kib} KiB"
