@@ -150,6 +150,10 @@ def cmd_run(args, out):
 def cmd_record(args, out):
     from ..crash import pmemcheck
 
+    for option, where in (("-o", args.output), ("--initial-out", args.initial_out)):
+        if where is not None and not Path(where).absolute().parent.is_dir():
+            raise InvalidArgumentError(f"{option} {where}: its directory does not exist; give a "
+                                       f"path in an existing directory (checked before the run)")
     try:
         prog, work = _trace(args, out)
     except TraceIncompleteError:

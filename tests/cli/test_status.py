@@ -85,3 +85,17 @@ def test_crash_run_refuses_bad_options_before_running_the_program(option, tmp_pa
     assert res.returncode == status.Status.USAGE, res.stderr
     assert option[0].lstrip("-").split("-")[0] in res.stderr
     assert not ran.exists()
+
+
+@pytest.mark.parametrize("option", (["-o", "{d}/missing/store.log"],
+                                    ["-o", "{d}/store.log", "--initial-out", "{d}/missing/init"]),
+                         ids=("output", "initial-out"))
+def test_crash_record_refuses_an_output_in_a_missing_directory_before_running(option, tmp_path):
+    ran = tmp_path / "ran"
+    program = [sys.executable, "-c", f"open({str(ran)!r}, 'w').close()"]
+    option = [o.format(d=tmp_path) for o in option]
+    res = subprocess.run([sys.executable, "-m", "pmemkit", "crash", "record", *option, "--",
+                          *program], capture_output=True, text=True, check=False)
+    assert res.returncode == status.Status.USAGE, res.stderr
+    assert "directory does not exist" in res.stderr
+    assert not ran.exists()
