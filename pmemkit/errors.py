@@ -116,6 +116,10 @@ class InterposeError(CrashError):
     reached it, several pool files, a forked child wrote the pool): refused, no verdict."""
 
 
+class ProgramTimeoutError(InterposeError):
+    """The traced program did not finish within the time given and was killed: no verdict."""
+
+
 class TraceIncompleteError(InterposeError):
     """The initial image plus the traced stores is not the file the program left behind."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import enum
 
-from ..errors import CheckerError, PmemError, VmConfigError, VmError
+from ..errors import CheckerError, PmemError, ProgramTimeoutError, VmConfigError, VmError
 
 
 class Status(enum.IntEnum):
@@ -70,7 +70,7 @@ def verdict(ok, complete=True):
 
 def for_error(exc):
     """The status of a run that ended with the :class:`~pmemkit.errors.PmemError` ``exc``."""
-    if isinstance(exc, CheckerError):
+    if isinstance(exc, (CheckerError, ProgramTimeoutError)):
         return Status.TOOL_ERROR
     if isinstance(exc, VmError) and not isinstance(exc, VmConfigError):
         return Status.TOOL_ERROR

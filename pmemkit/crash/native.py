@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import defaults
-from ..errors import InterposeError, TraceFormatError, TraceIncompleteError
+from ..errors import InterposeError, ProgramTimeoutError, TraceFormatError, TraceIncompleteError
 from ..region import CACHE_LINE
 from ..ranges import index_runs
 from .pmemcheck import Trace
@@ -480,7 +480,7 @@ def run(argv, *, env=None, cwd=None, timeout=None, stdout=None, stderr=None):
         except PermissionError:
             raise InterposeError(f"program not executable: {argv[0]!r}") from None
         except subprocess.TimeoutExpired:
-            raise InterposeError(
+            raise ProgramTimeoutError(
                 f"{argv[0]!r} did not finish within {timeout} s; it was killed") from None
         trace = read_trace(trace_path)
     finally:

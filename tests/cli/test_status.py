@@ -99,3 +99,12 @@ def test_crash_record_refuses_an_output_in_a_missing_directory_before_running(op
     assert res.returncode == status.Status.USAGE, res.stderr
     assert "directory does not exist" in res.stderr
     assert not ran.exists()
+
+
+def test_crash_run_program_killed_by_its_timeout_is_no_verdict(tmp_path):
+    # the program never finished: nothing was checked, and the input was not wrong either
+    res = subprocess.run([sys.executable, "-m", "pmemkit", "crash", "run", "--timeout", "0.5",
+                          "--check", "true", "--", "sleep", "30"], capture_output=True, text=True,
+                         check=False, timeout=60)
+    assert res.returncode == status.Status.TOOL_ERROR, res.stderr
+    assert "did not finish within" in res.stderr
