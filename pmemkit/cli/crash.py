@@ -205,10 +205,14 @@ def _cmd_replay(args, trace, initial, out):
     image = crash.replay(trace, args.replay, choice, model=args.model, view=args.view,
                          size=trace.size,
                          initial=initial, space=args.space)
-    os.makedirs(args.output, exist_ok=True)
-    for f, data in trace.split(image):
-        path = os.path.join(args.output, f.basename)
-        with open(path, "wb") as fh:
-            fh.write(data)
-        out.write(f"wrote {path} ({len(data)} bytes, the crash image of {f.name})\n")
+    try:
+        os.makedirs(args.output, exist_ok=True)
+        for f, data in trace.split(image):
+            path = os.path.join(args.output, f.basename)
+            with open(path, "wb") as fh:
+                fh.write(data)
+            out.write(f"wrote {path} ({len(data)} bytes, the crash image of {f.name})\n")
+    except OSError as exc:
+        raise InvalidArgumentError(f"--output {args.output}: cannot write the image there "
+                                   f"({exc.strerror or exc}); give a writable directory") from None
     return status.Status.OK

@@ -108,3 +108,13 @@ def test_crash_run_program_killed_by_its_timeout_is_no_verdict(tmp_path):
                          check=False, timeout=60)
     assert res.returncode == status.Status.TOOL_ERROR, res.stderr
     assert "did not finish within" in res.stderr
+
+
+def test_replay_to_an_unwritable_output_is_a_usage_error(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    argv = ["crash", str(_log(tmp_path)), "--initial", "zeros", "--replay", "0",
+            "--output", str(blocker / "images"), "--check", "true"]
+    assert main(argv) == status.Status.USAGE
+    assert "cannot write the image" in capsys.readouterr().err
+    assert blocker.read_text() == "x"
