@@ -20,9 +20,10 @@ def _lines(env, name, split_commas=False):
 def action_argv(env=os.environ):
     """The pmemkit argv for the action inputs in ``env``."""
     command = env.get("PMEMKIT_COMMAND", "").strip()
-    argv = ["vm", "run" if command else "test", "--accel", env.get("PMEMKIT_ACCEL") or "auto",
-            "--timeout", env.get("PMEMKIT_TIMEOUT") or "3600"]
-    for option, name in (("--memmap", "PMEMKIT_MEMMAP"), ("--nvdimm", "PMEMKIT_NVDIMM"),
+    argv = ["vm", "run" if command else "test"]
+    # an input left empty leaves pmemkit's default (action.yml gives accel and timeout theirs)
+    for option, name in (("--accel", "PMEMKIT_ACCEL"), ("--timeout", "PMEMKIT_TIMEOUT"),
+                         ("--memmap", "PMEMKIT_MEMMAP"), ("--nvdimm", "PMEMKIT_NVDIMM"),
                          ("--fs", "PMEMKIT_FS")):
         if env.get(name, "").strip():
             argv += [option, env[name].strip()]

@@ -73,8 +73,7 @@ def _action_run():
 
 @pytest.mark.parametrize("env, expected", [
     ({"PMEMKIT_PYTEST_ARGS": "tests -k 'dax and not slow'"},
-     ["vm", "test", "--accel", "auto", "--timeout", "3600",
-      "--", "tests", "-k", "dax and not slow"]),
+     ["vm", "test", "--", "tests", "-k", "dax and not slow"]),
     ({"PMEMKIT_COMMAND": "make check", "PMEMKIT_MEMMAP": "1G!4G", "PMEMKIT_FS": "xfs",
       "PMEMKIT_PACKAGES": "gcc, make\nlibpmemobj-dev", "PMEMKIT_PIP": "attrs\n-e .[test]\n",
       "PMEMKIT_SETUP": "make -C native", "PMEMKIT_ACCEL": "tcg", "PMEMKIT_TIMEOUT": "600"},
