@@ -90,13 +90,16 @@ class CrashExplorer:
     Runs :func:`pmemkit.crash.explore` and fails the test with the full report
     (crash point, marker, durable stores, byte diff, replay hint) when any crash
     image is inconsistent; returns the report otherwise. ``expect_violations=True``
-    inverts that (for tests that show a bug is caught). ``.reports`` keeps every report.
+    inverts that (for tests that show a bug is caught). An exploration with no violation
+    that was sampled or stopped by ``max_states`` fails too (its OK would not be true)
+    unless ``allow_incomplete=True``. ``.reports`` keeps every report.
     """
 
     def __init__(self):
         self.reports = []
 
-    def __call__(self, workload, check, *, expect_violations=False, **kwargs):
+    def __call__(self, workload, check, *, expect_violations=False, allow_incomplete=False,
+                 **kwargs):
         from . import crash
 
         kwargs.setdefault("progress", "auto")     # a bar only on a terminal (pytest -s)
@@ -107,6 +110,10 @@ class CrashExplorer:
                         pytrace=False)
         if not expect_violations and not report.ok:
             pytest.fail(f"crash-consistency violations:\n{report}", pytrace=False)
+        if report.ok and not report.complete and not allow_incomplete:
+            pytest.fail(f"no violation, but the exploration was incomplete (sampled or stopped by "
+                        f"max_states), so this is not an OK: use engine='exhaustive' and no "
+                        f"max_states, or pass allow_incomplete=True\n{report}", pytrace=False)
         return report
 
 

@@ -190,3 +190,28 @@ def test_persistent_checker_that_hangs_is_killed_and_reported(tmp_path):
     with pytest.raises(CrashError, match="did not answer within 2 s.*last words"):
         crash.explore(fixed, checker, progress=None)
     assert {p.pid for p in psutil.Process().children()} <= before
+
+
+def test_fixture_does_not_pass_an_incomplete_exploration(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        def workload(pm):
+            for i in range(4):
+                pm.write(8 * i, b"A" * 8)
+            pm.persist(0, 32)
+
+        def check(img):
+            return True
+
+        def test_stopped_early(crash_explore):
+            crash_explore(workload, check, max_states=2)
+
+        def test_sample_allowed(crash_explore):
+            report = crash_explore(workload, check, max_states=2, allow_incomplete=True)
+            assert not report.complete
+
+        def test_complete(crash_explore):
+            assert crash_explore(workload, check).complete
+    """))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*exploration was incomplete*"])
