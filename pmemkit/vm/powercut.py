@@ -152,7 +152,7 @@ def run(config, workload, check, *, cuts=defaults.VM_POWER_CUTS, cut_after=None,
     if config.backend == "memmap" and config.persist is None:
         raise VmConfigError("power cuts need pmem that outlives QEMU: memmap= memory is lost "
                             "with the guest; use --nvdimm, --cxl or --persist FILE")
-    workload, check = [str(a) for a in workload], [str(a) for a in check]
+    workload, check = runner.argv_list(workload, "workload"), runner.argv_list(check, "check")
     if not workload or not check:
         raise VmConfigError("power cuts need both a workload and a check command")
     if seed is None and cut_after is None:

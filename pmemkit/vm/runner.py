@@ -175,6 +175,14 @@ def _cxl_quirks(release):
     return 1, ["pcie_ports=compat"], ["hypervisor=off"]
 
 
+def argv_list(argv, what):
+    """``argv`` as a list of strings; a string is refused (it would run letter by letter)."""
+    if isinstance(argv, (str, bytes)):
+        raise VmConfigError(f"{what} is an argv list such as ['python3', 'check.py'], not the "
+                            f"string {argv!r}: no shell splits it (pass ['sh', '-c', text])")
+    return [str(a) for a in argv]
+
+
 def _create_backing(config):
     """Create the backing file(s) of an NVDIMM or CXL device (sparse) and the ``persist`` file
     (empty: QEMU sizes it) if missing; one that cannot be made is a :class:`VmConfigError`."""
@@ -329,7 +337,7 @@ def run(config=None, argv=("true",), *, timeout=None, stream=None, progress=None
     (a cached layer) and runs its setup commands first.
     """
     config = config or VmConfig()
-    argv = [str(a) for a in argv]
+    argv = argv_list(argv, "the command")
     if action != "shell" and not argv:
         raise VmConfigError("no command given: e.g. pmemkit vm run -- python3 -c 'print(1)'")
     timeout = timeout or config.timeout

@@ -352,3 +352,23 @@ def test_a_backing_file_that_cannot_be_created_is_an_error_before_the_build(
     with pytest.raises(VmConfigError, match="cannot create"):
         runner.run(cfg, ["true"])
     assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("call", ["run", "powercut-workload", "powercut-check"])
+def test_a_command_given_as_a_string_is_refused_before_anything_starts(tmp_path, monkeypatch,
+                                                                       call):
+    # a string used to become one argument per character, found out only in a booted guest
+    monkeypatch.setattr(qemu, "qemu_binary", lambda: pytest.fail("QEMU was looked for"))
+    if call == "run":
+        with pytest.raises(VmConfigError, match="argv list"):
+            runner.run(VmConfig(share=tmp_path, accel="tcg"), "python3 check.py")
+        return
+    from pmemkit.vm import powercut
+    cfg = VmConfig(share=tmp_path, accel="tcg", nvdimm="1G", nvdimm_file=tmp_path / "pm.img")
+    workload, check = ["true"], ["true"]
+    if call == "powercut-workload":
+        workload = "python3 append.py"
+    else:
+        check = "python3 check.py"
+    with pytest.raises(VmConfigError, match="argv list"):
+        powercut.run(cfg, workload, check)
