@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import defaults
-from ..errors import InterposeError, ProgramTimeoutError, TraceFormatError, TraceIncompleteError
+from ..errors import (InterposeError, InvalidArgumentError, ProgramTimeoutError, TraceFormatError,
+                      TraceIncompleteError)
 from ..region import CACHE_LINE
 from ..ranges import index_runs
 from .pmemcheck import Trace
@@ -459,6 +460,10 @@ def run(argv, *, env=None, cwd=None, timeout=None, stdout=None, stderr=None):
     The program's output goes to ``stdout``/``stderr`` (default: inherited). The
     trace is written to a temporary file, read, then removed.
     """
+    if isinstance(argv, (str, bytes)):
+        raise InvalidArgumentError(
+            f"the program is an argv list such as ['./my_program', 'pool.obj'], not the string "
+            f"{argv!r}: pmemkit never runs a shell")
     argv = [str(a) for a in argv]
     if not argv:
         raise InterposeError("give the program to run, e.g. -- ./my_program pool.obj")

@@ -19,7 +19,7 @@ from pmemkit import defaults
 from pmemkit.cli import main
 from pmemkit.cli.status import Status
 from pmemkit.crash import native, pmemcheck
-from pmemkit.errors import InterposeError, TraceFormatError
+from pmemkit.errors import InterposeError, InvalidArgumentError, TraceFormatError
 
 HERE = Path(__file__).parent / "native"
 ROOT = Path(__file__).resolve().parents[2]
@@ -356,3 +356,9 @@ def test_c_constants_pinned_to_python():
     for name, value in re.findall(r"(T_\w+) = (\d+)", enum):
         assert getattr(native, name) == int(value), name
     assert native.HEADER.size == 24
+
+
+def test_a_program_given_as_a_string_is_refused():
+    # it used to run letter by letter: "program not found: 't'"
+    with pytest.raises(InvalidArgumentError, match="argv list"):
+        native.run("true")
