@@ -55,6 +55,7 @@ def main():
     ap.add_argument("--pending", type=int, default=10)
     ap.add_argument("--task-states", type=int, default=defaults.CRASH_TASK_STATES)
     args = ap.parse_args()
+    import dask
     import distributed
 
     defaults.CRASH_TASK_STATES = args.task_states
@@ -67,6 +68,7 @@ def main():
         rows = [("in-process", t_in, ref)]
         for n in (1, 2):
             with (
+                dask.config.set({"temporary-directory": str(out)}),  # no dask-scratch-space left
                 distributed.LocalCluster(
                     n_workers=n,
                     threads_per_worker=1,
