@@ -209,7 +209,10 @@ class Report:
         return f"<Report {self.summary()}>"
 
     def summary(self):
-        verdict = "OK" if self.ok else f"FAILED - {self.violation_count} violation(s)"
+        if not self.ok:
+            verdict = f"FAILED - {self.violation_count} violation(s)"
+        else:   # an OK only for a complete run: a sample or a cut-short run proves nothing
+            verdict = "OK" if self.complete else "found no violation"
         used = ", ".join(f"{name} at {n} point(s)" for name, n in self.engines.items()) or "none"
         rate = self.states_checked / self.elapsed if self.elapsed > 0 else 0.0
         return (f"crash exploration {verdict}: {self.states_checked} crash state(s), "

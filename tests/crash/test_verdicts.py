@@ -319,3 +319,16 @@ def test_x86_extra_views_replay_and_state_space_counts():
     points, largest, total = crash.state_space(crc_record_workload, model="x86")
     assert points == 2 and largest == 2 ** 32 and total == 2 ** 32 + 1
     assert crash.state_space(crc_record_workload, model="x86-line")[1] == 9 ** 4
+
+
+def test_an_incomplete_run_is_never_called_ok():
+    def workload(pm):
+        for i in range(4):
+            pm.write(8 * i, b"A" * 8)
+        pm.persist(0, 32)
+    cut = crash.explore(workload, lambda image: True, max_states=2)
+    assert cut.ok and not cut.complete
+    assert "exploration OK" not in cut.summary()
+    assert "found no violation" in cut.summary() and "INCOMPLETE" in cut.summary()
+    full = crash.explore(workload, lambda image: True)
+    assert full.complete and "crash exploration OK" in full.summary()
