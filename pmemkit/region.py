@@ -17,7 +17,6 @@ method for speed; the generic implementations here are correct, not fast.
 from __future__ import annotations
 
 import operator
-import pickle
 from contextlib import contextmanager
 
 from .errors import ClosedMappingError, InvalidArgumentError, OutOfRangeError, ReadOnlyError
@@ -193,13 +192,18 @@ class Region:
     # --- data ---------------------------------------------------------------------
 
     def _export(self):
-        """An object exporting the region's memory that keeps it valid while it lives.
+        """A new memoryview of the region's memory that keeps it valid while it lives.
 
-        It holds a buffer export of the region's view, so ``close()`` cannot release
-        (or unmap) the memory under it: numpy arrays built on it, their views and
-        slices keep the memory mapped until the last of them is gone.
+        It shares the managed buffer of the region's own view, which holds the one
+        buffer export of the underlying object (mmap, bytearray, page tracker): after
+        :meth:`close` releases the region's view, that export (and so the mapping)
+        stays until the last view, slice or numpy array built on it is gone.  The
+        region's own view is never exported itself: CPython's garbage collector clears
+        a memoryview even while it has exports, and an export chain through one (for
+        instance a ``PickleBuffer`` of it) crashes the interpreter when it is caught
+        in a reference cycle.
         """
-        return pickle.PickleBuffer(self._live_view())
+        return self._live_view()[:]
 
     @property
     def buffer(self):
@@ -208,7 +212,7 @@ class Region:
         Views, slices and ``numpy.frombuffer`` of it keep the memory valid after
         :meth:`close` until they are released.
         """
-        return memoryview(self._export())
+        return self._export()
 
     def read(self, offset, length):
         """Return ``length`` bytes at ``offset`` as ``bytes``."""
@@ -248,7 +252,10 @@ class Region:
         for s in shape:
             count *= s
         check_range(offset, count * dtype.itemsize, self.size)
-        return np.ndarray(shape, dtype=dtype, buffer=self._export(), offset=offset)
+        # numpy keeps a buffer export only through frombuffer (its own memoryview of the
+        # export); ndarray(buffer=memoryview) keeps just the memoryview's underlying object
+        raw = np.frombuffer(self._export(), np.uint8)
+        return np.ndarray(shape, dtype=dtype, buffer=raw, offset=offset)
 
     # --- persistence ---------------------------------------------------------------
 
