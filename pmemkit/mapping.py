@@ -201,12 +201,10 @@ class PmemMap(Region):
         """
         self._detach()
         super().close()
-        mm, self._mmap = self._mmap, None
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # exported views still alive: unmapped when the last one goes
+        # The mmap is not closed explicitly: dropping the region's reference unmaps it now,
+        # or when the last object still holding it goes (a view of :attr:`buffer`, or the
+        # mmap itself, which numpy keeps as the base of ``ndarray(buffer=pm.buffer)``).
+        self._mmap = None
 
 
 class _PyMsync:

@@ -47,6 +47,12 @@ CASES = {
         "f = np.frombuffer(pm.buffer, 'u1')\n"
         "pm.close()\n",
         "print(f[100])", "9\n"),
+    "ndarray-on-buffer": (
+        "pm = pmemkit.map_file(path, 4096, create=True)\n"
+        "pm.write(0, b'\\x06')\n"
+        "f = np.ndarray((8,), 'u1', buffer=pm.buffer)\n"
+        "pm.close()\n",
+        "print(f[0]); f[1] = 2; print(f[1])", "6\n2\n"),
     "memoryview-slice": (
         "pm = pmemkit.map_file(path, 4096, create=True)\n"
         "pm.write(0, b'hello')\n"

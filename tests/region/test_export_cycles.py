@@ -73,7 +73,8 @@ def hand_out(pm):
     a = pm.array('u1')
     out = [pm.buffer, pm.buffer[3:40], pm.buffer[3:40][1:2], a, a[4:20], a[4:20].view('u2'),
            pm.array('u4', (2, 3), offset=8), np.frombuffer(pm.buffer, 'u1'),
-           np.frombuffer(pm.buffer[8:16], 'u8'), memoryview(a), memoryview(a)[5:9]]
+           np.frombuffer(pm.buffer[8:16], 'u8'), memoryview(a), memoryview(a)[5:9],
+           np.ndarray((64,), 'u1', buffer=pm.buffer)]
     out.append(out)
     out.append(pm)
     pm.cycle = out          # region -> list -> region
@@ -106,17 +107,18 @@ for when in ("before", "after", "never"):
     del garbage_cycle_after_close
     if when == "after":
         gc.collect()
-    buf, sl, sl2, a, a2, v, a3, f, f8, m, m2 = out[:11]
+    buf, sl, sl2, a, a2, v, a3, f, f8, m, m2, nd = out[:12]
     assert bytes(buf[:64]) == expected, when
     assert bytes(sl) == expected[3:40] and bytes(sl2) == expected[4:5]
     assert bytes(a[:64]) == expected and bytes(a2) == expected[4:20]
     assert v.tobytes() == expected[4:20] and bytes(f[:64]) == expected
     assert a3.tobytes() == expected[8:32] and f8.tobytes() == expected[8:16]
     assert bytes(m[:64]) == expected and bytes(m2) == expected[5:9]
+    assert nd.tobytes() == expected
     if pm.writable:
         a[63] = 1
-        assert buf[63] == 1 and f[63] == 1
-    del pm, out, buf, sl, sl2, a, a2, v, a3, f, f8, m, m2
+        assert buf[63] == 1 and f[63] == 1 and nd[63] == 1
+    del pm, out, buf, sl, sl2, a, a2, v, a3, f, f8, m, m2, nd
     gc.collect()
     # closed while only garbage cycles hold what it handed out
     for views_only in (False, True):
