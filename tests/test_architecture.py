@@ -52,7 +52,7 @@ INNER_LAYERS = {
         ("__init__",),
     ),
     "sandbox": (("ssh",), ("disk",), ("__init__",)),
-    "cli": (("status", "core"), ("btt", "crash", "crash_run", "vm"), ("__init__",)),
+    "cli": (("status", "core"), ("explore",), ("btt", "crash", "crash_run", "vm"), ("__init__",)),
 }
 #: Entry points may use the public facade (``import pmemkit``) like any user.
 ENTRY_POINTS = ("cli", "pytest_plugin", "__main__")

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from .. import defaults
 from . import status
+from .explore import add_explore_options, explore_checker, explore_engines, section_notes
 
 
 def register(subparsers):
@@ -29,21 +29,7 @@ def register(subparsers):
     add("log", metavar="LOG",
         help="pmemcheck store log, as valgrind --tool=pmemcheck --log-stores=yes --log-file=LOG "
              "wrote it (with or without -q, stack traces and summary)")
-    add("--model", default="x86", choices=defaults.CRASH_MODELS,
-        help="persistency model (default: x86, independent 8-byte units)")
-    add("--engine", default="auto",
-        help="auto, exhaustive, bounded[:K], random[:N], prefix or in-order; pmreorder's engine "
-             "names work too (default: auto)")
-    add("-x", "--sections", metavar="MARKER=ENGINE,...|FILE",
-        help="an engine per marker section, as pmreorder's -x: MARKER=ENGINE pairs or a JSON file "
-             "{\"MARKER\": \"ENGINE\"}; library markers (pmem_memset_persist, with "
-             "PMREORDER_EMIT_LOG=1) work; engine 'none' (NoReorderNoCheck) leaves a section "
-             "unchecked")
-    add("--max-states", type=status.count, default=None, metavar="N",
-        help="stop after N crash states")
-    add("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
-    add("--workers", type=status.count, default=1, metavar="N",
-        help="checker processes (default: 1)")
+    add_explore_options(p)
     add("--scheduler", metavar="ADDRESS",
         help="check on a Dask cluster (tcp://host:8786; needs pip install 'pmemkit[dask]'); "
              "the checker must exist at the same path on every worker")
@@ -56,9 +42,6 @@ def register(subparsers):
         help="a registered file's contents before the logged run (NAME=FILE for one of several "
              "files), or 'zeros'; default: each file the log names is read from its path, which "
              "must hold the pool as it was before the run (as pmreorder requires)")
-    add("--persistent", action="store_true",
-        help="start the checker once and send it image paths over stdin (line protocol)")
-    add("--json", action="store_true", help="print a JSON summary instead of the report")
     add("--replay", type=int, metavar="POINT",
         help="write the crash image of POINT (with --choice) to --output instead of exploring")
     add("--choice", default="{}", metavar="JSON", help="with --replay: the violation's choice")
@@ -114,36 +97,18 @@ def _replay_command(args, v):
 def cmd_crash(args, out=None):
     from .. import crash
     from ..crash import pmemcheck
-    from ..errors import InvalidArgumentError
 
     out = out or sys.stdout
     trace = pmemcheck.read_log(args.log)
     initial = trace.initial_image(_initial(args, trace))
     if args.replay is not None:
         return _cmd_replay(args, trace, initial, out)
-    if not args.check:
-        raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
-    engine = pmemcheck.engine_name(args.engine)
-    sections = None
-    if args.sections:
-        sections = pmemcheck.Sections(pmemcheck.parse_sections(args.sections), args.engine)
-    elif engine is None:
-        raise InvalidArgumentError(f"--engine {args.engine} checks nothing; give -x MARKER=ENGINE "
-                                   "for the "
-                                   f"sections to check, or another engine")
-    if args.persistent:
-        if len(trace.files) > 1:
-            raise InvalidArgumentError(
-                f"the log registers {len(trace.files)} files; --persistent sends one image path "
-                "per "
-                f"line: use a one-shot checker, which gets every file's path")
-        check = crash.PersistentChecker(args.check, info=True)
-    else:
-        check = crash.FilesChecker(args.check, trace.layout(), markers=bool(trace.markers))
+    engine, sections = explore_engines(args)
+    check = explore_checker(args, trace)
     client = _dask_client(args.scheduler) if args.scheduler else None
     try:
         report = crash.explore(trace, check, size=trace.size, initial=initial, model=args.model,
-                               engine=engine or "auto", max_states=args.max_states, seed=args.seed,
+                               engine=engine, max_states=args.max_states, seed=args.seed,
                                workers=args.workers, executor=client, checkpoint=args.checkpoint,
                                failures=args.failures, stop_at_first=args.stop_at_first,
                                progress="auto", sections=sections)
@@ -153,10 +118,7 @@ def cmd_crash(args, out=None):
     pmemcheck.describe_stores(report, trace)
     for v in report.violations:
         v.command = _replay_command(args, v)
-    notes = list(trace.notes)
-    if sections is not None:
-        notes += [f"-x names {m}, which opens no section in this log"
-                  for m in sections.unused(trace)]
+    notes = list(trace.notes) + section_notes(sections, trace)
     verdict = status.verdict(report.ok, report.complete)
     if args.json:
         json.dump(dict(report.as_dict(), status=int(verdict), notes=notes,

@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from .. import defaults
 from ..errors import InvalidArgumentError, TraceIncompleteError
 from . import status
+from .explore import add_explore_options, explore_checker, explore_engines, section_notes
 
 SUBCOMMANDS = ("run", "record")
 
@@ -36,20 +36,7 @@ def _parser(name):
                         "point, markers and pmemkit_record() records; see docs/crash-c.md).",
             epilog=status.epilog("example: pmemkit crash run --check ./check_pool -- ./my_program "
                                  "pool.obj", ""))
-        p.add_argument("--model", default="x86", choices=defaults.CRASH_MODELS,
-                       help="persistency model (default: x86, independent 8-byte units)")
-        p.add_argument("--engine", default="auto",
-                       help="auto, exhaustive, bounded[:K], random[:N] or prefix (default: auto)")
-        p.add_argument("--max-states", type=status.count, default=None, metavar="N",
-                       help="stop after N crash states")
-        p.add_argument("--seed", type=int, default=0, help="seed of the random engine (default: 0)")
-        p.add_argument("--workers", type=status.count, default=1, metavar="N",
-                       help="checker processes (default: 1)")
-        p.add_argument("--persistent", action="store_true",
-                       help="start the checker once and send it image paths (and the crash point) "
-                            "over stdin (line protocol)")
-        p.add_argument("--json", action="store_true",
-                       help="print a JSON summary instead of the report")
+        add_explore_options(p)
     else:
         p = argparse.ArgumentParser(
             prog=prog, formatter_class=status.HelpFormatter,
@@ -121,11 +108,8 @@ def _trace(args, out):
 
 def cmd_run(args, out):
     from .. import crash
-    from ..crash.engines import EngineSpec
 
-    if not args.check:
-        raise InvalidArgumentError("--check needs a program to run, e.g. --check ./check_pool")
-    EngineSpec.parse(args.engine)    # a bad --engine is a usage error before the program runs
+    engine, sections = explore_engines(args)    # a bad option is an error before the program runs
     try:
         prog, work = _trace(args, out)
     except TraceIncompleteError:
@@ -134,15 +118,19 @@ def cmd_run(args, out):
     traced = {"argv": args.program, "returncode": prog.returncode, "pool": t.pool().path,
               "stores": t.pool().stores, "flushes": t.flushes, "fences": t.fences,
               "threads": len(t.threads), "records": len(t.records)}
-    check = crash.PersistentChecker(args.check, info=True) if args.persistent else args.check
+    check = explore_checker(args, work)
     report = crash.explore(work, check, size=work.size, initial=work.initial, model=args.model,
-                           engine=args.engine, max_states=args.max_states, seed=args.seed,
-                           workers=args.workers)
+                           engine=engine, max_states=args.max_states, seed=args.seed,
+                           workers=args.workers, sections=sections)
+    notes = section_notes(sections, work)
     verdict = status.verdict(report.ok, report.complete)
     if args.json:
-        json.dump(dict(report.as_dict(), status=int(verdict), program=traced), out, indent=2)
+        json.dump(dict(report.as_dict(), status=int(verdict), notes=notes, program=traced), out,
+                  indent=2)
         out.write("\n")
     else:
+        for n in notes:
+            out.write(f"note: {n}\n")
         out.write(f"{report}\n")
     return verdict
 

@@ -308,6 +308,7 @@ class ProgramTrace(Trace):
 
     def __call__(self, pm):
         ops = self.ops
+        seen = []
         i = 0
         while i < len(ops):
             op = ops[i]
@@ -330,7 +331,7 @@ class ProgramTrace(Trace):
             elif op[0] == "fence":
                 pm.drain()
             elif op[0] == "mark":
-                pm.mark(op[1])
+                self.mark(pm, op[1], seen)
 
     def exportable(self):
         """The same trace without records (the pmemcheck log format has no place for them)."""

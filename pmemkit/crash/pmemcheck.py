@@ -85,11 +85,17 @@ class Trace:
             elif kind == "fence":
                 pm.drain()
             elif kind == "mark":
-                pm.mark(op[1])
-                seen.append(op[1])
-                pm.record(defaults.MARKERS_ENV, "|".join(seen))
+                self.mark(pm, op[1], seen)
             elif kind == "record":
                 pm.record(op[1], op[2])
+
+    @staticmethod
+    def mark(pm, name, seen):
+        """Replay marker ``name``; ``seen`` (the markers so far, updated) is recorded under
+        :data:`~pmemkit.defaults.MARKERS_ENV` for checkers and ``-x`` sections."""
+        pm.mark(name)
+        seen.append(name)
+        pm.record(defaults.MARKERS_ENV, "|".join(seen))
 
     @property
     def stats(self):
@@ -422,17 +428,26 @@ def parse_log(text, size=None):
     return _build(raw, names, extents, stacks if stack_any else [], notes, size)
 
 
-def _check_marker(op, stack, pos):
+def check_markers(markers):
+    """Refuse crossed section markers (``A.BEGIN B.BEGIN A.END``) with a
+    :class:`~pmemkit.errors.TraceFormatError`, as pmreorder does."""
+    stack = []
+    for pos, op in enumerate(markers):
+        if op.endswith(".BEGIN") or op.endswith(".END"):
+            _check_marker(op, stack, pos, "marker")
+
+
+def _check_marker(op, stack, pos, what="operation"):
     """pmreorder's rule: a section ends only as the innermost open one (markers never cross)."""
     if op.endswith(".BEGIN"):
         stack.append(op[:-len(".BEGIN")])
         return
     name = op[:-len(".END")]
     if not stack:
-        raise TraceFormatError(f"operation #{pos}: {op} closes a section that was never opened")
+        raise TraceFormatError(f"{what} #{pos}: {op} closes a section that was never opened")
     if stack[-1] != name:
         raise TraceFormatError(
-            f"operation #{pos}: crossed markers: {op} while {stack[-1]}.BEGIN is the innermost "
+            f"{what} #{pos}: crossed markers: {op} while {stack[-1]}.BEGIN is the innermost "
             f"open section (sections must nest, as pmreorder requires)")
     stack.pop()
 

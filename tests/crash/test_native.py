@@ -49,6 +49,18 @@ for line in sys.stdin:
 '''
 
 
+#: sections.c's invariant a == b; with --markers, like PMDK's pmreorder_stack checker, it reads
+#: PMREORDER_MARKERS and accepts any image inside the (deliberately inconsistent) SETUP section
+CHECK_SECTIONS = r'''
+import os, sys
+img = open(sys.argv[-1], "rb").read()
+a, b = int.from_bytes(img[0:8], "little"), int.from_bytes(img[8:16], "little")
+markers = os.environ.get("PMREORDER_MARKERS", "").split("|")
+in_setup = "SETUP.BEGIN" in markers and "SETUP.END" not in markers
+sys.exit(0 if a == b or ("--markers" in sys.argv and in_setup) else 1)
+'''
+
+
 def _gcc(out, *args):
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), *map(str, args)], check=True,
                    capture_output=True)
@@ -64,6 +76,7 @@ def progs(tmp_path_factory):
         "obj_tx": _gcc(d / "obj_tx", HERE / "obj_tx.c", "-lpmemobj"),
         "procs": _gcc(d / "procs", HERE / "procs.c", "-pthread", "-lpmem"),
         "copies": _gcc(d / "copies", HERE / "copies.c", "-lpmem"),
+        "sections": _gcc(d / "sections", HERE / "sections.c", "-lpmem", "-ldl"),
         # libpmem linked in statically: its flushes never reach the interposer
         "static_libpmem": _gcc(d / "static_libpmem", "-DNO_PMEM2", cf,
                                "/usr/lib/x86_64-linux-gnu/libpmem.a", "-lndctl", "-ldaxctl", "-ldl",
@@ -78,6 +91,8 @@ def progs(tmp_path_factory):
     checker = d / "check_commit.py"
     checker.write_text(CHECK_COMMIT)
     built["check_commit"] = checker
+    built["check_sections"] = d / "check_sections.py"
+    built["check_sections"].write_text(CHECK_SECTIONS)
     return built
 
 
@@ -362,3 +377,78 @@ def test_a_program_given_as_a_string_is_refused():
     # it used to run letter by letter: "program not found: 't'"
     with pytest.raises(InvalidArgumentError, match="argv list"):
         native.run("true")
+
+
+def _sections_json(tmp_path):
+    config = tmp_path / "sections.json"
+    config.write_text(json.dumps({"SETUP": "NoReorderNoCheck", "WORK": "ReorderFull"}))
+    return config
+
+
+@pytest.mark.parametrize("sections", [None, "SETUP=none", "json"])
+def test_setup_section_left_unchecked(progs, tmp_path, capsys, sections):
+    """sections.c persists an inconsistent state inside SETUP (as pmreorder_simple does): a
+    violation, unless -x SETUP=none (NoReorderNoCheck) leaves that section unchecked."""
+    pool = tmp_path / "pool"
+    x = [] if sections is None else ["-x", _sections_json(tmp_path) if sections == "json"
+                                     else sections]
+    status, out = _run(capsys, "run", "--engine", "exhaustive", *x, "--check", sys.executable,
+                       progs["check_sections"], "--", progs["sections"], "setup", pool)
+    if sections is None:
+        assert status == Status.VIOLATIONS and "last marker 'SETUP.BEGIN'" in out, out
+    else:
+        assert status == Status.OK, out
+        assert "left unchecked on purpose" in out and "-x names" not in out
+
+
+def test_unknown_section_is_noted_and_bad_engine_refused_before_the_run(progs, tmp_path, capsys):
+    pool = tmp_path / "pool"
+    status, out = _run(capsys, "run", "-x", "SETPU=none", "--check", sys.executable,
+                       progs["check_sections"], "--", progs["sections"], "setup", pool)
+    assert status == Status.VIOLATIONS and "note: -x names SETPU, which opens no section" in out
+    pool.unlink()
+    status, out = _run(capsys, "run", "-x", "SETUP=Bogus", "--check", "true", "--",
+                       progs["sections"], "setup", pool)
+    assert status == Status.USAGE and "unknown engine 'Bogus'" in out and not pool.exists()
+    status, out = _run(capsys, "run", "--engine", "none", "--check", "true", "--",
+                       progs["sections"], "setup", pool)
+    assert status == Status.USAGE and "checks nothing" in out and not pool.exists()
+
+
+def test_pmreorder_markers_reach_the_checker(progs, tmp_path, capsys):
+    """A one-shot checker gets the markers seen so far in PMREORDER_MARKERS, as pmreorder sets
+    them: the checker that accepts images inside SETUP passes without -x."""
+    pool = tmp_path / "pool"
+    status, out = _run(capsys, "run", "--engine", "exhaustive", "--check", sys.executable,
+                       progs["check_sections"], "--markers", "--", progs["sections"], "setup",
+                       pool)
+    assert status == Status.OK, out
+
+
+def test_crossed_markers_refused(progs, tmp_path, capsys):
+    status, out = _run(capsys, "run", "--check", sys.executable, progs["check_sections"], "--",
+                       progs["sections"], "crossed", tmp_path / "pool")
+    assert status == Status.USAGE and "crossed markers: SETUP.END while WORK.BEGIN" in out, out
+
+
+@pytest.mark.parametrize("x", [[], ["-x", "SETUP=none"], ["-x", "json"],
+                               ["--markers"]])
+def test_record_round_trip_sections_same_verdict(progs, tmp_path, capsys, x):
+    """A log written by crash record, read back with -x (or a PMREORDER_MARKERS checker), gives
+    the verdict crash run gives."""
+    if x[1:] == ["json"]:
+        x = ["-x", str(_sections_json(tmp_path))]
+    opts, check = (x, []) if x[:1] == ["-x"] else ([], x)
+    check = [sys.executable, progs["check_sections"], *check]
+    pool = tmp_path / "pool"
+    s_run, out = _run(capsys, "run", "--engine", "exhaustive", *opts, "--check", *check, "--",
+                      progs["sections"], "setup", pool)
+    pool.unlink()
+    log = tmp_path / "store.log"
+    s_rec, out2 = _run(capsys, "record", "-o", log, "--initial-out", tmp_path / "initial", "--",
+                       progs["sections"], "setup", pool)
+    assert s_rec == Status.OK, out2
+    assert "|SETUP.BEGIN|" in log.read_text() and "|SETUP.END|" in log.read_text()
+    s_log, out3 = _run(capsys, log, "--engine", "exhaustive", *opts, "--initial",
+                       tmp_path / "initial", "--check", *check)
+    assert s_run == s_log == (Status.OK if x else Status.VIOLATIONS), (out, out3)
