@@ -46,6 +46,8 @@
 
 #define TRACE_ENV "PMEMKIT_TRACE"
 #define OWNER_ENV "PMEMKIT_TRACE_PID"
+/* as in PMDK: "1" makes libpmem's copy and set functions markers NAME.BEGIN/NAME.END */
+#define EMIT_LOG_ENV "PMREORDER_EMIT_LOG"
 
 #define LINE 64u
 #define MAX_MAPS 256
@@ -804,6 +806,18 @@ static void after_copy(void *dest, size_t len, unsigned flags)
 	pthread_mutex_unlock(&g_lock);
 }
 
+static int g_emit_log;    /* EMIT_LOG_ENV=1: library calls are markers, as pmemcheck logs them */
+
+/* the marker NAME.BEGIN or NAME.END of a libpmem call, as PMDK's PMEM_API_START/END write it */
+static void api_mark(const char *name, const char *suffix)
+{
+	char buf[64];
+	if (!g_emit_log)
+		return;
+	snprintf(buf, sizeof(buf), "%s.%s", name, suffix);
+	if (enter()) { do_mark(buf); leave(); }
+}
+
 /* NAME PARAMS (one of libpmem's copy or set functions): the real one, then its LEN bytes at
  * DEST are stores of this point, flushed and fenced as FLAGS say. */
 #define COPY_WRAPPER(name, params, args, flags) \
@@ -812,10 +826,12 @@ static void after_copy(void *dest, size_t len, unsigned flags)
 		RESOLVE(name); \
 		if (t_depth > 0 || !atomic_load(&g_active)) \
 			return REAL(name) args; \
+		api_mark(#name, "BEGIN"); \
 		t_depth++; \
 		void *r = REAL(name) args; \
 		after_copy(dest, len, flags); \
 		t_depth--; \
+		api_mark(#name, "END"); \
 		return r; \
 	}
 #define COPY_FN(name, flags) \
@@ -1244,6 +1260,8 @@ __attribute__((constructor)) static void pmemkit_init(void)
 	if (owner && *owner && strcmp(owner, pid) != 0)
 		return;   /* a process the traced one started: not traced */
 	setenv(OWNER_ENV, pid, 1);
+	const char *emit_log = getenv(EMIT_LOG_ENV);
+	g_emit_log = emit_log && strcmp(emit_log, "1") == 0;
 	g_fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (g_fd < 0)
 		return;

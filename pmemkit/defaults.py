@@ -81,6 +81,9 @@ CRASH_FILE_ALIGN = 4096
 #: The environment variable (and pm.record() key) holding the markers seen so far, joined by "|",
 #: for external checkers (PMDK's pmreorder sets it; its pmreorder_stack checker reads it).
 MARKERS_ENV = "PMREORDER_MARKERS"
+#: PMDK's switch (value "1") that makes libpmem's copy and set functions markers NAME.BEGIN and
+#: NAME.END in a pmemcheck log; the interposer honours it too (pmemkit/_interpose.c; pinned).
+EMIT_LOG_ENV = "PMREORDER_EMIT_LOG"
 
 #: Environment variables of the LD_PRELOAD interposer (pmemkit/_interpose.c repeats them; a test
 #: pins them equal): the trace file's path, and the pid of the one process that records.

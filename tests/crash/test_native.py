@@ -367,6 +367,7 @@ def test_c_constants_pinned_to_python():
     src = (ROOT / "pmemkit" / "_interpose.c").read_text()
     assert f'#define TRACE_ENV "{defaults.INTERPOSE_TRACE_ENV}"' in src
     assert f'#define OWNER_ENV "{defaults.INTERPOSE_OWNER_ENV}"' in src
+    assert f'#define EMIT_LOG_ENV "{defaults.EMIT_LOG_ENV}"' in src
     enum = re.search(r"enum \{\s*(T_HELLO.*?)\};", src, re.DOTALL).group(1)
     for name, value in re.findall(r"(T_\w+) = (\d+)", enum):
         assert getattr(native, name) == int(value), name
@@ -452,3 +453,30 @@ def test_record_round_trip_sections_same_verdict(progs, tmp_path, capsys, x):
     s_log, out3 = _run(capsys, log, "--engine", "exhaustive", *opts, "--initial",
                        tmp_path / "initial", "--check", *check)
     assert s_run == s_log == (Status.OK if x else Status.VIOLATIONS), (out, out3)
+
+
+@pytest.mark.parametrize("emit_log", [True, False])
+def test_library_markers_with_pmreorder_emit_log(progs, tmp_path, capsys, monkeypatch, emit_log):
+    """With PMREORDER_EMIT_LOG=1 (PMDK's switch) libpmem's copy and set functions are sections
+    pmem_memset_persist.BEGIN/END, as pmemcheck logs them: -x can leave them unchecked, in crash
+    run and in a log written by crash record alike."""
+    if emit_log:
+        monkeypatch.setenv(defaults.EMIT_LOG_ENV, "1")
+    else:
+        monkeypatch.delenv(defaults.EMIT_LOG_ENV, raising=False)
+    x = ["-x", "pmem_memset_persist=NoReorderNoCheck"]
+    check = [sys.executable, progs["check_sections"]]
+    pool = tmp_path / "pool"
+    s_run, out = _run(capsys, "run", "--engine", "exhaustive", *x, "--check", *check, "--",
+                      progs["sections"], "memset", pool)
+    pool.unlink()
+    log = tmp_path / "store.log"
+    s_rec, out2 = _run(capsys, "record", "-o", log, "--initial-out", tmp_path / "initial", "--",
+                       progs["sections"], "memset", pool)
+    assert s_rec == Status.OK, out2
+    assert ("|pmem_memset_persist.BEGIN|" in log.read_text()) == emit_log
+    s_log, out3 = _run(capsys, log, "--engine", "exhaustive", *x, "--initial",
+                       tmp_path / "initial", "--check", *check)
+    assert s_run == s_log == (Status.OK if emit_log else Status.VIOLATIONS), (out, out3)
+    if not emit_log:
+        assert "-x names pmem_memset_persist, which opens no section" in out

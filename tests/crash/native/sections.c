@@ -7,7 +7,8 @@
  * field, so every crash image after SETUP.END keeps the invariant.
  *
  * usage: sections MODE POOL   (MODE: setup = the above; crossed = SETUP and WORK sections that
- * cross, which pmreorder refuses)
+ * cross, which pmreorder refuses; memset = the setup is one pmem_memset_persist of a and b,
+ * unmarked: with PMREORDER_EMIT_LOG=1 it is the section pmem_memset_persist, as in pmemcheck)
  */
 #include <dlfcn.h>
 #include <libpmem.h>
@@ -34,7 +35,7 @@ static void set(uint64_t *field, uint64_t value)
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s setup|crossed POOL\n", argv[0]);
+		fprintf(stderr, "usage: %s setup|crossed|memset POOL\n", argv[0]);
 		return 2;
 	}
 	int crossed = strcmp(argv[1], "crossed") == 0;
@@ -44,6 +45,15 @@ int main(int argc, char **argv)
 	if (!p) {
 		perror("pmem_map_file");
 		return 2;
+	}
+	if (strcmp(argv[1], "memset") == 0) {
+		/* a crash inside it may leave a != b (x86: independent 8-byte units) */
+		pmem_memset_persist(p, 1, 2 * sizeof(*p));
+		mark("WORK.BEGIN");
+		set(&p[2], 42);
+		mark("WORK.END");
+		pmem_unmap(p, len);
+		return 0;
 	}
 	mark("SETUP.BEGIN");
 	set(&p[0], 1);          /* a crash here: a == 1, b == 0 */
