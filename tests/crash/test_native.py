@@ -480,3 +480,15 @@ def test_library_markers_with_pmreorder_emit_log(progs, tmp_path, capsys, monkey
     assert s_run == s_log == (Status.OK if emit_log else Status.VIOLATIONS), (out, out3)
     if not emit_log:
         assert "-x names pmem_memset_persist, which opens no section" in out
+
+
+@pytest.mark.parametrize("x", [[], ["-x", "SETUP=none"]])
+def test_in_order_engine(progs, tmp_path, capsys, x):
+    """pmreorder's NoReorderDoCheck (in-order): one image per crash point, every pending store
+    durable in program order; it still sees SETUP's inconsistent state unless -x skips it, and
+    never calls a run complete."""
+    status, out = _run(capsys, "run", "--engine", "NoReorderDoCheck", *x, "--check",
+                       sys.executable, progs["check_sections"], "--", progs["sections"], "setup",
+                       tmp_path / "pool")
+    assert status == (Status.INCOMPLETE if x else Status.VIOLATIONS), out
+    assert "engine in-order" in out
