@@ -4,7 +4,9 @@ The logs are tests/crash/data/pmemcheck (written by pmemcheck for the C programs
 the checkers are those programs' check modes, built here with gcc. For each log this runs
 
 * ``pmemkit crash LOG --check PROG c`` (the anchor: the engine pmreorder is asked for, mapped
-  to pmemkit's: ReorderFull -> exhaustive), and
+  to pmemkit's: ReorderFull -> exhaustive),
+* for a program with a ``serve`` mode, ``pmemkit crash LOG --persistent --check PROG serve``
+  (one checker process, line protocol), and
 * pmreorder (if ``--pmreorder DIR`` or ``$PMREORDER_DIR`` points at PMDK's src/tools/pmreorder)
   with the same engine, on a copy of the pool restored before the run, within ``--budget``
   seconds (a run cut by the budget is reported as "> budget", never as a time),
@@ -31,22 +33,29 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "crash" / "data" / "pmemcheck"
 RECORDED_IN = "/work/ext/logs/"
 
-#: (log, program, pools {name: size or "objpool"}, pmreorder engine, pmreorder -x config)
+#: (log, program, pools {name: size or the gzipped initial pool in DATA}, pmreorder engine,
+#: pmreorder -x config). objreorder.log is PMDK's obj_reorder_basic test on a 32 MiB pool, with
+#: its settings (ReorderFull, PMREORDER_MARKER_WRITE=ReorderPartial).
 CASES = (
     ("flag_g.log", "flag", {"pool": 4096}, "ReorderFull", None),
     ("flag_b.log", "flag", {"pool": 4096}, "ReorderFull", None),
     ("flag_m_libmarkers.log", "flag", {"pool": 4096}, "ReorderFull",
      '{"pmem_memset_persist": "NoReorderNoCheck", "CHANGE": "ReorderFull"}'),
     ("stack.log", "stack", {"pool": 4096}, "ReorderFull", None),
-    ("objtx_tx.log", "objtx", {"objpool": "objpool"}, "ReorderAccumulative", None),
-    ("objtx_bad.log", "objtx", {"objpool": "objpool"}, "ReorderAccumulative", None),
+    ("objtx_tx.log", "objtx", {"objpool": "objpool.initial.gz"}, "ReorderAccumulative", None),
+    ("objtx_bad.log", "objtx", {"objpool": "objpool.initial.gz"}, "ReorderAccumulative", None),
+    ("objreorder.log", "objreorder", {"objreorder32": "objreorder32.initial.gz"}, "ReorderFull",
+     '{"PMREORDER_MARKER_WRITE": "ReorderPartial"}'),
 )
+#: programs with a ``serve`` mode (persistent checker)
+SERVES = ("objreorder",)
 ENGINE = {"ReorderFull": "exhaustive", "ReorderAccumulative": "prefix"}
 
 
 def build(tmp):
     progs = {}
-    libs_of = {"flag": ["-lpmem"], "stack": ["-lpmem"], "objtx": ["-lpmemobj", "-lpmem"]}
+    libs_of = {"flag": ["-lpmem"], "stack": ["-lpmem"], "objtx": ["-lpmemobj", "-lpmem"],
+               "objreorder": ["-lpmemobj", "-lpmem"]}
     for name, libs in libs_of.items():
         out = tmp / name
         subprocess.run(["gcc", "-O0", "-g", "-o", str(out), str(DATA / "src" / f"{name}.c"), *libs],
@@ -60,8 +69,8 @@ def make_pools(tmp, pools):
     out = {}
     for name, size in pools.items():
         path = tmp / name
-        if size == "objpool":
-            path.write_bytes(gzip.decompress((DATA / "objpool.initial.gz").read_bytes()))
+        if isinstance(size, str):
+            path.write_bytes(gzip.decompress((DATA / size).read_bytes()))
         else:
             path.write_bytes(bytes(size))
         out[RECORDED_IN + name] = path
@@ -77,13 +86,13 @@ def local_log(tmp, log, mapping):
     return path
 
 
-def run_pmemkit(tmp, log, prog, pools, engine, config):
+def run_pmemkit(tmp, log, prog, pools, engine, config, persistent=False):
     mapping = make_pools(tmp, pools)
     path = local_log(tmp, log, mapping)
     argv = [sys.executable, "-m", "pmemkit", "crash", str(path), "--engine", ENGINE[engine]]
     if config:
         argv += ["-x", ",".join(f"{k}={v}" for k, v in json.loads(config).items())]
-    argv += ["--check", prog, "c"]
+    argv += ["--persistent", "--check", prog, "serve"] if persistent else ["--check", prog, "c"]
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True)
     return r.returncode, time.perf_counter() - t0
@@ -122,19 +131,29 @@ def main():
         for log, prog, pools, engine, config in CASES:
             work = tmp / log.replace(".", "_")
             work.mkdir()
-            rc, t = run_pmemkit(work, log, progs[prog], pools, engine, config)
-            mine = f"exit {rc} {t:6.2f} s"
-            theirs, ratio = "not run", ""
+            pmr = None
             if args.pmreorder:
                 (work / "pmr").mkdir()
-                prc, pt = run_pmreorder(work / "pmr", args.pmreorder, log, progs[prog], pools,
-                                        engine, config, args.budget)
-                if prc is None:
-                    theirs, ratio = f"> {pt:.0f} s (budget)", f"> {pt / t:.0f}x"
-                else:
-                    theirs, ratio = f"exit {prc} {pt:6.2f} s", f"{pt / t:.1f}x"
-            print(f"{log:24} {engine:20} {mine:>16} {theirs:>22} {ratio:>8}", flush=True)
+                pmr = run_pmreorder(work / "pmr", args.pmreorder, log, progs[prog], pools,
+                                    engine, config, args.budget)
+            runs = [(log, False)] + ([("  --persistent", True)] if prog in SERVES else [])
+            for label, persistent in runs:
+                mine_dir = work / ("serve" if persistent else "mine")
+                mine_dir.mkdir()
+                rc, t = run_pmemkit(mine_dir, log, progs[prog], pools, engine, config,
+                                    persistent)
+                print(f"{label:24} {engine:20} {f'exit {rc} {t:6.2f} s':>16} "
+                      f"{_versus(pmr, t)}", flush=True)
 
+
+def _versus(pmr, t):
+    """pmreorder's column and the ratio pmreorder / pmemkit (> 1: pmemkit is faster)."""
+    if pmr is None:
+        return f"{'not run':>22} {'':>8}"
+    prc, pt = pmr
+    if prc is None:
+        return f"{f'> {pt:.0f} s (budget)':>22} {f'> {pt / t:.0f}x':>8}"
+    return f"{f'exit {prc} {pt:6.2f} s':>22} {f'{pt / t:.3g}x':>8}"
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,8 @@ def progs(tmp_path_factory):
     return {"flag": _gcc(d / "flag", SRC / "flag.c", "-lpmem"),
             "two": _gcc(d / "two", SRC / "two.c", "-lpmem"),
             "stack": _gcc(d / "stack", SRC / "stack.c", "-lpmem"),
-            "objtx": _gcc(d / "objtx", SRC / "objtx.c", "-lpmemobj", "-lpmem")}
+            "objtx": _gcc(d / "objtx", SRC / "objtx.c", "-lpmemobj", "-lpmem"),
+            "objreorder": _gcc(d / "objreorder", SRC / "objreorder.c", "-lpmemobj", "-lpmem")}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,28 @@ def test_libpmemobj_mappings_are_grouped_by_file():
     assert [(f.basename, f.offset, f.size) for f in trace.files] == [("objpool", 0, 8 << 20)]
     # the header mapping (0x483c000) is file offset 0, like the pool mapping's first page
     assert any(op[0] == "store" and op[1] < 4096 for op in trace.ops)
+
+
+def test_32_mib_libpmemobj_pool_with_a_persistent_pmemobj_open_checker(progs, capsys, tmp_path):
+    """PMDK's obj_reorder_basic on a 32 MiB pool: the checker opens each image with pmemobj_open
+    (one process, line protocol); pmreorder -r ReorderAccumulative says consistent too."""
+    trace = pmemcheck.read_log(DATA / "objreorder.log")
+    assert [(f.basename, f.offset, f.size) for f in trace.files] == [("objreorder32", 0, 32 << 20)]
+    pool = tmp_path / "objreorder32"
+    pool.write_bytes(gzip.decompress((DATA / "objreorder32.initial.gz").read_bytes()))
+    status, out = crash(capsys, DATA / "objreorder.log", "--initial", pool, "--engine",
+                        "ReorderAccumulative", "--json", "--persistent", "--check",
+                        progs["objreorder"], "serve")
+    assert status == Status.OK, out
+    summary = json.loads(out)
+    assert summary["complete"] and summary["violations"] == 0
+    assert summary["unique_images"] > 100
+    assert pool.read_bytes() == gzip.decompress((DATA / "objreorder32.initial.gz").read_bytes())
+    # from zeros there is no pool to open: every image is a violation, reported as such
+    status, out = crash(capsys, DATA / "objreorder.log", "--initial", "zeros", "--engine",
+                        "prefix", "--persistent", "--stop-at-first", "--check",
+                        progs["objreorder"], "serve")
+    assert status == Status.VIOLATIONS and "pmemobj_open failed" in out, out
 
 
 def test_libpmemobj_verdicts_start_from_the_pool_file(progs, objpool, capsys, tmp_path):
