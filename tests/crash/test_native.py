@@ -492,3 +492,15 @@ def test_in_order_engine(progs, tmp_path, capsys, x):
                        tmp_path / "pool")
     assert status == (Status.INCOMPLETE if x else Status.VIOLATIONS), out
     assert "engine in-order" in out
+
+
+def test_a_flush_made_durable_by_another_threads_fence_is_never_ok():
+    """Such a flush leaves states unexplored: the run is incomplete (exit 3), never OK."""
+    from types import SimpleNamespace
+
+    from pmemkit.cli.crash_run import covers_the_model
+
+    done = SimpleNamespace(complete=True)
+    assert covers_the_model(done, SimpleNamespace(flushes_shared=0))
+    assert not covers_the_model(done, SimpleNamespace(flushes_shared=1))
+    assert not covers_the_model(SimpleNamespace(complete=False), SimpleNamespace(flushes_shared=0))
