@@ -12,7 +12,7 @@ from .explore import add_explore_options, explore_checker, explore_engines, sect
 
 def register(subparsers):
     p = subparsers.add_parser(
-        "crash", help="explore the crash states of a pmemcheck store log",
+        "crash", help="explore the crash states of a store log, or of a C program (crash run)",
         description="Replay a pmemcheck store log (the input of PMDK's pmreorder), enumerate the "
                     "crash images the persistency model allows at every fence and at the end, and "
                     "run a checker on each distinct image. The checker gets the image files' paths "
