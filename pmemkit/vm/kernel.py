@@ -286,19 +286,21 @@ def module_name(path):
 # --- Debian kernels -------------------------------------------------------------------
 
 
+def _apt_cache(*args):
+    """apt-cache's standard output for ``args`` (empty when it finds nothing: callers say what is
+    missing)."""
+    proc = subprocess.run([cache.need_tool("apt-cache"), *args], capture_output=True, text=True,
+                          check=False)
+    return proc.stdout
+
+
 def resolve_package(package=None):
     """The versioned kernel package name: ``package`` if given, else what Debian's
     ``linux-image-amd64`` metapackage currently depends on (``linux-image-6.1.0-N-amd64``)."""
     if package:
         return package
-    apt_cache = cache.need_tool("apt-cache")
-    proc = subprocess.run(
-        [apt_cache, "depends", defaults.VM_KERNEL_METAPACKAGE],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    m = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)\b", proc.stdout)
+    m = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)\b",
+                  _apt_cache("depends", defaults.VM_KERNEL_METAPACKAGE))
     if not m:
         raise MissingToolError(
             f"cannot find Debian's kernel package {defaults.VM_KERNEL_METAPACKAGE} in the apt "
@@ -392,22 +394,10 @@ class _Apt:
         stamp.touch()
 
     def packages(self, prefix):
-        proc = subprocess.run(
-            [cache.need_tool("apt-cache"), *self.options(), "pkgnames", prefix],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return proc.stdout.split()
+        return _apt_cache(*self.options(), "pkgnames", prefix).split()
 
     def depends(self, package):
-        proc = subprocess.run(
-            [cache.need_tool("apt-cache"), *self.options(), "depends", package],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return re.findall(r"Depends:\s*(\S+)", proc.stdout)
+        return re.findall(r"Depends:\s*(\S+)", _apt_cache(*self.options(), "depends", package))
 
 
 def _version_key(package):
