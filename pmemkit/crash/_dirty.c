@@ -18,6 +18,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -426,9 +427,128 @@ done:
     return out;
 }
 
+static int all_zero(const char *p, Py_ssize_t n)
+{
+    static const char zeros[65536];
+    while (n > 0) {
+        Py_ssize_t k = n < (Py_ssize_t)sizeof zeros ? n : (Py_ssize_t)sizeof zeros;
+        if (memcmp(p, zeros, (size_t)k) != 0)
+            return 0;
+        p += k;
+        n -= k;
+    }
+    return 1;
+}
+
+/* Mark in `alloc` the pages of fd's first `len` bytes that hold data (SEEK_DATA / SEEK_HOLE);
+ * every page when the file system does not report holes. */
+static void allocated_pages(int fd, Py_ssize_t len, unsigned char *alloc, Py_ssize_t npages)
+{
+    off_t off = 0;
+    while (off < len) {
+        off_t d = lseek(fd, off, SEEK_DATA);
+        if (d < 0) {
+            if (errno != ENXIO)
+                memset(alloc, 1, (size_t)npages);   /* unknown: every page may hold data */
+            return;
+        }
+        if (d >= len)
+            return;
+        off_t h = lseek(fd, d, SEEK_HOLE);
+        if (h < 0 || h > len)
+            h = len;
+        for (Py_ssize_t p = d / page_size; p <= (h - 1) / page_size; p++)
+            alloc[p] = 1;
+        off = h > d ? h : d + page_size;
+    }
+}
+
+/* sync_sparse(fd, file_map, image, nonzero, pages) -> pages copied.
+ *
+ * Make the file (descriptor fd, mapped shared as file_map) equal to image, where the file
+ * differs only in: the pages listed in `pages` (None: any page), the pages holding data
+ * (SEEK_DATA: whatever another process wrote through its own mapping, even zeros, allocates
+ * them) and the pages marked in `nonzero` (1 where the file held data after the last sync;
+ * a page someone punched out is among them). Zero image pages stay or become holes: a data
+ * page that must become zero is punched out (zeroed when the file system cannot punch). */
+static PyObject *mod_sync_sparse(PyObject *m, PyObject *args)
+{
+    (void)m;
+    int fd;
+    Py_buffer map, img, nz;
+    PyObject *pages;
+    if (!PyArg_ParseTuple(args, "iw*y*w*O", &fd, &map, &img, &nz, &pages))
+        return NULL;
+    PyObject *out = NULL;
+    unsigned char *cand = NULL, *alloc = NULL;
+    Py_ssize_t len = img.len, npages = (len + page_size - 1) / page_size, copied = 0;
+    if (map.len != len || nz.len != npages) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the file's map must be as long as the image, nonzero one byte a page");
+        goto done;
+    }
+    cand = PyMem_Calloc((size_t)npages + 1, 1);
+    alloc = PyMem_Calloc((size_t)npages + 1, 1);
+    if (cand == NULL || alloc == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (pages == Py_None) {
+        memset(cand, 1, (size_t)npages);
+    } else {
+        PyObject *it = PyObject_GetIter(pages), *item;
+        if (it == NULL)
+            goto done;
+        while ((item = PyIter_Next(it)) != NULL) {
+            Py_ssize_t p = PyLong_AsSsize_t(item);
+            Py_DECREF(item);
+            if (p == -1 && PyErr_Occurred())
+                break;
+            if (p >= 0 && p < npages)
+                cand[p] = 1;
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            goto done;
+    }
+    allocated_pages(fd, len, alloc, npages);
+    char *f = map.buf;
+    const char *g = img.buf;
+    unsigned char *state = nz.buf;
+    for (Py_ssize_t p = 0; p < npages; p++) {
+        if (!(cand[p] | alloc[p] | state[p]))
+            continue;
+        Py_ssize_t s = p * page_size, n = len - s < page_size ? len - s : page_size;
+        if (all_zero(g + s, n)) {
+            state[p] = 0;
+            if (!alloc[p] || all_zero(f + s, n))
+                continue;   /* a hole, or an allocated zero page: already equal */
+            if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, s, n) != 0)
+                memset(f + s, 0, (size_t)n);
+            copied++;
+            continue;
+        }
+        state[p] = 1;
+        if (alloc[p] && memcmp(f + s, g + s, (size_t)n) == 0)
+            continue;
+        memcpy(f + s, g + s, (size_t)n);
+        copied++;
+    }
+    out = PyLong_FromSsize_t(copied);
+done:
+    PyMem_Free(cand);
+    PyMem_Free(alloc);
+    PyBuffer_Release(&map);
+    PyBuffer_Release(&img);
+    PyBuffer_Release(&nz);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"changed_pages", mod_changed_pages, METH_VARARGS,
      "changed_pages(a, b, page): indices of the page-sized blocks where a and b differ."},
+    {"sync_sparse", mod_sync_sparse, METH_VARARGS,
+     "sync_sparse(fd, file_map, image, nonzero, pages): make a sparse file equal to image."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,15 +32,21 @@ import subprocess
 import tempfile
 import time
 import weakref
+from typing import NamedTuple
 
 from .. import defaults
 from ..errors import CheckerError, CheckFailed, InvalidArgumentError
 
 try:
     from ._dirty import PAGE_SIZE as PAGE
-    from ._dirty import changed_pages
+    from ._dirty import changed_pages, sync_sparse
 except ImportError:  # pragma: no cover - built by setup.py; without it every image is written whole
-    PAGE, changed_pages = mmap.PAGESIZE, None
+    PAGE, sync_sparse = mmap.PAGESIZE, None
+
+    def changed_pages(a, b, page):
+        """Indices of the ``page``-sized blocks where the equal-length buffers differ."""
+        a, b = memoryview(a).cast("B"), memoryview(b).cast("B")
+        return [s // page for s in range(0, len(a), page) if a[s:s + page] != b[s:s + page]]
 
 #: Seconds an external checker may take on one image before it is considered hung.
 CHECK_TIMEOUT = 60
@@ -136,13 +142,40 @@ def _remove_dir(path, lock, owner):
             pass
 
 
+class ImageChanges(NamedTuple):
+    """What changed in an image since the previous one its source handed out.
+
+    Image number ``seq`` of ``source`` (any object, compared by identity) differs from image
+    ``seq - 1`` of the same source only in the pages ``pages`` (numbers of
+    :data:`PAGE`-byte pages; None: any page may differ). A checker that takes it
+    (``takes_changes``) rewrites only those pages of its image file, plus the pages the checker
+    program itself may have written; when the image it wrote last is not ``seq - 1`` of
+    ``source``, the hint is ignored.
+    """
+
+    source: object
+    seq: int
+    pages: frozenset | None
+
+    def shifted(self, offset, size):
+        """The same changes seen in the bytes ``[offset, offset + size)`` of the image (pages
+        counted from ``offset``); every page may differ when ``offset`` is not page aligned."""
+        if self.pages is None or offset % PAGE:
+            return self._replace(pages=None)
+        first, end = offset // PAGE, -(-(offset + size) // PAGE)
+        return self._replace(pages=frozenset(p - first for p in self.pages if first <= p < end))
+
+
 class _ImageFile:
     """The file a checker program reads: rewritten only where an image differs from it.
 
-    The file stays mapped; each image is compared with it page by page and only
-    the pages that differ are copied (what the checker itself changed in the file
-    differs from the next image, so it is restored too). A file replaced or
-    resized behind pmemkit's back is written again in full.
+    The file stays mapped and sparse: pages that are zero in the image are holes. Given the
+    pages an image changed since the previous one (:class:`ImageChanges`), only those pages
+    are compared, plus every page that holds data (``SEEK_DATA``): whatever the checker program
+    wrote through its own mapping (even zeros, even into a hole) allocated its page, so it is
+    found and restored. Without that hint every page is compared. A file replaced, truncated or
+    resized behind pmemkit's back is written again (only its non-zero pages). Where the file
+    system reports no holes, every page counts as data: slower, never wrong.
 
     The file lives in a directory of the process that owns the checker:
     :meth:`prepare` creates it before worker processes are forked, workers write
@@ -160,6 +193,9 @@ class _ImageFile:
         self.path = None
         self.path_pid = None
         self._map = None
+        self._fd = None
+        self._nonzero = None    # per page: 1 where the file held data after the last write
+        self._last = None       # (source, seq) of the image written last, when it had a hint
         self._ident = None
         self._lock = None
         self._finalizer = None
@@ -176,10 +212,12 @@ class _ImageFile:
             self._finalizer = weakref.finalize(self, _remove_dir, self.dir, self._lock,
                                                self.owner)
 
-    def write(self, image):
+    def write(self, image, changes=None):
+        """Make the file hold ``image`` (an :class:`ImageChanges` hint or None); its path."""
         pid = os.getpid()
         if self.path is None or self.path_pid != pid:
-            self._map = None        # a forked copy of the owner's: not ours to unmap
+            self._map = self._fd = None     # a forked copy of the owner's: not ours to close
+            self._last = None
             if self.dir is None or (pid != self.owner and not os.path.isdir(self.dir)):
                 self.dir = None
                 lock, self._lock = self._lock, None
@@ -189,21 +227,39 @@ class _ImageFile:
             self.path = os.path.join(self.dir, f"image-{pid}")
             self.path_pid = pid
         image = memoryview(image).cast("B")
+        pages = None
+        if changes is not None and self._last == (changes.source, changes.seq - 1):
+            pages = changes.pages
+        self._last = None
         m = self._map
-        if (m is not None and changed_pages is not None and len(m) == image.nbytes
-                and self._same_file()):
-            for p in changed_pages(m, image, PAGE):
-                m[p * PAGE:(p + 1) * PAGE] = image[p * PAGE:(p + 1) * PAGE]
-            return self.path
-        self._unmap()
-        with open(self.path, "wb+") as f:
-            f.write(image)
-            f.flush()
-            if image.nbytes and changed_pages is not None:
-                self._map = mmap.mmap(f.fileno(), image.nbytes)
-                st = os.fstat(f.fileno())
-                self._ident = (st.st_ino, st.st_size)
+        if m is not None and len(m) == image.nbytes and self._same_file():
+            sync_sparse(self._fd, m, image, self._nonzero, pages)
+        else:
+            self._create(image)
+        if changes is not None:
+            self._last = (changes.source, changes.seq)
         return self.path
+
+    def _create(self, image):
+        """Write the file afresh: a sparse file holding ``image``'s non-zero pages."""
+        self._unmap()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            if not image.nbytes or sync_sparse is None:
+                with open(fd, "wb", closefd=False) as f:
+                    f.write(image)
+                return
+            os.ftruncate(fd, image.nbytes)
+            m = mmap.mmap(fd, image.nbytes)
+            nonzero = bytearray(-(-image.nbytes // PAGE))
+            sync_sparse(fd, m, image, nonzero, None)
+            st = os.fstat(fd)
+            self._map, self._fd, self._nonzero = m, fd, nonzero
+            self._ident = (st.st_ino, st.st_size)
+            fd = None
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _same_file(self):
         try:
@@ -214,14 +270,18 @@ class _ImageFile:
 
     def _unmap(self):
         m, self._map = self._map, None
+        fd, self._fd = self._fd, None
+        self._last = None
         if m is not None:
             m.close()
+        if fd is not None:
+            os.close(fd)
 
     def cleanup(self):
         pid = os.getpid()
         if self.path_pid == pid:
             self._unmap()
-        self._map = None
+        self._map = self._fd = None
         if self.dir is not None and pid == self.owner:
             self._finalizer()
             self.dir = self._lock = None
@@ -238,14 +298,16 @@ class ExternalChecker:
     convention)."""
 
     wants_info = False
+    #: takes ``changes=`` (:class:`ImageChanges`): the explorer says which pages changed
+    takes_changes = True
 
     def __init__(self, argv, timeout=CHECK_TIMEOUT):
         self.argv = _argv(argv)
         self.timeout = timeout
         self._file = _ImageFile()
 
-    def __call__(self, image):
-        return self._run([self._file.write(image)])
+    def __call__(self, image, changes=None):
+        return self._run([self._file.write(image, changes)])
 
     def _run(self, paths, env=None):
         """Run the checker on the image file(s) ``paths`` (appended to argv): True, or raise."""
@@ -302,9 +364,9 @@ class FilesChecker(ExternalChecker):
             raise InvalidArgumentError("FilesChecker needs at least one (name, offset, size) file")
         self._files = [_ImageFile() for _ in self.layout]
 
-    def __call__(self, image, info=None):
+    def __call__(self, image, info=None, changes=None):
         view = memoryview(image).cast("B")
-        paths = [f.write(view[o:o + z])
+        paths = [f.write(view[o:o + z], None if changes is None else changes.shifted(o, z))
                  for f, (_, o, z) in zip(self._files, self.layout, strict=True)]
         env = None
         if info is not None:
@@ -330,6 +392,8 @@ class FilesChecker(ExternalChecker):
 
 class PersistentChecker:
     """A checker process that stays running and checks images over the line protocol above."""
+
+    takes_changes = True
 
     def __init__(self, argv, info=False, timeout=CHECK_TIMEOUT):
         self.argv = _argv(argv)
@@ -378,10 +442,10 @@ class PersistentChecker:
             pass
         return err
 
-    def __call__(self, image, info=None):
+    def __call__(self, image, info=None, changes=None):
         if self._proc is None or self._pid != os.getpid():
             self._start()
-        path = self._file.write(image)
+        path = self._file.write(image, changes)
         line = path
         if self.wants_info and info is not None:
             line += "\t" + json.dumps({"point": info.index, "kind": info.kind,
@@ -450,3 +514,14 @@ def wants_info(check):
     except TypeError:
         return False
     return True
+
+
+def takes_changes(check):
+    """True when the checker takes ``changes=`` (:class:`ImageChanges`): it says so
+    (``takes_changes``) and its ``__call__`` (a subclass may override it) has that parameter."""
+    if not getattr(check, "takes_changes", False):
+        return False
+    try:
+        return "changes" in inspect.signature(check).parameters
+    except (TypeError, ValueError):
+        return False

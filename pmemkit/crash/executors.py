@@ -39,7 +39,7 @@ from .checkpoint import Checkpoint, FailureDB
 from .explore import (MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one,
                       pickled_records)
 from .report import SAMPLED_WARNING, Report
-from .trace import UNIT, blank_image
+from .trace import UNIT
 
 
 def _accept(image):
@@ -162,7 +162,7 @@ class _Runner(_Explorer):
         self._reset()
 
     def _reset(self):
-        img = blank_image(-(-self.size // UNIT) * UNIT)
+        img = self.scratch.blank(-(-self.size // UNIT) * UNIT)
         if self.base:
             img[: len(self.base)] = self.base
         self.scratch.img = img
@@ -245,7 +245,7 @@ class _Runner(_Explorer):
                 self._lay(space.dims[j][a - 1].patch, orig)
             checked += 1
             try:
-                _, msg = _run_one(check, view, entry.info, want)
+                _, msg = _run_one(check, view, entry.info, want, self.scratch.changes())
             finally:
                 img = self.scratch.img
                 for u, v in orig.items():

@@ -3,6 +3,7 @@ allows (the public entry point, :func:`pmemkit.crash.explore`, is in :mod:`pmemk
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import sys
@@ -14,7 +15,7 @@ from .. import defaults
 from .._linux.process import die_with_parent
 from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitReached,
                       StateSpaceTooLarge)
-from .checkers import as_checker, wants_info
+from .checkers import PAGE, ImageChanges, as_checker, changed_pages, takes_changes, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import line_images, spaces, total_count
 from .report import CrashPoint, StoreInfo, Violation
@@ -61,11 +62,12 @@ class _PointMeta:
 _worker = {}
 
 
-def _worker_init(check, want):
+def _worker_init(check, want, base):
     from multiprocessing.util import Finalize
 
     die_with_parent()       # an explorer killed outright leaves no worker behind
     _worker["check"], _worker["want"] = check, want
+    _worker["images"] = _SparseImages(base, noted=takes_changes(check))
     closer = getattr(check, "close", None)
     if callable(closer):    # the worker's checker process and image file end with the worker
         Finalize(None, closer, exitpriority=10)
@@ -73,19 +75,79 @@ def _worker_init(check, want):
 
 def _worker_batch(items, info):
     out = []
-    check, want = _worker["check"], _worker["want"]
-    for i, image in items:
-        ok, msg = _run_one(check, memoryview(image).toreadonly(), info, want)
+    check, want, images = _worker["check"], _worker["want"], _worker["images"]
+    for i, sparse in items:
+        view = images.apply(sparse)
+        ok, msg = _run_one(check, view, info, want, images.scratch.changes())
         if not ok:
             out.append((i, msg))
     return out
 
 
-def _run_one(check, view, info, want):
+class _SparseImages:
+    """Images sent to worker processes as the pages that changed, never whole.
+
+    Every worker gets the *base* (the explorer's image when the pool started) once, when it
+    is forked. An image goes as ``(fresh, [(page, bytes), ...])``: with ``fresh`` the pages are
+    all those that differ from the base (the first image of every batch: a batch may reach any
+    worker), otherwise those that changed since the previous image of the batch.
+    """
+
+    def __init__(self, base, noted=False):
+        self.base = base
+        self.scratch = _Scratch(len(base), noted=noted)
+        self.scratch.img = self.scratch.blank(len(base))
+        self.scratch.img[:] = base
+        self.view = memoryview(self.scratch.img)[:len(base)].toreadonly()
+        self.moved = set()      # pages that may differ from the base
+
+    def apply(self, sparse):
+        """The image ``sparse`` (built from this object's previous image): a read-only view."""
+        fresh, pages = sparse
+        img = self.scratch.img
+        if fresh:
+            now = {p for p, _ in pages}
+            for p in self.moved - now:
+                img[p * PAGE:(p + 1) * PAGE] = self.base[p * PAGE:(p + 1) * PAGE]
+            self.moved = now
+        for p, data in pages:
+            img[p * PAGE:p * PAGE + len(data)] = data
+            self.moved.add(p)
+        return self.view
+
+
+class _PagesOver:
+    """An image kept as the pages where it differs from a base image."""
+
+    __slots__ = ("base", "pages")
+
+    def __init__(self, base, image):
+        self.base = base
+        self.pages = [(p, bytes(image[p * PAGE:(p + 1) * PAGE]))
+                      for p in changed_pages(image, base, PAGE)]
+
+    def rebuild(self):
+        return _rebuild(self.base, [(None, (True, self.pages))], 0)
+
+
+def _rebuild(base, batch, i):
+    """The bytes of image ``i`` of a batch of sparse images (its first image is fresh)."""
+    img = bytearray(base)
+    for _, (_, pages) in batch[:i + 1]:
+        for p, data in pages:
+            img[p * PAGE:p * PAGE + len(data)] = data
+    return bytes(img)
+
+
+def _run_one(check, view, info, want, changes=None):
     """``(ok, message)``: the checker's verdict on one image (an exception it raises, other than
-    a :class:`CrashError`, is the verdict "inconsistent")."""
+    a :class:`CrashError`, is the verdict "inconsistent"). ``changes`` (an
+    :class:`~pmemkit.crash.checkers.ImageChanges`) goes to checkers that take it."""
     try:
-        r = check(view, info) if want else check(view)
+        if changes is not None:
+            r = check(view, info, changes=changes) if want else check(view, changes=changes)
+        else:
+            r = check(view, info) if want else check(view)
     except CrashError:
         raise
     except Exception as exc:  # the checker's verdict: inconsistent
@@ -200,18 +262,71 @@ def _message(exc):
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class _Scratch:
-    """The explorer's own image buffer: the durable image, patched and restored per crash state."""
+class _NotedImage(mmap.mmap):
+    """Zeroed private memory that notes which pages each item assignment (``img[a:b] = v``)
+    changes; any other assignment counts as changing every page. Writes through a memoryview
+    are not seen: the explorer writes its image by item assignment only."""
 
-    def __init__(self, size):
+    def __new__(cls, size):
+        self = super().__new__(cls, -1, size, flags=mmap.MAP_PRIVATE)
+        self.pages = set()
+        self.every = True
+        return self
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if self.every:
+            return
+        start, stop = getattr(key, "start", None), getattr(key, "stop", None)
+        if (type(start) is not int or type(stop) is not int or key.step is not None
+                or start < 0 or stop < 0):
+            self.every = True
+        elif stop > start:
+            first, last = start // PAGE, (stop - 1) // PAGE
+            if first == last:
+                self.pages.add(first)
+            else:
+                self.pages.update(range(first, last + 1))
+
+    def take(self):
+        """The pages changed since the last take (None: every page may have)."""
+        pages = None if self.every else frozenset(self.pages)
+        self.pages = set()
+        self.every = False
+        return pages
+
+
+class _Scratch:
+    """The explorer's own image buffer: the durable image, patched and restored per crash state.
+
+    With ``noted`` it notes the pages that change, so that a checker that takes
+    :class:`~pmemkit.crash.checkers.ImageChanges` rewrites only those pages of its image file.
+    """
+
+    def __init__(self, size, noted=False):
         self.size = size
         self.img = None
+        self.noted = noted
+        self.seq = 0
+
+    def blank(self, size):
+        """A new zeroed buffer of ``size`` bytes (pages take memory once written)."""
+        return _NotedImage(size) if self.noted else blank_image(size)
+
+    def changes(self):
+        """The :class:`~pmemkit.crash.checkers.ImageChanges` of the image as it is now since the
+        last call, or None when the buffer notes nothing."""
+        img = self.img
+        if not isinstance(img, _NotedImage):
+            return None
+        self.seq += 1
+        return ImageChanges(self, self.seq, img.take())
 
     def sync(self, state):
         """Bring the buffer to ``state``'s durable image (only the units that changed)."""
         durable = state.durable
         if self.img is None:
-            self.img = blank_image(len(durable))     # zeros; pages take memory once written
+            self.img = self.blank(len(durable))
         img = self.img
         if state.changed is None:
             img[:] = durable
@@ -247,7 +362,12 @@ class _Explorer:
         self.on_states = on_states
         self.bar = None
         self.last_progress = 0.0
-        self.scratch = _Scratch(size)
+        # a checker that takes the pages changed between images, called in this process
+        # noted: for a checker that takes the pages changed between images, called in this
+        # process, or to send worker processes only the pages that changed
+        self.scratch = _Scratch(size, noted=workers > 1 or takes_changes(self.check))
+        self.pool_base = None       # the image every worker starts from (see _SparseImages)
+        self.moved = set()          # pages of the scratch that may differ from pool_base
         self.last_state = None
         self.pickled_point = None   # the last crash point whose records were checked picklable
         self.covered = 0            # distinct crash states visited (of self.possible)
@@ -323,8 +443,8 @@ class _Explorer:
             for u, v in orig.items():
                 img[u * UNIT:u * UNIT + UNIT] = v
             for meta in metas:
-                if not isinstance(meta.persisted, bytes):   # the tracer's buffer: never kept
-                    meta.persisted = None
+                if not isinstance(meta.persisted, (bytes, _PagesOver)):
+                    meta.persisted = None   # the tracer's buffer: never kept
         if not point_complete and self.complete and len(images) >= count:
             # as many distinct images as the point has states: the samples reached every state
             point_complete = True
@@ -437,12 +557,12 @@ class _Explorer:
             seen.add(key)
             self.unique += 1
             if pooled:
-                batch.append((dict(cur), bytes(view)))
+                batch.append((dict(cur), self._sparse(view, not batch)))
                 if len(batch) >= defaults.CRASH_BATCH:
                     self._submit(meta, batch[:])
                     batch.clear()
                 return
-            ok, msg = _run_one(check, view, info, want)
+            ok, msg = _run_one(check, view, info, want, self.scratch.changes())
             if not ok:
                 self._violation(meta, dict(cur), bytes(view), msg)
             if self.bar is not None and self.unique % 512 == 0:
@@ -484,9 +604,29 @@ class _Explorer:
 
     # --- process pool ------------------------------------------------------------------
 
+    def _sparse(self, view, fresh):
+        """The image ``view`` for a worker: see :class:`_SparseImages`."""
+        if self.pool_base is None:
+            self.pool_base = bytes(view)
+            self.scratch.changes()
+            return (True, [])
+        pages = self.scratch.changes().pages
+        if pages is None:   # every page may have changed: compare with the base
+            pages = changed_pages(view, self.pool_base, PAGE)
+            self.moved = set(pages)
+            fresh = True
+        else:
+            self.moved |= pages
+        if fresh:
+            pages = self.moved
+        return (fresh, [(p, bytes(view[p * PAGE:(p + 1) * PAGE])) for p in sorted(pages)
+                        if p * PAGE < len(view)])
+
     def _persisted(self, meta):
         """The fully persisted image of ``meta``'s point, copied from the tracer on first need."""
-        if not isinstance(meta.persisted, bytes):
+        if isinstance(meta.persisted, _PagesOver):
+            meta.persisted = meta.persisted.rebuild()
+        elif not isinstance(meta.persisted, bytes):
             meta.persisted = bytes(meta.persisted[:self.size])
         return meta.persisted
 
@@ -501,13 +641,16 @@ class _Explorer:
             # fork: the checker (a closure, say) reaches the workers as the initializer's argument
             self.pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("fork"),
-                initializer=_worker_init, initargs=(self.check, self.want))
-        self._persisted(meta)
+                initializer=_worker_init, initargs=(self.check, self.want, self.pool_base))
+        if not isinstance(meta.persisted, (bytes, _PagesOver)):
+            # kept for the violations that come back after the tracer moved on: only the pages
+            # that differ from the pool's base
+            meta.persisted = _PagesOver(self.pool_base, meta.persisted[:self.size])
         if meta.info.index != self.pickled_point:
             pickled_records(meta.info, "with workers > 1",
                             "it reaches the checker in another process", " or use workers=1")
             self.pickled_point = meta.info.index
-        items = [(i, image) for i, (_, image) in enumerate(batch)]
+        items = [(i, sparse) for i, (_, sparse) in enumerate(batch)]
         fut = self.pool.submit(_worker_batch, items, meta.info)
         self.inflight.append((fut, meta, batch))
         while len(self.inflight) > 2 * self.workers:
@@ -524,8 +667,7 @@ class _Explorer:
                 "a worker process died while checking images (killed, or the checker exited "
                 "the process); no verdict. Run with workers=1 to see why") from None
         for i, msg in found:
-            choice, image = batch[i]
-            self._violation(meta, choice, image, msg)
+            self._violation(meta, batch[i][0], _rebuild(self.pool_base, batch, i), msg)
         self._tick(force=False)
 
     # --- progress ----------------------------------------------------------------------

@@ -142,6 +142,15 @@ def test_32_mib_libpmemobj_pool_with_a_persistent_pmemobj_open_checker(progs, ca
     summary = json.loads(out)
     assert summary["complete"] and summary["violations"] == 0
     assert summary["unique_images"] > 100
+    # two workers, each with its persistent checker; -x runs the in-process explorer, which
+    # sends the workers changed pages only: the same images, the same verdict
+    status, out = crash(capsys, DATA / "objreorder.log", "--initial", pool, "--engine",
+                        "ReorderAccumulative", "-x", "PMREORDER_MARKER_WRITE=ReorderAccumulative",
+                        "--json", "--persistent", "--workers", "2", "--check",
+                        progs["objreorder"], "serve")
+    assert status == Status.OK, out
+    two = json.loads(out)
+    assert (two["unique_images"], two["violations"]) == (summary["unique_images"], 0)
     assert pool.read_bytes() == gzip.decompress((DATA / "objreorder32.initial.gz").read_bytes())
     # from zeros there is no pool to open: every image is a violation, reported as such
     status, out = crash(capsys, DATA / "objreorder.log", "--initial", "zeros", "--engine",
