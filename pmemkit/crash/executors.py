@@ -298,12 +298,16 @@ _shared = {}  # what the default pool's initializer hands its workers
 _made = []  # every runner of this process, to close their checkers
 _made_lock = threading.Lock()
 _finalizer_pid = [None]
+_closed = [0]  # how many times close_runners ran: a thread's runners made before are closed
 
 
 def _runner_for(digest, check, payload):
     runners = getattr(_local, "runners", None)
-    if runners is None:
+    if runners is None or _local.closed != _closed[0]:
+        # close_runners may have run in another thread (Dask runs it in the worker's event
+        # loop, tasks run in its executor threads): runners made before it have closed checkers
         runners = _local.runners = {}
+        _local.closed = _closed[0]
     runner = runners.get(digest)
     if runner is None:
         if payload is None:
@@ -327,6 +331,7 @@ def close_runners():
     with _made_lock:
         made = _made[:]
         _made.clear()
+        _closed[0] += 1
     for runner in made:
         closer = getattr(runner.check, "close", None)
         if callable(closer):
@@ -418,8 +423,8 @@ class Distributed:
                 return ex.submit(check_task, self.digest, None, None, t, stop_at_first)
         elif dask:
             # the point log and the checker go to every worker once; tasks name them
-            payload = ex.scatter(self.blob, broadcast=True)
-            check = ex.scatter(self.check, broadcast=True)
+            payload = ex.scatter(self.blob, broadcast=True, hash=False)
+            check = ex.scatter(self.check, broadcast=True, hash=False)
             cf = ex.get_executor(pure=False)  # concurrent.futures futures
 
             def submit(t):

@@ -242,6 +242,25 @@ def test_dask_cluster_gives_the_in_process_verdict(dask_cluster, name, which, mo
     assert _summary(one) == _summary(other)
 
 
+def test_the_same_run_twice_on_one_client(dask_cluster, monkeypatch):
+    """One client, the same exploration with an external checker three times in a row (a cluster
+    is reused, as clusters are): a later run must not trip over the earlier run's scattered trace
+    being released (it hung, or raised CancelledError) nor reuse its closed checkers."""
+    from concurrent.futures import TimeoutError as FuturesTimeout
+
+    monkeypatch.setattr(defaults, "CRASH_TASK_STATES", 32)
+    kw = dict(size=4096, progress=None)
+    one = crash.explore(n_slots(6), ["true"], **kw)
+    with ThreadPoolExecutor(1) as guard:  # a hang fails the test instead of the whole run
+        for _ in range(3):
+            fut = guard.submit(crash.explore, n_slots(6), ["true"], executor=dask_cluster, **kw)
+            try:
+                other = fut.result(timeout=120)
+            except FuturesTimeout:
+                pytest.fail("a second exploration on the same Dask client hung")
+            assert _summary(one) == _summary(other)
+
+
 def test_a_killed_dask_worker_loses_nothing(dask_cluster, monkeypatch):
     """A worker killed (by pid) in the middle of the run: its ranges run again, same verdict."""
     monkeypatch.setattr(defaults, "CRASH_TASK_STATES", 4)
