@@ -303,7 +303,7 @@ _closed = [0]  # how many times close_runners ran: a thread's runners made befor
 
 def _runner_for(digest, check, payload):
     runners = getattr(_local, "runners", None)
-    if runners is None or _local.closed != _closed[0]:
+    if runners is None or getattr(_local, "closed", None) != _closed[0]:
         # close_runners may have run in another thread (Dask runs it in the worker's event
         # loop, tasks run in its executor threads): runners made before it have closed checkers
         runners = _local.runners = {}
