@@ -56,6 +56,11 @@ def timed(fn):
     return r, time.perf_counter() - t
 
 
+def accept(image):
+    """A checker that accepts every image (module level: process pools pickle it)."""
+    return True
+
+
 def median_run(fn, repeat):
     """(result of the last run, median seconds) over ``repeat`` runs of ``fn``."""
     times = []
@@ -68,7 +73,6 @@ def median_run(fn, repeat):
 def task_overhead(wl, kw, executor, task_states, repeat):
     """Seconds per task on ``executor`` (None: explore with no executor): the slope of the time
     against the number of tasks, between tasks of ``task_states`` and of a quarter of that."""
-    accept = lambda img: True  # noqa: E731
     points = []
     for n in (task_states, max(task_states // 4, 1)):
         defaults.CRASH_TASK_STATES = n
@@ -140,7 +144,7 @@ def main():
                                  ("process pool 1", procs), ("dask 1", client)):
                     if ex is None:
                         defaults.CRASH_TASK_STATES = args.task_states
-                        r, t = median_run(lambda: crash.explore(owl, lambda img: True, **kw),
+                        r, t = median_run(lambda: crash.explore(owl, accept, **kw),
                                           args.repeat)
                         print(f"  {name:<15} {t:7.3f} s  {r.unique_images} images (anchor)")
                         continue
