@@ -5,7 +5,8 @@ Runs ``pmemkit.btt.crashsuite`` (BTT mode, every workload) on images of each
 in the same run. The states are the same at every size; only the image grows.
 ``--simulator-only`` runs the same sector writes under ``crash.explore`` with a
 checker that accepts every image: the cost of tracing and enumerating alone,
-without the suite's checker (which copies and opens the whole image per state).
+without the suite's checker (which opens each image read-only, with no copy, and checks
+the BTT only where the image differs from the initial one).
 
     .venv/bin/python benchmarks/crash/bench_btt_suite.py --sizes 1M 64M
     .venv/bin/python benchmarks/crash/bench_btt_suite.py --sizes 1M 16M 64M --simulator-only

@@ -181,8 +181,14 @@ class Arena:
 
     # --- checking -------------------------------------------------------------------------
 
-    def check(self, region):
-        """This arena's problems (like ``pmempool check``): a list of strings."""
+    def check(self, region, since=None, changed=None):
+        """This arena's problems (like ``pmempool check``): a list of strings.
+
+        With ``since`` (this arena's :class:`ArenaBaseline`, taken from a consistent image
+        this one derives from) and ``changed`` (byte ranges of the region outside which the
+        two images are equal), the map is checked only where it changed: the same problems
+        as the full check, at a cost proportional to the change.
+        """
         problems = []
         tag = f"arena {self.index}"
         if self.ro_reason:
@@ -195,18 +201,18 @@ class Arena:
         elif bytes(backup) != bytes(primary):
             problems.append(f"{tag}: backup info block at offset {self.infooff} differs from the "
                             f"primary")
+        if since is None:
+            premaps = np.arange(self.nlba, dtype=np.int64)
+        else:
+            premaps = self._changed_premaps(changed)
+        blocks = self._blocks(premaps)
         limit = self.internal_nlba
-        entries = self.map_np.copy()
-        for premap, entry in self.overlay.items():
-            entries[premap] = entry
-        initial = (entries & np.uint32(layout.MAP_FLAG_MASK)) == layout.MAP_INITIAL
-        blocks = np.where(initial, np.arange(self.nlba, dtype=np.uint32),
-                          entries & np.uint32(layout.MAP_LBA_MASK)).astype(np.int64)
         outside = blocks >= limit
         if outside.any():
             idx = np.nonzero(outside)[0]
             problems.append(f"{tag}: {idx.size} map entries point past the {limit} blocks "
-                            f"(first: lba {self.lba_start + int(idx[0])} -> {int(blocks[idx[0]])})")
+                            f"(first: lba {self.lba_start + int(premaps[idx[0]])} -> "
+                            f"{int(blocks[idx[0]])})")
         if self.flog_bad is not None and self.flog_bad.any():
             return problems
         free = (self.free_np & np.uint32(layout.MAP_LBA_MASK)).astype(np.int64)
@@ -215,16 +221,78 @@ class Arena:
             problems.append(f"{tag}: {int(free_outside.sum())} flog entries hold a free block past "
                             f"the arena")
         referenced = np.concatenate((blocks[~outside], free[~free_outside]))
-        counts = np.bincount(referenced, minlength=limit)
-        duplicated = np.nonzero(counts > 1)[0]
+        if since is None:
+            counted = np.arange(limit)
+            counts = np.bincount(referenced, minlength=limit)
+        else:
+            # the blocks whose reference count can differ from the baseline's (all 1 there)
+            removed = np.concatenate((since.blocks[premaps], since.free))
+            counted, where = np.unique(np.concatenate((removed, referenced)),
+                                       return_inverse=True)
+            counts = (since.counts[counted]
+                      + np.bincount(where[removed.size:], minlength=counted.size)
+                      - np.bincount(where[:removed.size], minlength=counted.size))
+        duplicated = counted[counts > 1]
         if duplicated.size:
             problems.append(f"{tag}: {duplicated.size} blocks are referenced more than once "
                             f"(first: block {int(duplicated[0])})")
-        missing = np.nonzero(counts[:limit] == 0)[0]
+        missing = counted[counts == 0]
         if missing.size:
             problems.append(f"{tag}: {missing.size} blocks are unreferenced (first: block "
                             f"{int(missing[0])})")
         return problems
+
+    def _blocks(self, premaps):
+        """The post-map block each of ``premaps`` (sorted pre-map lbas) references (int64)."""
+        entries = self.map_np[premaps]
+        for premap, entry in self.overlay.items():
+            if 0 <= premap < self.nlba:
+                hit = np.searchsorted(premaps, premap)
+                if hit < premaps.size and premaps[hit] == premap:
+                    entries[hit] = entry
+        initial = (entries & np.uint32(layout.MAP_FLAG_MASK)) == layout.MAP_INITIAL
+        return np.where(initial, premaps.astype(np.uint32),
+                        entries & np.uint32(layout.MAP_LBA_MASK)).astype(np.int64)
+
+    def _changed_premaps(self, changed):
+        """Sorted pre-map lbas whose map entry lies in the byte ranges ``changed``, with those
+        a recovery overlay holds."""
+        size = layout.MAP_ENTRY_SIZE
+        end = self.mapoff + size * self.nlba
+        parts = [np.arange((max(lo, self.mapoff) - self.mapoff) // size,
+                           (min(hi, end) - self.mapoff + size - 1) // size, dtype=np.int64)
+                 for lo, hi in changed if lo < end and hi > self.mapoff]
+        parts.append(np.array([p for p in self.overlay if 0 <= p < self.nlba], dtype=np.int64))
+        return np.unique(np.concatenate(parts))
+
+    def baseline(self, region):
+        """This arena's :class:`ArenaBaseline`, or ``None`` when it is not consistent (a
+        baseline describes a consistent arena only)."""
+        if self.check(region):
+            return None
+        premaps = np.arange(self.nlba, dtype=np.int64)
+        blocks = self._blocks(premaps)
+        free = (self.free_np & np.uint32(layout.MAP_LBA_MASK)).astype(np.int64)
+        return ArenaBaseline(self.geometry(), blocks, free,
+                             np.bincount(np.concatenate((blocks, free)),
+                                         minlength=self.internal_nlba))
+
+    def geometry(self):
+        """What a baseline must share with the arena it checks."""
+        return (self.start, self.mapoff, self.flogoff, self.infooff, self.nlba,
+                self.internal_nlba, self.nfree)
+
+
+class ArenaBaseline:
+    """One consistent arena, for checking images derived from it (:meth:`Arena.check`):
+    the post-map block of every map entry, the flog's free blocks and each block's
+    reference count (every count is 1)."""
+
+    def __init__(self, geometry, blocks, free, counts):
+        self.geometry = geometry
+        self.blocks = blocks
+        self.free = free
+        self.counts = counts
 
 
 def write_arena_layout(region, start, info, flog_flags=0):

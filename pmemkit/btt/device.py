@@ -397,13 +397,38 @@ class Btt(BatchIO):
 
     # --- checking ----------------------------------------------------------------------------
 
-    def check(self):
-        """Consistency check (like ``pmempool check``): a list of problems (empty: consistent)."""
+    def check(self, since=None, changed=None):
+        """Consistency check (like ``pmempool check``): a list of problems (empty: consistent).
+
+        ``since`` (what :meth:`baseline` returned on the image this one derives from) and
+        ``changed`` (byte ranges ``(start, end)`` of the region outside which both images
+        are equal, e.g. a crash point's ``changed_ranges``) check the map only where it
+        changed: the same problems as the full check, at a cost that follows the change
+        instead of the device size. A baseline of another geometry is ignored (full check).
+        """
         region = self._live()
+        if (since is None) != (changed is None):
+            raise InvalidArgumentError(
+                "give both since (a baseline) and changed (the byte ranges that changed since "
+                "it), or neither for the full check")
+        bases = [None] * len(self.arenas)
+        if since is not None and [b.geometry for b in since] == [a.geometry()
+                                                                 for a in self.arenas]:
+            bases = since
         problems = list(self.messages)
-        for a in self.arenas:
-            problems.extend(a.check(region))
+        for a, base in zip(self.arenas, bases, strict=True):
+            problems.extend(a.check(region, base, None if base is None else changed))
         return problems
+
+    def baseline(self):
+        """This BTT's state for incremental checks of images derived from it
+        (``check(since=..., changed=...)``): a tuple with one entry per arena, or ``None``
+        when the BTT is not consistent (only a consistent image can be a baseline)."""
+        region = self._live()
+        if self.messages:
+            return None
+        bases = tuple(a.baseline(region) for a in self.arenas)
+        return None if any(b is None for b in bases) else bases
 
     def info(self):
         """A dict describing the layout (what ``pmemkit btt info`` prints).

@@ -10,6 +10,7 @@ Nothing here touches a region: these are pure functions over bytes and numbers.
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid as _uuid
 from dataclasses import dataclass, field, replace
@@ -178,8 +179,17 @@ class Info:
 
 
 def info_problem(raw):
-    """Why ``raw`` (4 KiB) is not a valid info block, or ``None`` when it is."""
-    if bytes(raw[:16]) != SIGNATURE:
+    """Why ``raw`` (4 KiB) is not a valid info block, or ``None`` when it is.
+
+    Verdicts are cached by content: an image that keeps its info blocks (every crash image
+    of a BTT) pays for one checksum per distinct block.
+    """
+    return _info_problem(bytes(raw))
+
+
+@functools.lru_cache(maxsize=64)
+def _info_problem(raw):
+    if raw[:16] != SIGNATURE:
         return f"bad signature {bytes(raw[:16])!r} (expected {SIGNATURE!r})"
     stored = struct.unpack_from("<Q", raw, CHECKSUM_OFFSET)[0]
     computed = fletcher64(raw, skip=CHECKSUM_OFFSET)

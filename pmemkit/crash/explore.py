@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import defaults
 from .._linux.process import die_with_parent
+from ..ranges import index_runs
 from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitReached,
                       StateSpaceTooLarge)
 from .checkers import PAGE, ImageChanges, as_checker, changed_pages, takes_changes, wants_info
@@ -387,13 +388,24 @@ class _Explorer:
         spec = EngineSpec.parse(name)
         return spec, ("prefix" if spec.name == "prefix" else self.model)
 
+    def _changed_ranges(self, state):
+        """Byte ranges outside which every image of ``state``'s point equals the initial image:
+        the durable units written so far and the units of the pending stores."""
+        import numpy as np
+
+        units = set(state.touched)
+        units.update(ev.unit for _, events, _ in state.lines for ev in events)
+        starts, ends = index_runs(np.array(sorted(units), dtype=np.int64))
+        return tuple((s * UNIT, min(e * UNIT, self.size))
+                     for s, e in zip(starts, ends, strict=True) if s * UNIT < self.size)
+
     def on_point(self, state):
         self.scratch.sync(state)
         self.last_state = state
         if not self.complete:
             return
         info = CrashPoint(self.points, state.kind, state.marker, state.records,
-                          state.fences, state.stores)
+                          state.fences, state.stores, self._changed_ranges(state))
         self.points += 1
         chosen = self._point_engine(info)
         if chosen is None:

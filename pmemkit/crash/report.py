@@ -27,6 +27,12 @@ class CrashPoint:
     store, with ``store_points=True``) or ``"end"`` (the workload returned).
     ``records`` is everything the workload passed to ``pm.record(key, value)``
     before this point, in order; ``state`` maps each key to its latest value.
+
+    ``changed_ranges`` is a tuple of byte ranges ``(start, end)``, sorted and disjoint,
+    outside which every crash image of this point equals the initial image (the stores
+    made durable so far and the ones pending here all fall inside), or ``None`` when not
+    known. A checker that has checked the initial image once can check only these ranges
+    (what :meth:`pmemkit.btt.Btt.check` does with ``since``/``changed``).
     """
 
     index: int
@@ -35,6 +41,7 @@ class CrashPoint:
     records: tuple = ()
     fences: int = 0
     stores: int = 0
+    changed_ranges: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def state(self):

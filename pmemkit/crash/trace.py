@@ -156,6 +156,8 @@ class PendingState:
     since the previous crash point (at the first: since an all-zero image, or
     ``None`` - all - when the region had initial contents), so a consumer can
     keep its own copy of the durable image up to date without re-reading it.
+    ``touched`` lists (sorted) every unit of ``durable`` written since the region
+    was made: outside them ``durable`` still holds the initial contents.
     ``lines`` holds ``(line index, pending events in program order, number of
     events a fence would make durable)`` for each line with pending events, by
     line index; ``store_log`` maps the index of every store with a pending event
@@ -171,6 +173,7 @@ class PendingState:
     durable: memoryview
     durable_hash: int
     changed: tuple | None
+    touched: tuple
     lines: tuple
     store_log: MappingProxyType
     working: memoryview
@@ -251,6 +254,8 @@ class TracedRegion(Region):
         # durable units changed since the last crash point; None: all. With no initial
         # contents the first point's changes are relative to an all-zero image.
         self._changed = None if initial else set()
+        # every durable unit written since the start (outside them: the initial contents)
+        self._touched = set()
         # ("store", Store) / ("flush", off, len) / ("fence",) / ("mark", name)
         self.trace = []
         self.stores = []            # Store objects by index
@@ -396,6 +401,7 @@ class TracedRegion(Region):
         h = self.durable_hash
         lines = self.lines
         changed = self._changed
+        touched = self._touched
         for li in self._flushed_lines:
             st = lines[li]
             done = st.events[:st.flushed]
@@ -405,6 +411,7 @@ class TracedRegion(Region):
                 if old != ev.value:
                     h ^= unit_hash(u, old) ^ unit_hash(u, ev.value)
                     durable[u * UNIT:u * UNIT + UNIT] = ev.value
+                    touched.add(u)
                     if changed is not None:
                         changed.add(u)
             del st.events[:st.flushed]
@@ -441,7 +448,7 @@ class TracedRegion(Region):
             fences=self.fences, stores=len(stores), durable=memoryview(self.durable).toreadonly(),
             durable_hash=self.durable_hash,
             changed=None if changed is None else tuple(sorted(changed)),
-            lines=lines, store_log=MappingProxyType(log),
+            touched=tuple(sorted(self._touched)), lines=lines, store_log=MappingProxyType(log),
             working=memoryview(self._work).toreadonly())
 
     def _record_store(self, offset, length, via, group=None):
