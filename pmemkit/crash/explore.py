@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .. import defaults
 from .._linux.process import die_with_parent
-from ..ranges import index_runs
 from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitReached,
                       StateSpaceTooLarge)
 from .checkers import PAGE, ImageChanges, as_checker, changed_pages, takes_changes, wants_info
@@ -388,16 +387,14 @@ class _Explorer:
         spec = EngineSpec.parse(name)
         return spec, ("prefix" if spec.name == "prefix" else self.model)
 
-    def _changed_ranges(self, state):
-        """Byte ranges outside which every image of ``state``'s point equals the initial image:
-        the durable units written so far and the units of the pending stores."""
-        import numpy as np
-
+    def _changed_units(self, state):
+        """``(units, size)`` for the crash point's ``changed_ranges``, when the checker sees the
+        point: the durable units written so far and the units of the pending stores."""
+        if not self.want:
+            return None
         units = set(state.touched)
         units.update(ev.unit for _, events, _ in state.lines for ev in events)
-        starts, ends = index_runs(np.array(sorted(units), dtype=np.int64))
-        return tuple((s * UNIT, min(e * UNIT, self.size))
-                     for s, e in zip(starts, ends, strict=True) if s * UNIT < self.size)
+        return frozenset(units), self.size
 
     def on_point(self, state):
         self.scratch.sync(state)
@@ -405,7 +402,7 @@ class _Explorer:
         if not self.complete:
             return
         info = CrashPoint(self.points, state.kind, state.marker, state.records,
-                          state.fences, state.stores, self._changed_ranges(state))
+                          state.fences, state.stores, self._changed_units(state))
         self.points += 1
         chosen = self._point_engine(info)
         if chosen is None:

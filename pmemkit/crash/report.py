@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from ..ranges import index_runs
@@ -41,7 +42,22 @@ class CrashPoint:
     records: tuple = ()
     fences: int = 0
     stores: int = 0
-    changed_ranges: tuple | None = field(default=None, repr=False, compare=False)
+    #: ``(units, size)``: the 8-byte units that may differ from the initial image, and the
+    #: image size (what ``changed_ranges`` is made of, on first use)
+    changed_units: tuple | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def changed_ranges(self):
+        if self.changed_units is None:
+            return None
+        import numpy as np
+
+        from .trace import UNIT
+
+        units, size = self.changed_units
+        starts, ends = index_runs(np.array(sorted(units), dtype=np.int64))
+        return tuple((s * UNIT, min(e * UNIT, size))
+                     for s, e in zip(starts, ends, strict=True) if s * UNIT < size)
 
     @property
     def state(self):

@@ -156,8 +156,9 @@ class PendingState:
     since the previous crash point (at the first: since an all-zero image, or
     ``None`` - all - when the region had initial contents), so a consumer can
     keep its own copy of the durable image up to date without re-reading it.
-    ``touched`` lists (sorted) every unit of ``durable`` written since the region
-    was made: outside them ``durable`` still holds the initial contents.
+    ``touched`` is the set of every unit of ``durable`` written since the region
+    was made (outside them ``durable`` still holds the initial contents; the
+    region's own set, like the views valid only during the callback).
     ``lines`` holds ``(line index, pending events in program order, number of
     events a fence would make durable)`` for each line with pending events, by
     line index; ``store_log`` maps the index of every store with a pending event
@@ -173,7 +174,7 @@ class PendingState:
     durable: memoryview
     durable_hash: int
     changed: tuple | None
-    touched: tuple
+    touched: set
     lines: tuple
     store_log: MappingProxyType
     working: memoryview
@@ -448,7 +449,7 @@ class TracedRegion(Region):
             fences=self.fences, stores=len(stores), durable=memoryview(self.durable).toreadonly(),
             durable_hash=self.durable_hash,
             changed=None if changed is None else tuple(sorted(changed)),
-            touched=tuple(sorted(self._touched)), lines=lines, store_log=MappingProxyType(log),
+            touched=self._touched, lines=lines, store_log=MappingProxyType(log),
             working=memoryview(self._work).toreadonly())
 
     def _record_store(self, offset, length, via, group=None):
