@@ -61,9 +61,13 @@ CRASH_BOUNDED_K = 2
 CRASH_RANDOM_SAMPLES = 256
 #: Images sent to a worker process at a time (explore(workers=N)).
 CRASH_BATCH = 256
-#: Distinct crash images per task when exploration runs on an executor (workers, Dask):
-#: a task should take 0.1-1 s.
-CRASH_TASK_STATES = 256
+#: Exploration on an executor (workers, Dask) cuts the distinct crash images into tasks sized
+#: from the checker's measured speed so that a task takes about this many seconds on a worker.
+CRASH_TASK_SECONDS = 0.25
+#: Images per task before any task has been timed, and the fewest per task after.
+CRASH_TASK_MIN_STATES = 8
+#: The most images per task.
+CRASH_TASK_STATES = 16384
 #: Size of the traced region when explore() gets neither size nor initial contents.
 CRASH_DEFAULT_SIZE = 4096
 #: engine="exhaustive" refuses a crash point with more states than this (without max_states).

@@ -75,7 +75,7 @@ def task_overhead(wl, kw, executor, task_states, repeat):
     against the number of tasks, between tasks of ``task_states`` and of a quarter of that."""
     points = []
     for n in (task_states, max(task_states // 4, 1)):
-        defaults.CRASH_TASK_STATES = n
+        defaults.CRASH_TASK_STATES = defaults.CRASH_TASK_MIN_STATES = n  # tasks of n, fixed
         r, t = median_run(lambda: crash.explore(wl, accept, executor=executor, **kw), repeat)
         points.append((-(-r.unique_images // n), t, r.unique_images))
     (n1, t1, images), (n2, t2, _) = points
@@ -87,7 +87,8 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--pending", type=int, default=10)
-    ap.add_argument("--task-states", type=int, default=defaults.CRASH_TASK_STATES)
+    ap.add_argument("--task-states", type=int, default=256,
+                    help="images per task of the per-task overhead measurement")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--overhead-pending", type=int, default=12,
                     help="pending stores of the workload the per-task overhead is measured on")
@@ -100,7 +101,7 @@ def main():
         exe = build_checker(out)
         wl = workload(args.pending)
         kw = dict(size=4096, model="x86", engine="exhaustive")
-        defaults.CRASH_TASK_STATES = args.task_states
+        most, least = defaults.CRASH_TASK_STATES, defaults.CRASH_TASK_MIN_STATES
         ref, t_in = median_run(lambda: crash.explore(wl, [str(exe)], **kw), args.repeat)
         rows = [("in-process", t_in, ref)]
 
@@ -125,8 +126,8 @@ def main():
                 rows.append((f"dask {n}", t, r))
             print(
                 f"workload: {args.pending} pending stores x 3 barriers, {ref.unique_images} "
-                f"distinct images, external C checker (one process per image), tasks of "
-                f"{args.task_states}, median of {args.repeat} runs"
+                f"distinct images, external C checker (one process per image), tasks sized "
+                f"by the checker's speed, median of {args.repeat} runs"
             )
             for name, t, r in rows:
                 print(f"  {name:<11} {t:8.2f} s  {r.unique_images / t:8.1f} images/s")
@@ -143,7 +144,6 @@ def main():
                 for name, ex in (("no executor", None), ("thread pool 1", threads),
                                  ("process pool 1", procs), ("dask 1", client)):
                     if ex is None:
-                        defaults.CRASH_TASK_STATES = args.task_states
                         r, t = median_run(lambda: crash.explore(owl, accept, **kw),
                                           args.repeat)
                         print(f"  {name:<15} {t:7.3f} s  {r.unique_images} images (anchor)")
@@ -152,6 +152,10 @@ def main():
                                                         args.repeat)
                     print(f"  {name:<15} {t1:7.3f} s  {n1} tasks, {images} images: "
                           f"{1e3 * per:6.2f} ms per task")
+                    defaults.CRASH_TASK_STATES, defaults.CRASH_TASK_MIN_STATES = most, least
+                    r, t = median_run(lambda ex=ex: crash.explore(owl, accept, executor=ex, **kw),
+                                      args.repeat)
+                    print(f"  {'':<15} {t:7.3f} s  with tasks sized by the checker's speed")
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -10,9 +10,11 @@ failure database runs in two phases:
    this deterministic enumeration; the first state of each distinct image is the
    one checked.
 2. *check*: the indices of the distinct images are cut into tasks (ranges of
-   about :data:`~pmemkit.defaults.CRASH_TASK_STATES` states). The point log goes
-   to each worker once; a worker rebuilds the images of its ranges in its own
-   memory by replaying the log, so no image crosses the network.
+   consecutive states), sized from the checker's speed measured on the workers so
+   that a task takes about :data:`~pmemkit.defaults.CRASH_TASK_SECONDS`
+   (:class:`TaskSizer`). The point log goes to each worker once; a worker rebuilds
+   the images of its ranges in its own memory by replaying the log, so no image
+   crosses the network.
 
 The verdict, the violations (in enumeration order) and the state counts are the
 same as those of the in-process run. A violation is identified by
@@ -346,8 +348,43 @@ def _pool_init(digest, check, payload):
 
 
 def check_task(digest, check, payload, wanted, stop_at_first):
-    """A task: check the states ``wanted`` (sorted indices); the payload is cached per worker."""
-    return _runner_for(digest, check, payload).check_states(wanted, stop_at_first)
+    """A task: check the states ``wanted`` (sorted indices); the payload is cached per worker.
+    Returns ``(checked, violations, seconds the checking took on the worker)``."""
+    runner = _runner_for(digest, check, payload)
+    t = time.perf_counter()
+    n, results = runner.check_states(wanted, stop_at_first)
+    return n, results, time.perf_counter() - t
+
+
+class TaskSizer:
+    """How many images the next task gets: about :data:`~pmemkit.defaults.CRASH_TASK_SECONDS`
+    of checking at the speed measured so far on the workers (the first tasks, before any was
+    timed, get :data:`~pmemkit.defaults.CRASH_TASK_MIN_STATES`), between that and
+    :data:`~pmemkit.defaults.CRASH_TASK_STATES`, and never so many that fewer than two tasks per
+    worker remain for the images left (so no worker idles at the end while one finishes)."""
+
+    def __init__(self, parallelism):
+        self.most = max(1, defaults.CRASH_TASK_STATES)
+        self.least = max(1, min(defaults.CRASH_TASK_MIN_STATES, self.most))
+        self.seconds = defaults.CRASH_TASK_SECONDS
+        self.parallelism = parallelism
+        self.timed_states = 0
+        self.timed_seconds = 0.0
+
+    def observe(self, states, seconds):
+        if states > 0:
+            self.timed_states += states
+            self.timed_seconds += seconds
+
+    def next_size(self, left):
+        if not self.timed_states:
+            n = self.least
+        elif self.timed_seconds <= 0:
+            n = self.most
+        else:
+            n = int(self.seconds * self.timed_states / self.timed_seconds)
+        n = min(n, -(-left // (2 * self.parallelism)))
+        return max(self.least, min(self.most, n))
 
 
 # --- the coordinator ------------------------------------------------------------------------
@@ -360,7 +397,7 @@ def _is_dask_client(executor):
 class Distributed:
     """Runs the check phase of one exploration on an executor; see the module's docstring."""
 
-    def __init__(self, planner, check, want, payload, executor, workers, task_states):
+    def __init__(self, planner, check, want, payload, executor, workers):
         self.planner = planner
         self.check = check
         self.want = want
@@ -371,7 +408,6 @@ class Distributed:
         self.digest = hashlib.sha256(blob).hexdigest()
         self.executor = executor
         self.workers = workers
-        self.task_states = task_states
         self.owned = None  # an executor made here, shut down by close()
         self.forked = None  # ...a process pool whose workers got the payload at start
 
@@ -382,13 +418,6 @@ class Distributed:
             return [(i, *w) for i, w in zip(pl.new, pl.where, strict=True)]
         pos = {i: n for n, i in enumerate(pl.new)}
         return [(i, *pl.where[pos[i]]) for i in indices]
-
-    def tasks(self, skip=()):
-        """The distinct images cut into tasks: runs of about ``task_states`` consecutive items."""
-        skip = set(skip)
-        todo = [it for it in self.items() if it[0] not in skip]
-        n = self.task_states
-        return [todo[i : i + n] for i in range(0, len(todo), n)]
 
     def _executor(self):
         if self.executor is not None:
@@ -413,8 +442,9 @@ class Distributed:
         )
         return self.owned
 
-    def run(self, tasks, on_done, stop_at_first=False):
-        """Check ``tasks``; ``on_done(task, checked, results)`` per task; False if stopped early."""
+    def run(self, runs, on_done, stop_at_first=False):
+        """Check ``runs`` (lists of consecutive items, in order), cut into tasks by a
+        :class:`TaskSizer`; ``on_done(task, checked, results)`` per task; False if stopped."""
         ex = self._executor()
         dask = _is_dask_client(ex)
         if ex is self.forked:
@@ -435,14 +465,21 @@ class Distributed:
                 return ex.submit(check_task, self.digest, self.check, self.blob, t, stop_at_first)
 
         window = 2 * _parallelism(ex)
+        sizer = TaskSizer(_parallelism(ex))
         pending = {}
-        queue = list(tasks)
-        queue.reverse()
+        runs = [r for r in runs if r]
+        left = sum(len(r) for r in runs)
+        at = start = 0  # the next task starts at runs[at][start]
         stopped = False
         try:
-            while queue or pending:
-                while queue and len(pending) < window and not stopped:
-                    t = queue.pop()
+            while left or pending:
+                while left and len(pending) < window and not stopped:
+                    run = runs[at]
+                    t = run[start : start + sizer.next_size(left)]
+                    start += len(t)
+                    left -= len(t)
+                    if start == len(run):
+                        at, start = at + 1, 0
                     pending[submit(t)] = t
                 if not pending:
                     break
@@ -450,13 +487,14 @@ class Distributed:
                 for fut in sorted(done, key=lambda f: pending[f][0]):
                     t = pending.pop(fut)
                     try:
-                        n, results = fut.result()
+                        n, results, seconds = fut.result()
                     except BrokenExecutor:
                         raise CrashError(
                             "a worker process died while checking crash states (killed, or the "
                             "checker exited the process); no verdict. Run without workers or "
                             "executor to see why"
                         ) from None
+                    sizer.observe(n, seconds)
                     on_done(t, n, results)
                     if results and stop_at_first:
                         stopped = True
@@ -464,7 +502,7 @@ class Distributed:
                     for fut in pending:
                         fut.cancel()
                     pending.clear()
-                    queue.clear()
+                    left = 0
         finally:
             for fut in pending:
                 fut.cancel()
@@ -572,14 +610,13 @@ def explore_on_executor(
         workload, size, initial, model, spec, max_states, seed, store_points, want
     )
     payload = (size, model, spec, seed, planner.log, initial, store_points)
-    dist = Distributed(planner, check, want, payload, executor, workers, defaults.CRASH_TASK_STATES)
+    dist = Distributed(planner, check, want, payload, executor, workers)
     run = dist.digest
     about = {
         "model": model,
         "engine": str(spec),
         "seed": seed,
         "max_states": max_states,
-        "task_states": dist.task_states,
     }
     found = {}  # state index -> (choice, message)
     checked = [0]
@@ -606,11 +643,18 @@ def explore_on_executor(
             for results in ck.done.values():
                 for i, choice, msg in results:
                     found[i] = (choice, msg)
-        tasks = [
-            t
-            for t in dist.tasks(skip=known)
-            if (t[0][0], t[-1][0], len(t)) not in (ck.done if ck else {})
-        ]
+        skip = set(known)
+        finished_ranges = _merged(ck.done) if ck is not None else []
+        # runs of consecutive images still to check: a task never spans a skipped image, so a
+        # finished task's (first, last) in the checkpoint covers every image between them
+        todo, last = [], None
+        for n, it in enumerate(dist.items()):
+            if it[0] in skip or _in_ranges(it[0], finished_ranges):
+                continue
+            if last != n - 1:
+                todo.append([])
+            todo[-1].append(it)
+            last = n
         if ck is not None:
             checked[0] += sum(k[2] for k in ck.done)
 
@@ -624,7 +668,7 @@ def explore_on_executor(
                 on_states(checked[0], checked[0], len(planner.log))
 
         if not (stop_at_first and found):
-            finished = dist.run(tasks, on_done, stop_at_first)
+            finished = dist.run(todo, on_done, stop_at_first)
         else:
             finished = False
     finally:
@@ -670,6 +714,23 @@ def explore_on_executor(
         stopped=stopped,
         stopped_by="max_states" if not planner.complete else "the first violation",
     )
+
+
+def _merged(done):
+    """The ``(first, last)`` ranges of finished tasks ``{(first, last, n): ...}``, merged."""
+    out = []
+    for a, b in sorted((a, b) for a, b, _ in done):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _in_ranges(i, ranges):
+    """Whether index ``i`` lies in one of the sorted, disjoint ``(first, last)`` ``ranges``."""
+    k = bisect.bisect_right(ranges, (i, float("inf"))) - 1
+    return k >= 0 and ranges[k][0] <= i <= ranges[k][1]
 
 
 def _violations(payload, found):

@@ -112,16 +112,19 @@ def slot_check(img):
         assert not vals[i] or vals[i - 1], f"slot {i} without slot {i - 1}"
 
 
-def test_checkpoint_resumes_where_a_killed_run_stopped(tmp_path):
+@pytest.mark.parametrize("resume_sizes", [("8", "8"), ("50", "3")])
+def test_checkpoint_resumes_where_a_killed_run_stopped(tmp_path, resume_sizes):
     """A run killed after some tasks, resumed from its checkpoint: finished tasks are not redone,
-    the others are checked once, and the report is the uninterrupted run's."""
+    the others are checked once, and the report is the uninterrupted run's (also when the
+    resumed run cuts its tasks differently)."""
     ck, log1, log2 = tmp_path / "run.ckpt", tmp_path / "one.log", tmp_path / "two.log"
     code = textwrap.dedent(f"""
         import os, signal, struct, sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from pmemkit import crash, defaults
         from test_executors import n_slots, slot_check
-        defaults.CRASH_TASK_STATES = 8
+        defaults.CRASH_TASK_STATES = int(sys.argv[3])
+        defaults.CRASH_TASK_MIN_STATES = int(sys.argv[4])
         log = open(sys.argv[1], "a")
         def check(img):
             log.write(img[:512].hex() + "\\n"); log.flush()
@@ -134,7 +137,8 @@ def test_checkpoint_resumes_where_a_killed_run_stopped(tmp_path):
         print(r.states_checked, r.unique_images, r.violation_count, r.complete)
     """)
     first = subprocess.run(
-        [sys.executable, "-c", code, str(log1), "kill"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, str(log1), "kill", "8", "8"], capture_output=True, text=True,
+        timeout=300,
     )
     assert first.returncode == -signal.SIGKILL, first.stderr
     lines = ck.read_text().splitlines()
@@ -142,7 +146,8 @@ def test_checkpoint_resumes_where_a_killed_run_stopped(tmp_path):
     done_states = sum(t["task"][2] for t in finished)
     assert 40 <= done_states < 256
     second = subprocess.run(
-        [sys.executable, "-c", code, str(log2), "run"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, str(log2), "run", *resume_sizes], capture_output=True,
+        text=True, timeout=300,
     )
     assert second.returncode == 0, second.stderr
     full = crash.explore(n_slots(8), slot_check, progress=None)
@@ -159,6 +164,42 @@ def test_checkpoint_resumes_where_a_killed_run_stopped(tmp_path):
         x for x in log1.read_text().split() if len(x) == 1024
     ]  # not a line cut by the kill
     assert len(set(first_run) | set(checked_again)) == full.unique_images
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A one-thread pool that remembers how many images each task it ran had."""
+
+    def __init__(self):
+        super().__init__(1)
+        self.sizes = []
+
+    def submit(self, fn, *args, **kw):
+        self.sizes.append(len(args[3]))
+        return super().submit(fn, *args, **kw)
+
+
+def _slow_check(img):
+    import time
+
+    time.sleep(0.01)
+
+
+@pytest.mark.parametrize("check,smallest_most,largest_most", [
+    (slot_check, 100, None),  # fast: tasks grow far beyond the first ones
+    (_slow_check, None, 10),  # 10 ms an image, 0.05 s a task: about 5 images a task
+])
+def test_tasks_are_sized_by_the_checkers_speed(monkeypatch, check, smallest_most, largest_most):
+    monkeypatch.setattr(defaults, "CRASH_TASK_SECONDS", 0.05)
+    monkeypatch.setattr(defaults, "CRASH_TASK_MIN_STATES", 2)
+    one = crash.explore(n_slots(8), check, progress=None)
+    with _CountingPool() as pool:
+        other = crash.explore(n_slots(8), check, executor=pool, progress=None)
+    assert _summary(one) == _summary(other)
+    assert sum(pool.sizes) == one.unique_images and pool.sizes[0] == 2
+    if smallest_most is not None:
+        assert max(pool.sizes) >= smallest_most, pool.sizes
+    if largest_most is not None:
+        assert max(pool.sizes) <= largest_most, pool.sizes
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):
