@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import (BttCorruptError, BttIOError, BttReadOnlyError, ClosedMappingError,
                       InvalidArgumentError, OutOfRangeError)
 from ..region import as_int, bytes_view, closed_on_failure
-from .arena import open_target, read_arenas, write_arena_layout
+from .arena import ArenaBaseline, open_target, read_arenas, write_arena_layout
 from .batch import BatchIO
 from .layout import (BTT_ALIGNMENT, DEFAULT_NFREE, FLOG_ENTRY_SIZE, FLOG_PAIR_SIZE, INFO_SIZE,
                      LINUX_LBASIZES, MAP_ENTRY_SIZE, MAP_ERROR, MAP_FLAG_MASK, MAP_FLAG_SHIFT,
@@ -412,9 +412,14 @@ class Btt(BatchIO):
                 "give both since (a baseline) and changed (the byte ranges that changed since "
                 "it), or neither for the full check")
         bases = [None] * len(self.arenas)
-        if since is not None and [b.geometry for b in since] == [a.geometry()
-                                                                 for a in self.arenas]:
-            bases = since
+        if since is not None:
+            changed = _byte_ranges(changed)
+            if not (isinstance(since, tuple) and all(isinstance(b, ArenaBaseline)
+                                                     for b in since)):
+                raise InvalidArgumentError(
+                    f"since must be what Btt.baseline() returned, got {type(since).__name__}")
+            if [b.geometry for b in since] == [a.geometry() for a in self.arenas]:
+                bases = since
         problems = list(self.messages)
         for a, base in zip(self.arenas, bases, strict=True):
             problems.extend(a.check(region, base, None if base is None else changed))
@@ -454,6 +459,20 @@ class Btt(BatchIO):
                         "zero": int(states[2]), "normal": int(states[3])},
             })
         return out
+
+
+def _byte_ranges(changed):
+    """``changed`` as a list of ``(start, end)`` int pairs; InvalidArgumentError otherwise."""
+    try:
+        pairs = [(as_int(lo, "start"), as_int(hi, "end")) for lo, hi in changed]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"changed must be byte ranges (start, end), like a crash point's changed_ranges, "
+            f"got {changed!r:.80}") from None
+    if any(lo < 0 or hi < lo for lo, hi in pairs):
+        raise InvalidArgumentError(
+            "changed must be byte ranges (start, end) with 0 <= start <= end")
+    return pairs
 
 
 def _uuid_bytes(value):

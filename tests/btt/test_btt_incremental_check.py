@@ -137,6 +137,12 @@ def test_baseline_of_an_inconsistent_btt_is_none_and_arguments_go_together():
             dev.check(since=_baseline(initial))
         with pytest.raises(InvalidArgumentError, match="both"):
             dev.check(changed=())
+        base = _baseline(initial)
+        for bad in ([1, 2], [(1,)], [(5, 2)], [(-1, 4)], [(0.5, 8)], 7):
+            with pytest.raises(InvalidArgumentError, match="byte ranges"):
+                dev.check(since=base, changed=bad)
+        with pytest.raises(InvalidArgumentError, match="baseline"):
+            dev.check(since=("not", "a baseline"), changed=())
 
 
 def test_suite_rows_are_the_same_with_the_full_check(monkeypatch):
