@@ -388,13 +388,13 @@ class _Explorer:
         return spec, ("prefix" if spec.name == "prefix" else self.model)
 
     def _changed_units(self, state):
-        """``(units, size)`` for the crash point's ``changed_ranges``, when the checker sees the
-        point: the durable units written so far and the units of the pending stores."""
+        """``(units, UNIT, size)`` for the crash point's ``changed_ranges``, when the checker
+        sees the point: the durable units written so far and the units of the pending stores."""
         if not self.want:
             return None
         units = set(state.touched)
         units.update(ev.unit for _, events, _ in state.lines for ev in events)
-        return frozenset(units), self.size
+        return frozenset(units), UNIT, self.size
 
     def on_point(self, state):
         self.scratch.sync(state)

@@ -42,8 +42,8 @@ class CrashPoint:
     records: tuple = ()
     fences: int = 0
     stores: int = 0
-    #: ``(units, size)``: the 8-byte units that may differ from the initial image, and the
-    #: image size (what ``changed_ranges`` is made of, on first use)
+    #: ``(units, unit size, image size)``: the units that may differ from the initial image
+    #: (what ``changed_ranges`` is made of, on first use)
     changed_units: tuple | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
@@ -52,12 +52,10 @@ class CrashPoint:
             return None
         import numpy as np
 
-        from .trace import UNIT
-
-        units, size = self.changed_units
+        units, unit, size = self.changed_units
         starts, ends = index_runs(np.array(sorted(units), dtype=np.int64))
-        return tuple((s * UNIT, min(e * UNIT, size))
-                     for s, e in zip(starts, ends, strict=True) if s * UNIT < size)
+        return tuple((s * unit, min(e * unit, size))
+                     for s, e in zip(starts, ends, strict=True) if s * unit < size)
 
     @property
     def state(self):
