@@ -61,6 +61,10 @@ CRASH_BOUNDED_K = 2
 CRASH_RANDOM_SAMPLES = 256
 #: Images sent to a worker process at a time (explore(workers=N)).
 CRASH_BATCH = 256
+#: From this image size up, the explorer notes the pages each crash image changed, and a
+#: checker's image file is kept sparse and rewritten only there (plus the pages holding data);
+#: smaller images are compared whole, which costs less than the bookkeeping.
+CRASH_NOTED_IMAGE_BYTES = 1 << 20
 #: Exploration on an executor (workers, Dask) cuts the distinct crash images into tasks sized
 #: from the checker's measured speed so that a task takes about this many seconds on a worker.
 CRASH_TASK_SECONDS = 0.25

@@ -6,12 +6,15 @@ the checkers are those programs' check modes, built here with gcc. For each log 
 * ``pmemkit crash LOG --check PROG c`` (the anchor: the engine pmreorder is asked for, mapped
   to pmemkit's: ReorderFull -> exhaustive),
 * for a program with a ``serve`` mode, ``pmemkit crash LOG --persistent --check PROG serve``
-  (one checker process, line protocol), and
+  (one checker process, line protocol) with the models x86 (the default) and x86-line (Px86:
+  a cache line is written back as a snapshot, as real hardware does), each with 1 and 2
+  ``--workers`` (one checker process per worker), and
 * pmreorder (if ``--pmreorder DIR`` or ``$PMREORDER_DIR`` points at PMDK's src/tools/pmreorder)
   with the same engine, on a copy of the pool restored before the run, within ``--budget``
   seconds (a run cut by the budget is reported as "> budget", never as a time),
 
-and prints both verdicts, both times and their ratio, all measured in this run.
+and prints both verdicts, both times, the distinct images pmemkit checked and the ratio, all
+measured in this run (``--log NAME`` runs only the logs named).
 
     .venv/bin/python benchmarks/crash/bench_pmemcheck_logs.py --pmreorder /tmp/pmreorder
 """
@@ -49,6 +52,13 @@ CASES = (
 )
 #: programs with a ``serve`` mode (persistent checker)
 SERVES = ("objreorder",)
+#: their extra rows: (label, model, workers)
+SERVE_ROWS = (
+    ("  --persistent", "x86", 1),
+    ("  --persistent -w 2", "x86", 2),
+    ("  --persistent x86-line", "x86-line", 1),
+    ("  ... x86-line -w 2", "x86-line", 2),
+)
 ENGINE = {"ReorderFull": "exhaustive", "ReorderAccumulative": "prefix"}
 
 
@@ -86,16 +96,26 @@ def local_log(tmp, log, mapping):
     return path
 
 
-def run_pmemkit(tmp, log, prog, pools, engine, config, persistent=False):
+def run_pmemkit(tmp, log, prog, pools, engine, config, persistent=False, model=None,
+                workers=1):
+    """(exit status, seconds, distinct images checked or None)."""
     mapping = make_pools(tmp, pools)
     path = local_log(tmp, log, mapping)
-    argv = [sys.executable, "-m", "pmemkit", "crash", str(path), "--engine", ENGINE[engine]]
+    argv = [sys.executable, "-m", "pmemkit", "crash", str(path), "--engine", ENGINE[engine],
+            "--json", "--workers", str(workers)]
+    if model:
+        argv += ["--model", model]
     if config:
         argv += ["-x", ",".join(f"{k}={v}" for k, v in json.loads(config).items())]
     argv += ["--persistent", "--check", prog, "serve"] if persistent else ["--check", prog, "c"]
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True)
-    return r.returncode, time.perf_counter() - t0
+    t = time.perf_counter() - t0
+    try:
+        images = json.loads(r.stdout)["unique_images"]
+    except (ValueError, KeyError, TypeError):
+        images = None
+    return r.returncode, t, images
 
 
 def run_pmreorder(tmp, pmreorder, log, prog, pools, engine, config, budget):
@@ -121,14 +141,19 @@ def main():
                     help="PMDK's src/tools/pmreorder directory")
     ap.add_argument("--budget", type=float, default=300.0,
                     help="seconds pmreorder may take per log")
+    ap.add_argument("--log", action="append", choices=[c[0] for c in CASES],
+                    help="run only this log (repeat for more; default: all)")
     args = ap.parse_args()
     if shutil.which("gcc") is None:
         sys.exit("gcc is needed to build the checkers")
     with tempfile.TemporaryDirectory(prefix="pmemkit-bench-") as d:
         tmp = Path(d)
         progs = build(tmp)
-        print(f"{'log':24} {'engine':20} {'pmemkit':>16} {'pmreorder':>22} {'ratio':>8}")
+        print(f"{'log':24} {'engine':20} {'pmemkit':>16} {'images':>7} {'pmreorder':>22} "
+              f"{'ratio':>8}")
         for log, prog, pools, engine, config in CASES:
+            if args.log and log not in args.log:
+                continue
             work = tmp / log.replace(".", "_")
             work.mkdir()
             pmr = None
@@ -136,14 +161,16 @@ def main():
                 (work / "pmr").mkdir()
                 pmr = run_pmreorder(work / "pmr", args.pmreorder, log, progs[prog], pools,
                                     engine, config, args.budget)
-            runs = [(log, False)] + ([("  --persistent", True)] if prog in SERVES else [])
-            for label, persistent in runs:
-                mine_dir = work / ("serve" if persistent else "mine")
+            runs = [(log, False, None, 1)]
+            if prog in SERVES:
+                runs += [(label, True, model, w) for label, model, w in SERVE_ROWS]
+            for n, (label, persistent, model, workers) in enumerate(runs):
+                mine_dir = work / f"run{n}"
                 mine_dir.mkdir()
-                rc, t = run_pmemkit(mine_dir, log, progs[prog], pools, engine, config,
-                                    persistent)
+                rc, t, images = run_pmemkit(mine_dir, log, progs[prog], pools, engine, config,
+                                            persistent, model, workers)
                 print(f"{label:24} {engine:20} {f'exit {rc} {t:6.2f} s':>16} "
-                      f"{_versus(pmr, t)}", flush=True)
+                      f"{'?' if images is None else images:>7} {_versus(pmr, t)}", flush=True)
 
 
 def _versus(pmr, t):

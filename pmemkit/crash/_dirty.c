@@ -18,7 +18,6 @@
 #include <Python.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -463,21 +462,23 @@ static void allocated_pages(int fd, Py_ssize_t len, unsigned char *alloc, Py_ssi
     }
 }
 
-/* sync_sparse(fd, file_map, image, nonzero, pages) -> pages copied.
+/* sync_sparse(fd, file_map, image, nonzero, pages, holes) -> pages copied.
  *
  * Make the file (descriptor fd, mapped shared as file_map) equal to image, where the file
  * differs only in: the pages listed in `pages` (None: any page), the pages holding data
  * (SEEK_DATA: whatever another process wrote through its own mapping, even zeros, allocates
  * them) and the pages marked in `nonzero` (1 where the file held data after the last sync;
- * a page someone punched out is among them). Zero image pages stay or become holes: a data
- * page that must become zero is punched out (zeroed when the file system cannot punch). */
+ * a page someone punched out is among them). Zero pages are never written into holes; a data
+ * page that must become zero is zeroed in place. Without `holes` no hole is looked for: every
+ * page counts as data (for small files, where reading a hole through the map costs nothing). */
 static PyObject *mod_sync_sparse(PyObject *m, PyObject *args)
 {
     (void)m;
     int fd;
     Py_buffer map, img, nz;
     PyObject *pages;
-    if (!PyArg_ParseTuple(args, "iw*y*w*O", &fd, &map, &img, &nz, &pages))
+    int holes;
+    if (!PyArg_ParseTuple(args, "iw*y*w*Op", &fd, &map, &img, &nz, &pages, &holes))
         return NULL;
     PyObject *out = NULL;
     unsigned char *cand = NULL, *alloc = NULL;
@@ -511,7 +512,10 @@ static PyObject *mod_sync_sparse(PyObject *m, PyObject *args)
         if (PyErr_Occurred())
             goto done;
     }
-    allocated_pages(fd, len, alloc, npages);
+    if (holes)
+        allocated_pages(fd, len, alloc, npages);
+    else
+        memset(alloc, 1, (size_t)npages);
     char *f = map.buf;
     const char *g = img.buf;
     unsigned char *state = nz.buf;
@@ -523,8 +527,8 @@ static PyObject *mod_sync_sparse(PyObject *m, PyObject *args)
             state[p] = 0;
             if (!alloc[p] || all_zero(f + s, n))
                 continue;   /* a hole, or an allocated zero page: already equal */
-            if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, s, n) != 0)
-                memset(f + s, 0, (size_t)n);
+            memset(f + s, 0, (size_t)n);    /* kept allocated: a page that held data often will
+                                               again, and punching it out costs more than this */
             copied++;
             continue;
         }
@@ -548,7 +552,8 @@ static PyMethodDef module_methods[] = {
     {"changed_pages", mod_changed_pages, METH_VARARGS,
      "changed_pages(a, b, page): indices of the page-sized blocks where a and b differ."},
     {"sync_sparse", mod_sync_sparse, METH_VARARGS,
-     "sync_sparse(fd, file_map, image, nonzero, pages): make a sparse file equal to image."},
+     "sync_sparse(fd, file_map, image, nonzero, pages, holes): make a sparse file equal to "
+     "image."},
     {NULL, NULL, 0, NULL},
 };
 

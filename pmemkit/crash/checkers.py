@@ -166,16 +166,23 @@ class ImageChanges(NamedTuple):
         return self._replace(pages=frozenset(p - first for p in self.pages if first <= p < end))
 
 
+def _holes(size):
+    """Whether an image file of ``size`` bytes is kept sparse (its holes looked for)."""
+    return size >= defaults.CRASH_NOTED_IMAGE_BYTES
+
+
 class _ImageFile:
     """The file a checker program reads: rewritten only where an image differs from it.
 
-    The file stays mapped and sparse: pages that are zero in the image are holes. Given the
+    The file stays mapped and sparse: zero pages are never written into it, so a page that
+    never held data is a hole (one that did is zeroed in place when it must be). Given the
     pages an image changed since the previous one (:class:`ImageChanges`), only those pages
     are compared, plus every page that holds data (``SEEK_DATA``): whatever the checker program
     wrote through its own mapping (even zeros, even into a hole) allocated its page, so it is
     found and restored. Without that hint every page is compared. A file replaced, truncated or
     resized behind pmemkit's back is written again (only its non-zero pages). Where the file
-    system reports no holes, every page counts as data: slower, never wrong.
+    system reports no holes, every page counts as data: slower, never wrong. Below
+    :data:`~pmemkit.defaults.CRASH_NOTED_IMAGE_BYTES` every page is compared.
 
     The file lives in a directory of the process that owns the checker:
     :meth:`prepare` creates it before worker processes are forked, workers write
@@ -233,7 +240,7 @@ class _ImageFile:
         self._last = None
         m = self._map
         if m is not None and len(m) == image.nbytes and self._same_file():
-            sync_sparse(self._fd, m, image, self._nonzero, pages)
+            sync_sparse(self._fd, m, image, self._nonzero, pages, _holes(image.nbytes))
         else:
             self._create(image)
         if changes is not None:
@@ -252,7 +259,7 @@ class _ImageFile:
             os.ftruncate(fd, image.nbytes)
             m = mmap.mmap(fd, image.nbytes)
             nonzero = bytearray(-(-image.nbytes // PAGE))
-            sync_sparse(fd, m, image, nonzero, None)
+            sync_sparse(fd, m, image, nonzero, None, _holes(image.nbytes))
             st = os.fstat(fd)
             self._map, self._fd, self._nonzero = m, fd, nonzero
             self._ident = (st.st_ino, st.st_size)

@@ -299,7 +299,8 @@ class _NotedImage(mmap.mmap):
 class _Scratch:
     """The explorer's own image buffer: the durable image, patched and restored per crash state.
 
-    With ``noted`` it notes the pages that change, so that a checker that takes
+    With ``noted`` it notes the pages that change (in images of at least
+    :data:`~pmemkit.defaults.CRASH_NOTED_IMAGE_BYTES`), so that a checker that takes
     :class:`~pmemkit.crash.checkers.ImageChanges` rewrites only those pages of its image file.
     """
 
@@ -311,7 +312,9 @@ class _Scratch:
 
     def blank(self, size):
         """A new zeroed buffer of ``size`` bytes (pages take memory once written)."""
-        return _NotedImage(size) if self.noted else blank_image(size)
+        if self.noted and size >= defaults.CRASH_NOTED_IMAGE_BYTES:
+            return _NotedImage(size)
+        return blank_image(size)
 
     def changes(self):
         """The :class:`~pmemkit.crash.checkers.ImageChanges` of the image as it is now since the
@@ -551,6 +554,7 @@ class _Explorer:
         keyed = info.index if want else None
         max_states = self.max_states
         pooled = self.workers > 1
+        note = self.scratch.changes if self.scratch.noted and not pooled else None
         batch = []
 
         def visit():
@@ -571,7 +575,7 @@ class _Explorer:
                     self._submit(meta, batch[:])
                     batch.clear()
                 return
-            ok, msg = _run_one(check, view, info, want, self.scratch.changes())
+            ok, msg = _run_one(check, view, info, want, note and note())
             if not ok:
                 self._violation(meta, dict(cur), bytes(view), msg)
             if self.bar is not None and self.unique % 512 == 0:
@@ -619,7 +623,8 @@ class _Explorer:
             self.pool_base = bytes(view)
             self.scratch.changes()
             return (True, [])
-        pages = self.scratch.changes().pages
+        changes = self.scratch.changes()
+        pages = None if changes is None else changes.pages
         if pages is None:   # every page may have changed: compare with the base
             pages = changed_pages(view, self.pool_base, PAGE)
             self.moved = set(pages)

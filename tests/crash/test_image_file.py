@@ -103,7 +103,7 @@ def scribbler(tmp_path):
     return make
 
 
-def _images(npages=48, count=40, seed=7):
+def _images(npages=256, count=40, seed=7):
     """Mostly-zero images, each changing a few pages of the previous one (data to zero, zero to
     data, data to other data), with the pages that changed."""
     rng = random.Random(seed)
@@ -149,16 +149,19 @@ def _nonzero_pages(image):
 
 
 def test_the_image_file_is_sparse_and_follows_the_changed_pages():
-    """Zero pages are holes; with the hint each image is exact (read back, hashed)."""
+    """Pages that never held data are holes; with the hint each image is exact."""
     f = _ImageFile()
     source = object()
+    ever = set()
     try:
         for seq, (image, changed) in enumerate(_images()):
             path = f.write(image, ImageChanges(source, seq, changed))
             with open(path, "rb") as fh:
                 assert fh.read() == image, seq
-            if f.dir.startswith("/dev/shm"):    # tmpfs reports holes
-                assert _data_pages(path) == _nonzero_pages(image), seq
+            ever |= _nonzero_pages(image)
+            if f.dir.startswith("/dev/shm"):    # tmpfs reports holes: data only where some
+                # image had data (a page that held data is zeroed in place, not punched out)
+                assert _nonzero_pages(image) <= _data_pages(path) <= ever, seq
     finally:
         f.cleanup()
 
@@ -168,7 +171,8 @@ def test_a_hint_from_another_sequence_is_not_trusted():
     compared): a wrong, stale or foreign hint cannot leave the file behind."""
     f = _ImageFile()
     source = object()
-    a, b = bytes(PAGE) + b"a" * PAGE, b"b" * PAGE + bytes(PAGE)
+    a = bytes(PAGE) + b"a" * PAGE + bytes(1 << 20)
+    b = b"b" * PAGE + bytes(PAGE) + bytes(1 << 20)
     try:
         f.write(a, ImageChanges(source, 1, None))
         for hint in (ImageChanges(source, 3, frozenset()),       # a gap in the sequence
