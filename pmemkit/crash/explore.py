@@ -19,6 +19,7 @@ from .checkers import PAGE, ImageChanges, as_checker, changed_pages, takes_chang
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import line_images, spaces, total_count
 from .report import CrashPoint, StoreInfo, Violation
+from ..region import CACHE_LINE
 from .trace import MODELS, UNIT, TracedRegion, blank_image
 
 #: Violations kept with their images (more are only counted).
@@ -121,10 +122,13 @@ class _PagesOver:
 
     __slots__ = ("base", "pages")
 
-    def __init__(self, base, image):
+    def __init__(self, base, image, pages=None):
+        """``pages``: the only pages where ``image`` may differ from ``base`` (None: compare)."""
         self.base = base
-        self.pages = [(p, bytes(image[p * PAGE:(p + 1) * PAGE]))
-                      for p in changed_pages(image, base, PAGE)]
+        if pages is None:
+            pages = changed_pages(image, base, PAGE)
+        self.pages = [(p, bytes(image[p * PAGE:(p + 1) * PAGE])) for p in sorted(pages)
+                      if p * PAGE < len(image)]
 
     def rebuild(self):
         return _rebuild(self.base, [(None, (True, self.pages))], 0)
@@ -658,8 +662,14 @@ class _Explorer:
                 initializer=_worker_init, initargs=(self.check, self.want, self.pool_base))
         if not isinstance(meta.persisted, (bytes, _PagesOver)):
             # kept for the violations that come back after the tracer moved on: only the pages
-            # that differ from the pool's base
-            meta.persisted = _PagesOver(self.pool_base, meta.persisted[:self.size])
+            # that differ from the pool's base. The persisted image is the durable one plus the
+            # pending stores, so it differs from the base only where the scratch moved away
+            # from it (taken or not yet) and on the pending stores' lines.
+            img, pages = self.scratch.img, None
+            if isinstance(img, _NotedImage) and not img.every:
+                pages = (self.moved | img.pages
+                         | {li * CACHE_LINE // PAGE for li, _, _ in meta.lines})
+            meta.persisted = _PagesOver(self.pool_base, meta.persisted[:self.size], pages)
         if meta.info.index != self.pickled_point:
             pickled_records(meta.info, "with workers > 1",
                             "it reaches the checker in another process", " or use workers=1")
