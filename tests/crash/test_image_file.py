@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from pmemkit import crash
+from pmemkit.crash import checkers
 from pmemkit.crash.checkers import PAGE, ImageChanges, PersistentChecker, _ImageFile
 
 # A persistent checker that logs the SHA-256 of every image it is given (read with read(2)),
@@ -188,10 +189,17 @@ def test_a_hint_from_another_sequence_is_not_trusted():
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_the_checker_gets_exactly_each_image_whatever_it_does_to_its_file(scribbler, how):
+@pytest.mark.parametrize("where", ["/dev/shm", "tmp_path"])
+def test_the_checker_gets_exactly_each_image_whatever_it_does_to_its_file(scribbler, how, where,
+                                                                          tmp_path, monkeypatch):
     """A persistent checker that writes into holes, writes zeros over data, punches holes,
     truncates, extends, replaces or unlinks its image file: every image it reads is still
-    exactly the next image (its SHA-256 against the dense image)."""
+    exactly the next image (its SHA-256 against the dense image). On tmpfs and on the file
+    system of the temp dir (the fallback when /dev/shm is not writable)."""
+    if where == "tmp_path":
+        monkeypatch.setattr(checkers, "_temp_base", lambda: str(tmp_path))
+    elif not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm")
     images = _images()
     check = PersistentChecker(scribbler(how))
     source = object()
