@@ -10,7 +10,7 @@ from .. import defaults
 from ..errors import InvalidArgumentError
 from .engines import EngineSpec
 from .executors import explore_on_executor
-from .explore import _Explorer, _load_initial, _new_region, _positive_int, _warnings
+from .explore import _Explorer, _load_initial, _new_region, _positive_int, _warnings, image_base
 from .report import SAMPLED_WARNING, Report
 from .trace import MODELS
 
@@ -94,6 +94,7 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
             stop_at_first=bool(stop_at_first), on_states=on_states)
     ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress, on_states)
     ex.store_points = bool(store_points)
+    ex.base = image_base(initial, size)
     ex.sections = sections
     t0 = time.perf_counter()
     region = _new_region(size, initial, model, ex.on_point, store_points)

@@ -39,8 +39,8 @@ from ..errors import CrashError, InvalidArgumentError, RangeDone, StateLimitReac
 from .checkers import as_checker, wants_info
 from .checkpoint import Checkpoint, FailureDB
 from .explore import (MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one,
-                      pickled_records)
-from .report import SAMPLED_WARNING, Report
+                      image_base, pickled_records)
+from .report import SAMPLED_WARNING, Report, SparseImage
 from .trace import UNIT
 
 
@@ -159,8 +159,10 @@ class _Runner(_Explorer):
         self.store_points = store_points
         self.log = log
         self.offsets = [e.offset for e in log]
-        self.base = base
+        self.base = image_base(base, size)
         self.cursor = -1
+        self.touched = set()  # durable units written up to the current point
+        self._kept = None  # (point, its persisted image) of the last violation
         self._reset()
 
     def _reset(self):
@@ -169,15 +171,21 @@ class _Runner(_Explorer):
             img[: len(self.base)] = self.base
         self.scratch.img = img
         self.cursor = -1
+        self.touched = set()
 
     def _goto_point(self, p):
         if p < self.cursor:
             self._reset()
         img = self.scratch.img
+        touched = self.touched
         for q in range(self.cursor + 1, p + 1):
             for u, v in self.log[q].changed:
                 img[u * UNIT : u * UNIT + UNIT] = v
+                touched.add(u)
         self.cursor = p
+
+    def _written(self):
+        return self.touched
 
     def run(self, wanted, on_state):
         """Enumerate the sorted states ``wanted``, ``on_state(index, view, meta, cur)`` each."""
@@ -267,12 +275,20 @@ class _Runner(_Explorer):
             img[u * UNIT : u * UNIT + UNIT] = v
 
     def violation(self, index, message, choice):
-        """Append the :class:`Violation` of state ``index`` (its image rebuilt here)."""
+        """Append the :class:`Violation` of state ``index`` (its image rebuilt here, kept as its
+        differences from the initial image)."""
         got = []
-        self.run([index], lambda i, view, meta, cur: got.append((meta, bytes(view))))
-        meta, image = got[0]
+
+        def keep(i, view, meta, cur):
+            units = self._may_differ(meta)
+            got.append((meta, SparseImage.of(view, self.base, self.size, units, UNIT), units))
+
+        self.run([index], keep)
+        meta, image, units = got[0]
         p = bisect.bisect_right(self.offsets, index) - 1
-        meta.persisted = self.persisted_of(p)
+        if self._kept is None or self._kept[0] != p:
+            self._kept = (p, self.persisted_of(p, units))
+        meta.persisted = self._kept[1]
         self._violation(meta, choice, image, message)
         self.violations[-1].state = index
 
@@ -284,13 +300,19 @@ class _Runner(_Explorer):
         )
         return got[0]
 
-    def persisted_of(self, p):
-        """The image at point ``p`` had every pending store become durable."""
+    def persisted_of(self, p, units=None):
+        """The image at point ``p`` had every pending store become durable, as a
+        :class:`SparseImage`; ``units``: the only units where it may differ from the initial
+        image (None: compare it all)."""
         self._goto_point(p)
-        img = bytearray(self.scratch.img[: self.size])
-        for u, v in self.log[p].final:
-            img[u * UNIT : u * UNIT + UNIT] = v[: max(0, min(UNIT, self.size - u * UNIT))]
-        return bytes(img)
+        orig = {}
+        try:
+            self._lay(self.log[p].final, orig)
+            return SparseImage.of(self.scratch.img, self.base, self.size, units, UNIT)
+        finally:
+            img = self.scratch.img
+            for u, v in orig.items():
+                img[u * UNIT : u * UNIT + UNIT] = v
 
 
 # --- the worker side -------------------------------------------------------------------

@@ -18,12 +18,25 @@ from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitR
 from .checkers import PAGE, ImageChanges, as_checker, changed_pages, takes_changes, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import line_images, spaces, total_count
-from .report import CrashPoint, StoreInfo, Violation
+from .report import CrashPoint, SparseImage, StoreInfo, Violation
 from ..region import CACHE_LINE
 from .trace import MODELS, UNIT, TracedRegion, blank_image
 
 #: Violations kept with their images (more are only counted).
 MAX_KEPT_VIOLATIONS = 100
+
+
+def image_base(initial, size):
+    """The image kept violations are kept against: the run's ``initial`` image padded with zeros
+    to ``size`` bytes (the same object when it has that size; None for none)."""
+    if initial is None or len(initial) == size:
+        return initial
+    return bytes(initial).ljust(size, b"\0")
+
+
+def _pending_units(lines):
+    """The units of a crash point's pending events (``lines`` as in its state)."""
+    return {ev.unit for _, events, _ in lines for ev in events}
 
 
 def _load_initial(initial):
@@ -374,6 +387,8 @@ class _Explorer:
         # process, or to send worker processes only the pages that changed
         self.scratch = _Scratch(size, noted=workers > 1 or takes_changes(self.check))
         self.pool_base = None       # the image every worker starts from (see _SparseImages)
+        self.base = None            # the run's initial image (image_base): violations keep
+        #                             their images as their differences from it
         self.moved = set()          # pages of the scratch that may differ from pool_base
         self.last_state = None
         self.pickled_point = None   # the last crash point whose records were checked picklable
@@ -399,9 +414,7 @@ class _Explorer:
         sees the point: the durable units written so far and the units of the pending stores."""
         if not self.want:
             return None
-        units = set(state.touched)
-        units.update(ev.unit for _, events, _ in state.lines for ev in events)
-        return frozenset(units), UNIT, self.size
+        return frozenset(state.touched | _pending_units(state.lines)), UNIT, self.size
 
     def on_point(self, state):
         self.scratch.sync(state)
@@ -459,7 +472,7 @@ class _Explorer:
             for u, v in orig.items():
                 img[u * UNIT:u * UNIT + UNIT] = v
             for meta in metas:
-                if not isinstance(meta.persisted, (bytes, _PagesOver)):
+                if not isinstance(meta.persisted, (SparseImage, _PagesOver)):
                     meta.persisted = None   # the tracer's buffer: never kept
         if not point_complete and self.complete and len(images) >= count:
             # as many distinct images as the point has states: the samples reached every state
@@ -581,7 +594,7 @@ class _Explorer:
                 return
             ok, msg = _run_one(check, view, info, want, note and note())
             if not ok:
-                self._violation(meta, dict(cur), bytes(view), msg)
+                self._violation(meta, dict(cur), view, msg)
             if self.bar is not None and self.unique % 512 == 0:
                 self._tick(force=False)
 
@@ -595,10 +608,23 @@ class _Explorer:
 
     # --- violations --------------------------------------------------------------------
 
-    def _violation(self, meta, choice, image, message):
+    def _written(self):
+        """The durable units written since the start, at the crash point being explored."""
+        return self.last_state.touched
+
+    def _may_differ(self, meta):
+        """The units where an image of ``meta``'s point may differ from the initial image: the
+        durable ones written so far and the pending ones."""
+        return self._written() | _pending_units(meta.lines)
+
+    def _violation(self, meta, choice, image, message, current=True):
+        """Keep a violation of ``image`` (a buffer, or a :class:`SparseImage`) as its differences
+        from the initial image. ``current``: ``meta`` is the crash point being explored, so only
+        the units :meth:`_may_differ` names can differ (otherwise the image is compared whole)."""
         self.violation_count += 1
         if len(self.violations) >= MAX_KEPT_VIOLATIONS:
             return
+        units = self._may_differ(meta) if current else None
         space = meta.space
         durable = set(space.base_stores)
         for j, a in choice.items():
@@ -611,13 +637,16 @@ class _Explorer:
             s = meta.stores[i]
             return StoreInfo(s.index, s.offset, len(s.data), s.via, s.marker)
 
-        persisted = self._persisted(meta)
+        reordered = _reordered_lines(meta, image)
+        if not isinstance(image, SparseImage):
+            image = SparseImage.of(image, self.base, self.size, units, UNIT)
+        persisted = self._persisted(meta, units)
         self.violations.append(Violation(
             point=meta.info, message=message, choice=choice, view=space.view, engine=meta.label,
             seed=self.seed, durable_stores=[info(i) for i in sorted(durable)],
             lost_stores=[info(i) for i in sorted(pending - durable)],
             image=image, persisted=persisted, model=self.model, store_points=self.store_points,
-            space=meta.index, reordered_lines=_reordered_lines(meta, image)))
+            space=meta.index, reordered_lines=reordered))
 
     # --- process pool ------------------------------------------------------------------
 
@@ -640,12 +669,15 @@ class _Explorer:
         return (fresh, [(p, bytes(view[p * PAGE:(p + 1) * PAGE])) for p in sorted(pages)
                         if p * PAGE < len(view)])
 
-    def _persisted(self, meta):
-        """The fully persisted image of ``meta``'s point, copied from the tracer on first need."""
-        if isinstance(meta.persisted, _PagesOver):
-            meta.persisted = meta.persisted.rebuild()
-        elif not isinstance(meta.persisted, bytes):
-            meta.persisted = bytes(meta.persisted[:self.size])
+    def _persisted(self, meta, units):
+        """The fully persisted image of ``meta``'s point, kept (as a :class:`SparseImage`) from
+        the tracer's on first need; ``units`` as for :meth:`_violation`."""
+        persisted = meta.persisted
+        if isinstance(persisted, SparseImage):
+            return persisted
+        if isinstance(persisted, _PagesOver):
+            persisted, units = persisted.rebuild(), None
+        meta.persisted = SparseImage.of(persisted, self.base, self.size, units, UNIT)
         return meta.persisted
 
     def _submit(self, meta, batch):
@@ -660,7 +692,7 @@ class _Explorer:
             self.pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("fork"),
                 initializer=_worker_init, initargs=(self.check, self.want, self.pool_base))
-        if not isinstance(meta.persisted, (bytes, _PagesOver)):
+        if not isinstance(meta.persisted, (SparseImage, _PagesOver)):
             # kept for the violations that come back after the tracer moved on: only the pages
             # that differ from the pool's base. The persisted image is the durable one plus the
             # pending stores, so it differs from the base only where the scratch moved away
@@ -691,7 +723,8 @@ class _Explorer:
                 "a worker process died while checking images (killed, or the checker exited "
                 "the process); no verdict. Run with workers=1 to see why") from None
         for i, msg in found:
-            self._violation(meta, batch[i][0], _rebuild(self.pool_base, batch, i), msg)
+            self._violation(meta, batch[i][0], _rebuild(self.pool_base, batch, i), msg,
+                            current=False)
         self._tick(force=False)
 
     # --- progress ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ def replay(workload, point=None, choice=None, *, model="x86", view=None, size=No
         v = point
         point, choice, model, view, space = v.point.index, v.choice, v.model, v.view, v.space
         store_points = v.store_points
-        size = len(v.image) if size is None else size
+        size = v.size if size is None else size
     if not isinstance(point, int) or point < 0:
         raise InvalidArgumentError("point must be a crash point index (int >= 0) or a Violation, "
                                    f"got {point!r}")

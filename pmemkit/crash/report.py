@@ -11,6 +11,10 @@ from ..ranges import index_runs
 SHOWN_VIOLATIONS = 3
 #: How many differing byte ranges a violation shows.
 SHOWN_DIFF_RANGES = 8
+#: Bytes of an image compared with its base at a time, when where they differ is not known.
+DIFF_CHUNK = 1 << 22
+#: Differing units at most this many units apart are kept as one run (fewer, longer runs).
+RUN_GAP_UNITS = 8
 
 
 #: The warning of a report in which some crash point was sampled instead of explored completely.
@@ -83,9 +87,123 @@ class StoreInfo:
                 f"via {self.via}{m}")
 
 
+class SparseImage:
+    """An image of ``size`` bytes kept as the runs of bytes where it differs from ``base``.
+
+    ``base`` (bytes of ``size`` bytes, or None for zeros) is shared by many images, so each
+    costs memory for its runs only. ``bytes(image)`` and slices (``image[a:b]``) give bytes;
+    nothing made from it is kept.
+    """
+
+    __slots__ = ("base", "size", "starts", "ends", "data")
+
+    def __init__(self, base, size, starts, ends, data):
+        self.base, self.size = base, size
+        self.starts, self.ends, self.data = starts, ends, data
+
+    @classmethod
+    def of(cls, image, base, size, units=None, unit=8):
+        """``image`` (a buffer of at least ``size`` bytes) kept against ``base``. ``units``: the
+        only ``unit``-byte units where it may differ from ``base`` (None: compare it all)."""
+        import numpy as np
+
+        if units is None:
+            idx = _differing_units(image, base, size, unit)
+        else:
+            idx = np.fromiter(units, dtype=np.int64, count=len(units))
+            idx.sort()
+        first, last = index_runs(idx, gap=RUN_GAP_UNITS)
+        starts = np.array(first, dtype=np.int64) * unit
+        ends = np.minimum(np.array(last, dtype=np.int64) * unit, size)
+        inside = starts < size
+        starts, ends = starts[inside], ends[inside]
+        mv = memoryview(image).cast("B")
+        data = b"".join([mv[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
+        return cls(base, size, starts, ends, data)
+
+    def __len__(self):
+        return self.size
+
+    def __bytes__(self):
+        return self[0:self.size]
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("a sparse image is read by slices (image[start:stop]) or bytes(image)")
+        import numpy as np
+
+        start, stop, _ = key.indices(self.size)
+        stop = max(start, stop)
+        base = memoryview(self.base if self.base is not None else bytes(stop - start))
+        shift = 0 if self.base is not None else start     # a zero base covers [start, stop) only
+        data = memoryview(self.data)
+        offsets = np.cumsum(self.ends - self.starts) - (self.ends - self.starts)
+        first = int(np.searchsorted(self.ends, start, side="right"))
+        last = int(np.searchsorted(self.starts, stop, side="left"))
+        parts, pos = [], start
+        for k in range(first, last):
+            s, e = max(int(self.starts[k]), start), min(int(self.ends[k]), stop)
+            at = int(offsets[k]) + s - int(self.starts[k])
+            parts += [base[pos - shift:s - shift], data[at:at + e - s]]
+            pos = e
+        parts.append(base[pos - shift:stop - shift])
+        return b"".join(parts)
+
+    def spans(self):
+        """The ``(start, end)`` byte ranges outside which the image equals its base."""
+        return zip(self.starts.tolist(), self.ends.tolist(), strict=True)
+
+    def nbytes(self):
+        """Memory the image holds of its own (its runs), not counting the shared base."""
+        return len(self.data) + self.starts.nbytes + self.ends.nbytes
+
+
+def _differing_units(image, base, size, unit):
+    """Sorted indices (numpy int64) of the ``unit``-byte units of ``image`` that differ from
+    ``base`` (None: zeros), compared :data:`DIFF_CHUNK` bytes at a time."""
+    import numpy as np
+
+    a = np.frombuffer(image, dtype=np.uint8, count=size)
+    b = None if base is None else np.frombuffer(base, dtype=np.uint8, count=size)
+    found = []
+    for c0 in range(0, size, DIFF_CHUNK):
+        x = a[c0:c0 + DIFF_CHUNK]
+        ne = x != 0 if b is None else x != b[c0:c0 + DIFF_CHUNK]
+        if not ne.any():
+            continue
+        pad = -len(ne) % unit
+        if pad:
+            ne = np.concatenate((ne, np.zeros(pad, dtype=bool)))
+        found.append(np.flatnonzero(ne.reshape(-1, unit).any(axis=1)) + c0 // unit)
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+
+
+class _Image:
+    """A :class:`Violation` field holding an image as bytes or a :class:`SparseImage`: reading
+    it gives bytes (a sparse image is made whole on each read, and the bytes are not kept)."""
+
+    def __set_name__(self, owner, name):
+        self.key = "_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return b""          # the dataclass's default
+        value = obj.__dict__[self.key]
+        return bytes(value) if isinstance(value, SparseImage) else value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.key] = value
+
+
 @dataclass
 class Violation:
-    """A crash image the checker rejected, with everything needed to understand and replay it."""
+    """A crash image the checker rejected, with everything needed to understand and replay it.
+
+    ``image`` and ``persisted`` are bytes of the region's size; the explorer keeps them as
+    their differences from the run's initial image (:class:`SparseImage`) and makes them whole
+    on each read, so a kept violation costs memory for the bytes that differ, not two images.
+    Read them once into a variable when using them several times.
+    """
 
     point: CrashPoint
     message: str
@@ -96,8 +214,8 @@ class Violation:
     # pending stores (partly) durable in the image
     durable_stores: list = field(default_factory=list)
     lost_stores: list = field(default_factory=list)      # pending stores not durable at all
-    image: bytes = b""
-    persisted: bytes = b""       # the image had every pending store become durable
+    image: bytes = _Image()
+    persisted: bytes = _Image()  # the image had every pending store become durable
     model: str = "x86"
     store_points: bool = False
     space: int = 0               # which space of the view (eadr/prefix with store groups)
@@ -106,13 +224,26 @@ class Violation:
     # how to replay it from a shell (set by the CLI), else the Python call
     command: str = ""
 
+    @property
+    def size(self):
+        """The image's size in bytes (without making it whole)."""
+        return len(self._image)
+
     def diff_ranges(self):
         """Byte ranges ``(start, end)`` where the image differs from the fully persisted image."""
         import numpy as np
 
-        a = np.frombuffer(self.image, dtype=np.uint8)
-        b = np.frombuffer(self.persisted, dtype=np.uint8)
-        starts, ends = index_runs(np.flatnonzero(a != b), gap=8)
+        a, b = self._image, self._persisted
+        if (isinstance(a, SparseImage) and isinstance(b, SparseImage) and a.base is b.base
+                and a.size == b.size):   # they differ only where either differs from the base
+            found = [np.flatnonzero(np.frombuffer(a[s:e], dtype=np.uint8)
+                                    != np.frombuffer(b[s:e], dtype=np.uint8)) + s
+                     for s, e in (*a.spans(), *b.spans())]
+            differ = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+        else:
+            differ = np.flatnonzero(np.frombuffer(a, dtype=np.uint8)
+                                    != np.frombuffer(b, dtype=np.uint8))
+        starts, ends = index_runs(differ, gap=8)
         return list(zip(starts, ends, strict=True))
 
     def __repr__(self):
@@ -129,7 +260,7 @@ class Violation:
         if self.store_points:
             view += ", store_points=True"
         return (f"crash.replay(workload, point={self.point.index}, choice={self.choice!r}, "
-                f"model={self.model!r}{view}, size={len(self.image)})  "
+                f"model={self.model!r}{view}, size={self.size})  "
                 f"# seed={self.seed}, engine {self.engine}")
 
     def __str__(self):
@@ -159,8 +290,9 @@ class Violation:
             for s, e in ranges[:SHOWN_DIFF_RANGES]:
                 e2 = min(e, s + 32)
                 more = " ..." if e2 < e else ""
-                lines.append(f"    [{s:#06x}, {e:#06x})  crash: {self.image[s:e2].hex(' ')}{more}")
-                lines.append(f"    {'':16}  full:  {self.persisted[s:e2].hex(' ')}{more}")
+                crash, full = self._image[s:e2].hex(" "), self._persisted[s:e2].hex(" ")
+                lines.append(f"    [{s:#06x}, {e:#06x})  crash: {crash}{more}")
+                lines.append(f"    {'':16}  full:  {full}{more}")
             if len(ranges) > SHOWN_DIFF_RANGES:
                 lines.append(f"    ... and {len(ranges) - SHOWN_DIFF_RANGES} more range(s)")
         else:
