@@ -161,7 +161,7 @@ class _Runner(_Explorer):
         self.offsets = [e.offset for e in log]
         self.base = image_base(base, size)
         self.cursor = -1
-        self.touched = set()  # durable units written up to the current point
+        self._touched = (-1, set())  # (last point folded in, durable units written up to it)
         self._kept = None  # (point, its persisted image) of the last violation
         self._reset()
 
@@ -171,21 +171,26 @@ class _Runner(_Explorer):
             img[: len(self.base)] = self.base
         self.scratch.img = img
         self.cursor = -1
-        self.touched = set()
 
     def _goto_point(self, p):
         if p < self.cursor:
             self._reset()
         img = self.scratch.img
-        touched = self.touched
         for q in range(self.cursor + 1, p + 1):
             for u, v in self.log[q].changed:
                 img[u * UNIT : u * UNIT + UNIT] = v
-                touched.add(u)
         self.cursor = p
 
     def _written(self):
-        return self.touched
+        """The durable units written up to the current point (gathered from the log on demand:
+        only violations need them)."""
+        done, touched = self._touched
+        if done > self.cursor:
+            done, touched = -1, set()
+        for q in range(done + 1, self.cursor + 1):
+            touched.update(u for u, _ in self.log[q].changed)
+        self._touched = (self.cursor, touched)
+        return touched
 
     def run(self, wanted, on_state):
         """Enumerate the sorted states ``wanted``, ``on_state(index, view, meta, cur)`` each."""

@@ -24,6 +24,9 @@ from .trace import MODELS, UNIT, TracedRegion, blank_image
 
 #: Violations kept with their images (more are only counted).
 MAX_KEPT_VIOLATIONS = 100
+#: A violation's image is compared whole with the initial image, rather than on the units
+#: written, once more than one unit in this many was written (comparing is then cheaper).
+_LISTED_UNITS_AT_MOST = 32
 
 
 def image_base(initial, size):
@@ -614,13 +617,17 @@ class _Explorer:
 
     def _may_differ(self, meta):
         """The units where an image of ``meta``'s point may differ from the initial image: the
-        durable ones written so far and the pending ones."""
-        return self._written() | _pending_units(meta.lines)
+        durable ones written so far and the pending ones (None when so many were written that
+        comparing the whole image is cheaper)."""
+        written = self._written()
+        if len(written) * _LISTED_UNITS_AT_MOST > self.size // UNIT:
+            return None
+        return written | _pending_units(meta.lines)
 
     def _violation(self, meta, choice, image, message, current=True):
         """Keep a violation of ``image`` (a buffer, or a :class:`SparseImage`) as its differences
         from the initial image. ``current``: ``meta`` is the crash point being explored, so only
-        the units :meth:`_may_differ` names can differ (otherwise the image is compared whole)."""
+        the units :meth:`_may_differ` names can differ (else the image is compared whole)."""
         self.violation_count += 1
         if len(self.violations) >= MAX_KEPT_VIOLATIONS:
             return

@@ -95,11 +95,16 @@ class SparseImage:
     nothing made from it is kept.
     """
 
-    __slots__ = ("base", "size", "starts", "ends", "data")
+    __slots__ = ("base", "size", "starts", "ends", "offsets", "data")
 
     def __init__(self, base, size, starts, ends, data):
+        """Runs ``[starts[k], ends[k])`` (numpy int64 arrays) hold ``data``, one after another."""
+        import numpy as np
+
         self.base, self.size = base, size
         self.starts, self.ends, self.data = starts, ends, data
+        lengths = ends - starts
+        self.offsets = np.cumsum(lengths) - lengths      # where each run starts in data
 
     @classmethod
     def of(cls, image, base, size, units=None, unit=8):
@@ -137,13 +142,12 @@ class SparseImage:
         base = memoryview(self.base if self.base is not None else bytes(stop - start))
         shift = 0 if self.base is not None else start     # a zero base covers [start, stop) only
         data = memoryview(self.data)
-        offsets = np.cumsum(self.ends - self.starts) - (self.ends - self.starts)
         first = int(np.searchsorted(self.ends, start, side="right"))
         last = int(np.searchsorted(self.starts, stop, side="left"))
         parts, pos = [], start
         for k in range(first, last):
             s, e = max(int(self.starts[k]), start), min(int(self.ends[k]), stop)
-            at = int(offsets[k]) + s - int(self.starts[k])
+            at = int(self.offsets[k]) + s - int(self.starts[k])
             parts += [base[pos - shift:s - shift], data[at:at + e - s]]
             pos = e
         parts.append(base[pos - shift:stop - shift])
@@ -152,10 +156,6 @@ class SparseImage:
     def spans(self):
         """The ``(start, end)`` byte ranges outside which the image equals its base."""
         return zip(self.starts.tolist(), self.ends.tolist(), strict=True)
-
-    def nbytes(self):
-        """Memory the image holds of its own (its runs), not counting the shared base."""
-        return len(self.data) + self.starts.nbytes + self.ends.nbytes
 
 
 def _differing_units(image, base, size, unit):
