@@ -13,13 +13,13 @@ from pathlib import Path
 
 from .. import defaults
 from .._linux.process import die_with_parent
+from ..region import CACHE_LINE
 from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitReached,
                       StateSpaceTooLarge)
 from .checkers import PAGE, ImageChanges, as_checker, changed_pages, takes_changes, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import line_images, spaces, total_count
 from .report import CrashPoint, SparseImage, StoreInfo, Violation
-from ..region import CACHE_LINE
 from .trace import MODELS, UNIT, TracedRegion, blank_image
 
 #: Violations kept with their images (more are only counted).
@@ -385,7 +385,6 @@ class _Explorer:
         self.on_states = on_states
         self.bar = None
         self.last_progress = 0.0
-        # a checker that takes the pages changed between images, called in this process
         # noted: for a checker that takes the pages changed between images, called in this
         # process, or to send worker processes only the pages that changed
         self.scratch = _Scratch(size, noted=workers > 1 or takes_changes(self.check))
