@@ -11,7 +11,7 @@ from ..errors import InvalidArgumentError
 from .engines import EngineSpec
 from .executors import explore_on_executor
 from .explore import _Explorer, _load_initial, _new_region, _positive_int, _warnings, image_base
-from .report import SAMPLED_WARNING, Report
+from .report import SAMPLED_WARNING, Report, skipped_warning
 from .trace import MODELS
 
 
@@ -83,15 +83,11 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
     if (executor is not None or checkpoint is not None or failures is not None or stop_at_first
             or (workers > 1 and sections is None)):
-        if sections is not None:
-            raise InvalidArgumentError(
-                "sections (an engine per marker section) is not supported with executor, "
-                "checkpoint, failures or stop_at_first yet")
         return explore_on_executor(
             workload, check, size=size, initial=initial, model=model, spec=spec,
             max_states=max_states, seed=seed, store_points=store_points, workers=workers,
             executor=executor, checkpoint=checkpoint, failures=failures,
-            stop_at_first=bool(stop_at_first), on_states=on_states)
+            stop_at_first=bool(stop_at_first), on_states=on_states, sections=sections)
     ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress, on_states)
     ex.store_points = bool(store_points)
     ex.base = image_base(initial, size)
@@ -115,8 +111,7 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
         warnings.append(
             f"stopped after max_states={max_states} crash states: the verdict is incomplete")
     if ex.skipped:
-        warnings.append(f"{ex.skipped} crash point(s) left unchecked on purpose (their section's "
-                        f"engine is 'none', pmreorder's NoReorderNoCheck)")
+        warnings.append(skipped_warning(ex.skipped))
     if ex.sampled and not stopped:
         warnings.append(SAMPLED_WARNING)
     return Report(violations=ex.violations, states_checked=ex.states, unique_images=ex.unique,

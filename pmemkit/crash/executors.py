@@ -40,7 +40,7 @@ from .checkers import as_checker, wants_info
 from .checkpoint import Checkpoint, FailureDB
 from .explore import (MAX_KEPT_VIOLATIONS, _Explorer, _new_region, _PointMeta, _run_one,
                       image_base, pickled_records)
-from .report import SAMPLED_WARNING, Report, SparseImage
+from .report import SAMPLED_WARNING, Report, SparseImage, skipped_warning
 from .trace import UNIT
 
 
@@ -84,15 +84,18 @@ class _Planner(_Explorer):
         self.where = []  # ...and for each, (point, pass, choice vector): how to build it
         self._pass = None
         self._entry = None
+        self._carry = set()  # durable units changed at points not logged (sections: "none")
 
     def on_point(self, state):
         entry = None
         if self.complete:
             entry = self._entry = _Entry()
             entry.offset = self.states
-            changed = state.changed if state.changed is not None else ()
+            # the durable units changed since the last logged point: those of this point and
+            # of the points in between that were not logged (left unchecked by sections)
+            changed = set(state.changed or ()) | self._carry
             entry.changed = tuple(
-                (u, bytes(state.durable[u * UNIT : u * UNIT + UNIT])) for u in changed
+                (u, bytes(state.durable[u * UNIT : u * UNIT + UNIT])) for u in sorted(changed)
             )
             entry.durable_hash = state.durable_hash
             entry.lines = tuple((li, tuple(events), fl) for li, events, fl in state.lines)
@@ -109,6 +112,9 @@ class _Planner(_Explorer):
             if entry is not None and entry.info is not None:
                 entry.count = self.states - entry.offset
                 self.log.append(entry)
+                self._carry = set()
+            elif entry is not None:
+                self._carry = changed
 
     def _explore_space(self, state, orig, space, space_plan, meta, images):
         entry = self._entry
@@ -557,12 +563,15 @@ def _parallelism(executor):
     return 2
 
 
-def plan_states(workload, size, initial, model, spec, max_states, seed, store_points, want=False):
-    """Phase 1: run ``workload``, enumerate its crash states; ``(planner, region warnings)``."""
+def plan_states(workload, size, initial, model, spec, max_states, seed, store_points, want=False,
+                sections=None):
+    """Phase 1: run ``workload``, enumerate its crash states; ``(planner, region warnings)``.
+    ``sections(point)`` picks each crash point's engine (as for :func:`explore`)."""
     from .explore import _warnings
 
     planner = _Planner(size, model, spec, max_states, seed, want)
     planner.store_points = bool(store_points)
+    planner.sections = sections
     region = _new_region(size, initial, model, planner.on_point, store_points)
     try:
         workload(region)
@@ -628,13 +637,14 @@ def explore_on_executor(
     failures,
     stop_at_first,
     on_states,
+    sections=None,
 ):
     """:func:`~pmemkit.crash.explore` in two phases on an executor (see the module's docstring)."""
     t0 = time.perf_counter()
     check = as_checker(check)
     want = wants_info(check)
     planner, warnings = plan_states(
-        workload, size, initial, model, spec, max_states, seed, store_points, want
+        workload, size, initial, model, spec, max_states, seed, store_points, want, sections
     )
     payload = (size, model, spec, seed, planner.log, initial, store_points)
     dist = Distributed(planner, check, want, payload, executor, workers)
@@ -721,6 +731,8 @@ def explore_on_executor(
             f"stopped at the first violation after checking {checked[0]} of "
             f"{planner.unique} distinct images: the verdict is incomplete"
         )
+    if planner.skipped:
+        warnings.append(skipped_warning(planner.skipped))
     if planner.sampled and planner.complete:
         warnings.append(SAMPLED_WARNING)
     return Report(

@@ -23,6 +23,13 @@ SAMPLED_WARNING = ("some crash points were sampled, not explored completely (see
                    "engine='exhaustive' refuses points it cannot explore")
 
 
+def skipped_warning(points):
+    """The warning of a report in which ``points`` crash points were left unchecked by
+    ``sections`` (their engine is "none")."""
+    return (f"{points} crash point(s) left unchecked on purpose (their section's engine is "
+            f"'none', pmreorder's NoReorderNoCheck)")
+
+
 @dataclass(frozen=True)
 class CrashPoint:
     """Where a crash happens: the checker's optional second argument.

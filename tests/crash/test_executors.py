@@ -202,6 +202,55 @@ def test_tasks_are_sized_by_the_checkers_speed(monkeypatch, check, smallest_most
         assert max(pool.sizes) <= largest_most, pool.sizes
 
 
+def _thirds(point):
+    """An engine per crash point, as sections give them: every third point left unchecked."""
+    return (None, "exhaustive", "prefix")[point.index % 3]
+
+
+@pytest.mark.parametrize("name,which,model", CASES)
+def test_sections_on_an_executor_give_the_in_process_verdict(name, which, model, tmp_path):
+    """Per-point engines, some points left unchecked (their durable changes must still reach
+    the later points' images), on an executor and with a checkpoint: the in-process report."""
+    entry = BUGS[name]
+    kw = dict(size=2048, initial=_initial(entry), model=model, progress=None, sections=_thirds)
+    check = _checks(entry)[which]
+    one = crash.explore(entry[which], check, **kw)
+    with ThreadPoolExecutor(2) as pool:
+        other = crash.explore(entry[which], check, executor=pool, **kw)
+    resumed = crash.explore(entry[which], check, checkpoint=tmp_path / "c", **kw)
+    assert _summary(one) == _summary(other) == _summary(resumed)
+    assert sorted(one.warnings) == sorted(other.warnings)
+
+
+def test_sections_leave_points_unchecked_but_not_their_durable_stores():
+    """A point left unchecked still made stores durable: the images of later points (rebuilt
+    on the workers from the point log) must hold them, image for image as in-process."""
+    import hashlib
+    import threading
+
+    def workload(pm):
+        for i in range(12):
+            pm.write(i * 64, struct.pack("<Q", i + 1))
+            pm.flush(i * 64, 8)
+            pm.write(2048 + i * 64, struct.pack("<Q", i + 1))  # pending at the next fence
+            pm.drain()
+
+    def hashes_of(**kw):
+        seen, lock = [], threading.Lock()
+
+        def check(img, point):
+            with lock:
+                seen.append((point.index, hashlib.sha256(img).hexdigest()))
+
+        crash.explore(workload, check, size=4096, sections=_thirds, progress=None, **kw)
+        return sorted(seen)
+
+    here = hashes_of()
+    assert len({i for i, _ in here}) > 6
+    with ThreadPoolExecutor(2) as pool:
+        assert hashes_of(executor=pool) == here
+
+
 def test_checkpoint_of_another_run_is_refused(tmp_path):
     ck = tmp_path / "c"
     crash.explore(n_slots(3), slot_check, checkpoint=ck, progress=None)
