@@ -595,11 +595,13 @@ def replay_state(
     store_points=False,
     k=None,
     samples=None,
+    sections=None,
 ):
     """Rebuild crash state number ``state`` of a run: ``(CrashPoint, choice, image bytes)``.
 
     Any violation found by :func:`~pmemkit.crash.explore` (on a cluster or not)
-    replays on one machine from ``(seed, model, engine, state index)``.
+    replays on one machine from ``(seed, model, engine, state index)``, and the run's
+    ``sections`` when it had them.
     """
     from .engines import EngineSpec
     from .explore import _load_initial
@@ -610,7 +612,11 @@ def replay_state(
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
     if not isinstance(state, int) or state < 0:
         raise InvalidArgumentError(f"state must be a non-negative integer, got {state!r}")
-    planner, _ = plan_states(workload, size, initial, model, spec, state + 1, seed, store_points)
+    if sections is not None and not callable(sections):
+        raise InvalidArgumentError(
+            f"sections must be a callable (CrashPoint) -> engine name, got {sections!r}")
+    planner, _ = plan_states(workload, size, initial, model, spec, state + 1, seed, store_points,
+                             sections=sections)
     if planner.states <= state:
         raise InvalidArgumentError(
             f"this run has {planner.states} crash states; state {state} does not exist "

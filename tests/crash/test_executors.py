@@ -68,8 +68,10 @@ def test_worker_processes_give_the_in_process_verdict(name, monkeypatch, tmp_pat
     assert _summary(one) == _summary(three)
 
 
-def test_every_violation_replays_from_its_state_index():
+@pytest.mark.parametrize("sections", [None, "_thirds"])
+def test_every_violation_replays_from_its_state_index(sections):
     entry = BUGS["undo-valid-before-log"]
+    sections = globals()[sections] if sections else None
     r = crash.explore(
         entry[0],
         _checks(entry)[0],
@@ -79,6 +81,7 @@ def test_every_violation_replays_from_its_state_index():
         stop_at_first=False,
         executor=ThreadPoolExecutor(2),
         progress=None,
+        sections=sections,
     )
     assert r.violations and all(v.state is not None for v in r.violations)
     for v in r.violations[:20]:
@@ -90,6 +93,7 @@ def test_every_violation_replays_from_its_state_index():
             model=v.model,
             engine=r.engine,
             seed=v.seed,
+            sections=sections,
         )
         assert (point.index, choice, image) == (v.point.index, v.choice, v.image)
 
