@@ -86,6 +86,9 @@ def cluster(hosts, tmp_path_factory):
     procs = []
     logs = tmp_path / "logs"
     logs.mkdir()
+    # Dask's scratch directory (which every Dask process makes) in pytest's, not in /tmp
+    saved = os.environ.get("DASK_TEMPORARY_DIRECTORY")
+    os.environ["DASK_TEMPORARY_DIRECTORY"] = str(tmp_path)
     try:
         def start(role, *argv):
             out = open(logs / f"{role}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -120,6 +123,10 @@ def cluster(hosts, tmp_path_factory):
                 p.kill()
                 p.wait()
             out.close()
+        if saved is None:
+            os.environ.pop("DASK_TEMPORARY_DIRECTORY", None)
+        else:
+            os.environ["DASK_TEMPORARY_DIRECTORY"] = saved
 
 
 def _gcc(out, src, *libs):
