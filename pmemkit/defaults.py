@@ -59,8 +59,6 @@ CRASH_AUTO_BOUNDED_STATES = 4096
 #: Default k of the bounded engine (Chipmunk's choice) and sample count of the random engine.
 CRASH_BOUNDED_K = 2
 CRASH_RANDOM_SAMPLES = 256
-#: Images sent to a worker process at a time (explore(workers=N)).
-CRASH_BATCH = 256
 #: From this image size up, the explorer notes the pages each crash image changed, and a
 #: checker's image file is kept sparse and rewritten only there (plus the pages holding data);
 #: smaller images are compared whole, which costs less than the bookkeeping.

@@ -41,9 +41,9 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     machine or a cluster (:mod:`pmemkit.crash.executors`); ``checkpoint`` (a file)
     makes the run resumable; ``failures`` (a directory) checks the states that
     failed last time first; ``stop_at_first`` stops everything at the first
-    violation. Any of these, and ``workers > 1`` (unless ``sections`` is given), runs
-    the two-phase exploration, with ``workers`` processes when no executor is given:
-    workers rebuild their images from the trace, no image is sent to them.
+    violation. Any of these, and ``workers > 1``, runs the two-phase exploration, with
+    ``workers`` processes when no executor is given: workers rebuild their images from
+    the trace, no image is sent to them.
 
     ``sections(point)`` (optional) picks the engine of each crash point from its
     :class:`CrashPoint` (e.g. by the marker section it is in): an engine name as
@@ -82,13 +82,13 @@ def explore(workload, check, size=None, initial=None, model="x86", engine="auto"
     if size is None:
         size = len(initial) if initial is not None else defaults.CRASH_DEFAULT_SIZE
     if (executor is not None or checkpoint is not None or failures is not None or stop_at_first
-            or (workers > 1 and sections is None)):
+            or workers > 1):
         return explore_on_executor(
             workload, check, size=size, initial=initial, model=model, spec=spec,
             max_states=max_states, seed=seed, store_points=store_points, workers=workers,
             executor=executor, checkpoint=checkpoint, failures=failures,
             stop_at_first=bool(stop_at_first), on_states=on_states, sections=sections)
-    ex = _Explorer(check, size, model, spec, max_states, seed, workers, progress, on_states)
+    ex = _Explorer(check, size, model, spec, max_states, seed, progress, on_states)
     ex.store_points = bool(store_points)
     ex.base = image_base(initial, size)
     ex.sections = sections

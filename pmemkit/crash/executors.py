@@ -77,7 +77,7 @@ class _Planner(_Explorer):
     """Phase 1: enumerate every state (no checker) and keep the point log."""
 
     def __init__(self, size, model, spec, max_states, seed, want):
-        super().__init__(_accept, size, model, spec, max_states, seed, 1, False, None)
+        super().__init__(_accept, size, model, spec, max_states, seed, False, None)
         self.want = want  # a checker given the crash point sees images per point
         self.log = []
         self.new = []  # global indices of the states whose image is seen first
@@ -145,7 +145,6 @@ class _Planner(_Explorer):
                 new.append(self.states - 1)
                 where.append((point, npass, tuple(cur.items())))
 
-        meta._flush = None
         return visit
 
 
@@ -161,7 +160,7 @@ class _Runner(_Explorer):
 
     def __init__(self, check, payload):
         size, model, spec, seed, log, base, store_points = payload
-        super().__init__(check, size, model, spec, None, seed, 1, False, None)
+        super().__init__(check, size, model, spec, None, seed, False, None)
         self.store_points = store_points
         self.log = log
         self.offsets = [e.offset for e in log]
@@ -243,7 +242,6 @@ class _Runner(_Explorer):
                 if i == last:
                     raise RangeDone
 
-        meta._flush = None
         return visit
 
     def check_states(self, items, stop_at_first=False):

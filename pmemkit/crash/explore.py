@@ -12,11 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from .. import defaults
-from .._linux.process import die_with_parent
-from ..region import CACHE_LINE
 from ..errors import (CheckFailed, CrashError, InvalidArgumentError, StateLimitReached,
                       StateSpaceTooLarge)
-from .checkers import PAGE, ImageChanges, as_checker, changed_pages, takes_changes, wants_info
+from .checkers import PAGE, ImageChanges, as_checker, takes_changes, wants_info
 from .engines import (EngineSpec, bounded_vectors, gray, plan, point_rng, random_vectors)
 from .model import line_images, spaces, total_count
 from .report import CrashPoint, SparseImage, StoreInfo, Violation
@@ -64,99 +62,11 @@ class _PointMeta:
     """What the explorer keeps of one space of one crash point (its own copies, never the
     tracer's buffers)."""
 
-    __slots__ = ("info", "space", "index", "persisted", "label", "stores", "lines", "olds",
-                 "_flush")
+    __slots__ = ("info", "space", "index", "persisted", "label", "stores", "lines", "olds")
 
     def __init__(self, info, space, index, persisted, label, stores, lines, olds):
         self.info, self.space, self.index, self.persisted = info, space, index, persisted
         self.label, self.stores, self.lines, self.olds = label, stores, lines, olds
-        self._flush = None
-
-
-# --- worker processes ----------------------------------------------------------------
-
-# The checker of this worker process, installed by the pool's initializer from its arguments.
-_worker = {}
-
-
-def _worker_init(check, want, base):
-    from multiprocessing.util import Finalize
-
-    die_with_parent()       # an explorer killed outright leaves no worker behind
-    _worker["check"], _worker["want"] = check, want
-    _worker["images"] = _SparseImages(base, noted=takes_changes(check))
-    closer = getattr(check, "close", None)
-    if callable(closer):    # the worker's checker process and image file end with the worker
-        Finalize(None, closer, exitpriority=10)
-
-
-def _worker_batch(items, info):
-    out = []
-    check, want, images = _worker["check"], _worker["want"], _worker["images"]
-    for i, sparse in items:
-        view = images.apply(sparse)
-        ok, msg = _run_one(check, view, info, want, images.scratch.changes())
-        if not ok:
-            out.append((i, msg))
-    return out
-
-
-class _SparseImages:
-    """Images sent to worker processes as the pages that changed, never whole.
-
-    Every worker gets the *base* (the explorer's image when the pool started) once, when it
-    is forked. An image goes as ``(fresh, [(page, bytes), ...])``: with ``fresh`` the pages are
-    all those that differ from the base (the first image of every batch: a batch may reach any
-    worker), otherwise those that changed since the previous image of the batch.
-    """
-
-    def __init__(self, base, noted=False):
-        self.base = base
-        self.scratch = _Scratch(len(base), noted=noted)
-        self.scratch.img = self.scratch.blank(len(base))
-        self.scratch.img[:] = base
-        self.view = memoryview(self.scratch.img)[:len(base)].toreadonly()
-        self.moved = set()      # pages that may differ from the base
-
-    def apply(self, sparse):
-        """The image ``sparse`` (built from this object's previous image): a read-only view."""
-        fresh, pages = sparse
-        img = self.scratch.img
-        if fresh:
-            now = {p for p, _ in pages}
-            for p in self.moved - now:
-                img[p * PAGE:(p + 1) * PAGE] = self.base[p * PAGE:(p + 1) * PAGE]
-            self.moved = now
-        for p, data in pages:
-            img[p * PAGE:p * PAGE + len(data)] = data
-            self.moved.add(p)
-        return self.view
-
-
-class _PagesOver:
-    """An image kept as the pages where it differs from a base image."""
-
-    __slots__ = ("base", "pages")
-
-    def __init__(self, base, image, pages=None):
-        """``pages``: the only pages where ``image`` may differ from ``base`` (None: compare)."""
-        self.base = base
-        if pages is None:
-            pages = changed_pages(image, base, PAGE)
-        self.pages = [(p, bytes(image[p * PAGE:(p + 1) * PAGE])) for p in sorted(pages)
-                      if p * PAGE < len(image)]
-
-    def rebuild(self):
-        return _rebuild(self.base, [(None, (True, self.pages))], 0)
-
-
-def _rebuild(base, batch, i):
-    """The bytes of image ``i`` of a batch of sparse images (its first image is fresh)."""
-    img = bytearray(base)
-    for _, (_, pages) in batch[:i + 1]:
-        for p, data in pages:
-            img[p * PAGE:p * PAGE + len(data)] = data
-    return bytes(img)
 
 
 def _run_one(check, view, info, want, changes=None):
@@ -359,7 +269,7 @@ class _Scratch:
 
 
 class _Explorer:
-    def __init__(self, check, size, model, spec, max_states, seed, workers, progress, on_states):
+    def __init__(self, check, size, model, spec, max_states, seed, progress, on_states):
         self.check = as_checker(check)
         self.want = wants_info(self.check)
         self.size = size
@@ -368,7 +278,6 @@ class _Explorer:
         self.view = "prefix" if spec.name == "prefix" else model
         self.max_states = max_states
         self.seed = seed
-        self.workers = workers
         self.store_points = False
         self.states = 0
         self.unique = 0
@@ -379,19 +288,14 @@ class _Explorer:
         self.violations = []
         self.violation_count = 0
         self.complete = True
-        self.pool = None
-        self.inflight = []
         self.progress = progress
         self.on_states = on_states
         self.bar = None
         self.last_progress = 0.0
-        # noted: for a checker that takes the pages changed between images, called in this
-        # process, or to send worker processes only the pages that changed
-        self.scratch = _Scratch(size, noted=workers > 1 or takes_changes(self.check))
-        self.pool_base = None       # the image every worker starts from (see _SparseImages)
+        # noted: for a checker that takes the pages changed between images
+        self.scratch = _Scratch(size, noted=takes_changes(self.check))
         self.base = None            # the run's initial image (image_base): violations keep
         #                             their images as their differences from it
-        self.moved = set()          # pages of the scratch that may differ from pool_base
         self.last_state = None
         self.pickled_point = None   # the last crash point whose records were checked picklable
         self.covered = 0            # distinct crash states visited (of self.possible)
@@ -467,14 +371,11 @@ class _Explorer:
                 images = range(self.states - states_before)
             point_complete = False
         finally:
-            for meta in metas:
-                if meta._flush is not None:
-                    meta._flush()
             img = self.scratch.img
             for u, v in orig.items():
                 img[u * UNIT:u * UNIT + UNIT] = v
             for meta in metas:
-                if not isinstance(meta.persisted, (SparseImage, _PagesOver)):
+                if not isinstance(meta.persisted, SparseImage):
                     meta.persisted = None   # the tracer's buffer: never kept
         if not point_complete and self.complete and len(images) >= count:
             # as many distinct images as the point has states: the samples reached every state
@@ -572,9 +473,7 @@ class _Explorer:
         # a checker given the crash point sees which point it is: the point is part of the key
         keyed = info.index if want else None
         max_states = self.max_states
-        pooled = self.workers > 1
-        note = self.scratch.changes if self.scratch.noted and not pooled else None
-        batch = []
+        note = self.scratch.changes if self.scratch.noted else None
 
         def visit():
             if max_states is not None and self.states >= max_states:
@@ -588,24 +487,12 @@ class _Explorer:
                 return
             seen.add(key)
             self.unique += 1
-            if pooled:
-                batch.append((dict(cur), self._sparse(view, not batch)))
-                if len(batch) >= defaults.CRASH_BATCH:
-                    self._submit(meta, batch[:])
-                    batch.clear()
-                return
             ok, msg = _run_one(check, view, info, want, note and note())
             if not ok:
                 self._violation(meta, dict(cur), view, msg)
             if self.bar is not None and self.unique % 512 == 0:
                 self._tick(force=False)
 
-        def flush_batch():
-            if batch:
-                self._submit(meta, batch[:])
-                batch.clear()
-
-        meta._flush = flush_batch
         return visit
 
     # --- violations --------------------------------------------------------------------
@@ -623,14 +510,14 @@ class _Explorer:
             return None
         return written | _pending_units(meta.lines)
 
-    def _violation(self, meta, choice, image, message, current=True):
-        """Keep a violation of ``image`` (a buffer, or a :class:`SparseImage`) as its differences
-        from the initial image. ``current``: ``meta`` is the crash point being explored, so only
-        the units :meth:`_may_differ` names can differ (else the image is compared whole)."""
+    def _violation(self, meta, choice, image, message):
+        """Keep a violation of ``image`` (a buffer, or a :class:`SparseImage`) of the crash point
+        being explored (``meta``) as its differences from the initial image: only the units
+        :meth:`_may_differ` names can differ (None: the image is compared whole)."""
         self.violation_count += 1
         if len(self.violations) >= MAX_KEPT_VIOLATIONS:
             return
-        units = self._may_differ(meta) if current else None
+        units = self._may_differ(meta)
         space = meta.space
         durable = set(space.base_stores)
         for j, a in choice.items():
@@ -654,84 +541,14 @@ class _Explorer:
             image=image, persisted=persisted, model=self.model, store_points=self.store_points,
             space=meta.index, reordered_lines=reordered))
 
-    # --- process pool ------------------------------------------------------------------
-
-    def _sparse(self, view, fresh):
-        """The image ``view`` for a worker: see :class:`_SparseImages`."""
-        if self.pool_base is None:
-            self.pool_base = bytes(view)
-            self.scratch.changes()
-            return (True, [])
-        changes = self.scratch.changes()
-        pages = None if changes is None else changes.pages
-        if pages is None:   # every page may have changed: compare with the base
-            pages = changed_pages(view, self.pool_base, PAGE)
-            self.moved = set(pages)
-            fresh = True
-        else:
-            self.moved |= pages
-        if fresh:
-            pages = self.moved
-        return (fresh, [(p, bytes(view[p * PAGE:(p + 1) * PAGE])) for p in sorted(pages)
-                        if p * PAGE < len(view)])
-
     def _persisted(self, meta, units):
         """The fully persisted image of ``meta``'s point, kept (as a :class:`SparseImage`) from
         the tracer's on first need; ``units`` as for :meth:`_violation`."""
         persisted = meta.persisted
         if isinstance(persisted, SparseImage):
             return persisted
-        if isinstance(persisted, _PagesOver):
-            persisted, units = persisted.rebuild(), None
         meta.persisted = SparseImage.of(persisted, self.base, self.size, units, UNIT)
         return meta.persisted
-
-    def _submit(self, meta, batch):
-        if self.pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            prepare = getattr(self.check, "before_fork", None)
-            if callable(prepare):
-                prepare()
-            # fork: the checker (a closure, say) reaches the workers as the initializer's argument
-            self.pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("fork"),
-                initializer=_worker_init, initargs=(self.check, self.want, self.pool_base))
-        if not isinstance(meta.persisted, (SparseImage, _PagesOver)):
-            # kept for the violations that come back after the tracer moved on: only the pages
-            # that differ from the pool's base. The persisted image is the durable one plus the
-            # pending stores, so it differs from the base only where the scratch moved away
-            # from it (taken or not yet) and on the pending stores' lines.
-            img, pages = self.scratch.img, None
-            if isinstance(img, _NotedImage) and not img.every:
-                pages = (self.moved | img.pages
-                         | {li * CACHE_LINE // PAGE for li, _, _ in meta.lines})
-            meta.persisted = _PagesOver(self.pool_base, meta.persisted[:self.size], pages)
-        if meta.info.index != self.pickled_point:
-            pickled_records(meta.info, "with workers > 1",
-                            "it reaches the checker in another process", " or use workers=1")
-            self.pickled_point = meta.info.index
-        items = [(i, sparse) for i, (_, sparse) in enumerate(batch)]
-        fut = self.pool.submit(_worker_batch, items, meta.info)
-        self.inflight.append((fut, meta, batch))
-        while len(self.inflight) > 2 * self.workers:
-            self._collect(self.inflight.pop(0))
-
-    def _collect(self, entry):
-        from concurrent.futures.process import BrokenProcessPool
-
-        fut, meta, batch = entry
-        try:
-            found = fut.result()
-        except BrokenProcessPool:
-            raise CrashError(
-                "a worker process died while checking images (killed, or the checker exited "
-                "the process); no verdict. Run with workers=1 to see why") from None
-        for i, msg in found:
-            self._violation(meta, batch[i][0], _rebuild(self.pool_base, batch, i), msg,
-                            current=False)
-        self._tick(force=False)
 
     # --- progress ----------------------------------------------------------------------
 
@@ -765,13 +582,6 @@ class _Explorer:
 
     def close(self):
         try:
-            if self.pool is not None:
-                try:
-                    while self.inflight:
-                        self._collect(self.inflight.pop(0))
-                finally:
-                    self.pool.shutdown(cancel_futures=True)
-                    self.pool = None
             self._tick(force=True)
         finally:    # a failing checker must not leak the bar or a persistent checker process
             if self.bar is not None:

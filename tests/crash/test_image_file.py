@@ -247,11 +247,12 @@ def test_shifted_changes_follow_a_files_offset():
     assert ImageChanges("s", 1, None).shifted(0, PAGE).pages is None
 
 
-def test_workers_get_changed_pages_not_whole_images(tmp_path):
+def test_workers_get_no_whole_images(tmp_path):
     """With workers and sections (pmemcheck's -x) each image went to the workers whole: 256
     images of a 64 MiB region per batch (16 GiB) failed with MemoryError under a 3 GiB
-    address-space limit. Now only the pages that changed travel, and the verdict, the violation's
-    image and its persisted image are those of one worker. In a process of its own."""
+    address-space limit. Now workers rebuild their images from the point log, and the verdict,
+    the violation's image and its persisted image are those of one worker. In a process of its
+    own."""
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent("""\
         import resource
