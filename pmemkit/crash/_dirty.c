@@ -394,38 +394,6 @@ static PyTypeObject TrackerType = {
     .tp_as_buffer = &Tracker_as_buffer,
 };
 
-/* changed_pages(a, b, page): indices of the page-sized blocks where two equal-length buffers differ. */
-static PyObject *mod_changed_pages(PyObject *m, PyObject *args)
-{
-    (void)m;
-    Py_buffer a, b;
-    Py_ssize_t page;
-    if (!PyArg_ParseTuple(args, "y*y*n", &a, &b, &page))
-        return NULL;
-    PyObject *out = NULL;
-    if (a.len != b.len || page <= 0) {
-        PyErr_SetString(PyExc_ValueError, "buffers must have the same length and page must be > 0");
-        goto done;
-    }
-    out = PyList_New(0);
-    for (Py_ssize_t s = 0; out && s < a.len; s += page) {
-        Py_ssize_t n = a.len - s < page ? a.len - s : page;
-        if (memcmp((char *)a.buf + s, (char *)b.buf + s, (size_t)n) == 0)
-            continue;
-        PyObject *i = PyLong_FromSsize_t(s / page);
-        if (i == NULL || PyList_Append(out, i) < 0) {
-            Py_XDECREF(i);
-            Py_CLEAR(out);
-            break;
-        }
-        Py_DECREF(i);
-    }
-done:
-    PyBuffer_Release(&a);
-    PyBuffer_Release(&b);
-    return out;
-}
-
 static int all_zero(const char *p, Py_ssize_t n)
 {
     static const char zeros[65536];
@@ -549,8 +517,6 @@ done:
 }
 
 static PyMethodDef module_methods[] = {
-    {"changed_pages", mod_changed_pages, METH_VARARGS,
-     "changed_pages(a, b, page): indices of the page-sized blocks where a and b differ."},
     {"sync_sparse", mod_sync_sparse, METH_VARARGS,
      "sync_sparse(fd, file_map, image, nonzero, pages, holes): make a sparse file equal to "
      "image."},

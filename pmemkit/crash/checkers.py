@@ -39,14 +39,9 @@ from ..errors import CheckerError, CheckFailed, InvalidArgumentError
 
 try:
     from ._dirty import PAGE_SIZE as PAGE
-    from ._dirty import changed_pages, sync_sparse
+    from ._dirty import sync_sparse
 except ImportError:  # pragma: no cover - built by setup.py; without it every image is written whole
     PAGE, sync_sparse = mmap.PAGESIZE, None
-
-    def changed_pages(a, b, page):
-        """Indices of the ``page``-sized blocks where the equal-length buffers differ."""
-        a, b = memoryview(a).cast("B"), memoryview(b).cast("B")
-        return [s // page for s in range(0, len(a), page) if a[s:s + page] != b[s:s + page]]
 
 #: Seconds an external checker may take on one image before it is considered hung.
 CHECK_TIMEOUT = 60

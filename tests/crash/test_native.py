@@ -432,6 +432,22 @@ def test_crossed_markers_refused(progs, tmp_path, capsys):
     assert status == Status.USAGE and "crossed markers: SETUP.END while WORK.BEGIN" in out, out
 
 
+def _run_then_record(capsys, tmp_path, progs, mode, opts, check):
+    """``sections MODE POOL`` under `crash run`, then recorded with `crash record` and its log
+    explored with the same options: (run's status, log's status, the log's text, both outputs)."""
+    pool = tmp_path / "pool"
+    s_run, out = _run(capsys, "run", "--engine", "exhaustive", *opts, "--check", *check, "--",
+                      progs["sections"], mode, pool)
+    pool.unlink()
+    log = tmp_path / "store.log"
+    s_rec, out2 = _run(capsys, "record", "-o", log, "--initial-out", tmp_path / "initial", "--",
+                       progs["sections"], mode, pool)
+    assert s_rec == Status.OK, out2
+    s_log, out3 = _run(capsys, log, "--engine", "exhaustive", *opts, "--initial",
+                       tmp_path / "initial", "--check", *check)
+    return s_run, s_log, log.read_text(), (out, out3)
+
+
 @pytest.mark.parametrize("x", [[], ["-x", "SETUP=none"], ["-x", "json"],
                                ["--markers"]])
 def test_record_round_trip_sections_same_verdict(progs, tmp_path, capsys, x):
@@ -441,18 +457,9 @@ def test_record_round_trip_sections_same_verdict(progs, tmp_path, capsys, x):
         x = ["-x", str(_sections_json(tmp_path))]
     opts, check = (x, []) if x[:1] == ["-x"] else ([], x)
     check = [sys.executable, progs["check_sections"], *check]
-    pool = tmp_path / "pool"
-    s_run, out = _run(capsys, "run", "--engine", "exhaustive", *opts, "--check", *check, "--",
-                      progs["sections"], "setup", pool)
-    pool.unlink()
-    log = tmp_path / "store.log"
-    s_rec, out2 = _run(capsys, "record", "-o", log, "--initial-out", tmp_path / "initial", "--",
-                       progs["sections"], "setup", pool)
-    assert s_rec == Status.OK, out2
-    assert "|SETUP.BEGIN|" in log.read_text() and "|SETUP.END|" in log.read_text()
-    s_log, out3 = _run(capsys, log, "--engine", "exhaustive", *opts, "--initial",
-                       tmp_path / "initial", "--check", *check)
-    assert s_run == s_log == (Status.OK if x else Status.VIOLATIONS), (out, out3)
+    s_run, s_log, text, outs = _run_then_record(capsys, tmp_path, progs, "setup", opts, check)
+    assert "|SETUP.BEGIN|" in text and "|SETUP.END|" in text
+    assert s_run == s_log == (Status.OK if x else Status.VIOLATIONS), outs
 
 
 @pytest.mark.parametrize("emit_log", [True, False])
@@ -466,20 +473,11 @@ def test_library_markers_with_pmreorder_emit_log(progs, tmp_path, capsys, monkey
         monkeypatch.delenv(defaults.EMIT_LOG_ENV, raising=False)
     x = ["-x", "pmem_memset_persist=NoReorderNoCheck"]
     check = [sys.executable, progs["check_sections"]]
-    pool = tmp_path / "pool"
-    s_run, out = _run(capsys, "run", "--engine", "exhaustive", *x, "--check", *check, "--",
-                      progs["sections"], "memset", pool)
-    pool.unlink()
-    log = tmp_path / "store.log"
-    s_rec, out2 = _run(capsys, "record", "-o", log, "--initial-out", tmp_path / "initial", "--",
-                       progs["sections"], "memset", pool)
-    assert s_rec == Status.OK, out2
-    assert ("|pmem_memset_persist.BEGIN|" in log.read_text()) == emit_log
-    s_log, out3 = _run(capsys, log, "--engine", "exhaustive", *x, "--initial",
-                       tmp_path / "initial", "--check", *check)
-    assert s_run == s_log == (Status.OK if emit_log else Status.VIOLATIONS), (out, out3)
+    s_run, s_log, text, outs = _run_then_record(capsys, tmp_path, progs, "memset", x, check)
+    assert ("|pmem_memset_persist.BEGIN|" in text) == emit_log
+    assert s_run == s_log == (Status.OK if emit_log else Status.VIOLATIONS), outs
     if not emit_log:
-        assert "-x names pmem_memset_persist, which opens no section" in out
+        assert "-x names pmem_memset_persist, which opens no section" in outs[0]
 
 
 @pytest.mark.parametrize("x", [[], ["-x", "SETUP=none"]])
